@@ -1,0 +1,120 @@
+// Package testinfra gives tests a Kafka cluster and a Redis: the real ones
+// when KAFKA_BROKERS / REDIS_ADDR are set (as .ci/run does), in-process fakes
+// (kfake, miniredis) otherwise. Every test gets its own topic names and Redis
+// key prefix so tests can share one real broker and one real Redis.
+package testinfra
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Real reports whether tests run against a real broker and Redis.
+func RealKafka() bool { return os.Getenv("KAFKA_BROKERS") != "" }
+func RealRedis() bool { return os.Getenv("REDIS_ADDR") != "" }
+
+// Unique returns a short random suffix for topic names, group ids and key
+// prefixes.
+func Unique() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Redis returns a client and a key prefix unique to the test. With
+// REDIS_ADDR it connects to that Redis; otherwise it starts a miniredis.
+// The fake is returned too (nil for a real Redis) for tests that need to
+// move its clock.
+func Redis(t testing.TB) (redis.UniversalClient, string, *miniredis.Miniredis) {
+	t.Helper()
+	prefix := "t" + Unique()
+	if addr := os.Getenv("REDIS_ADDR"); addr != "" {
+		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Fatalf("REDIS_ADDR=%s is set but Redis does not answer: %v", addr, err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c, prefix, nil
+	}
+	m := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	return c, prefix, m
+}
+
+// Kafka returns bootstrap brokers: KAFKA_BROKERS (comma separated) when set,
+// otherwise a fresh in-process kfake cluster closed at the end of the test.
+func Kafka(t testing.TB) []string {
+	t.Helper()
+	if v := os.Getenv("KAFKA_BROKERS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatalf("start kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+// CreateTopics creates each topic with the given partition count
+// (replication factor 1) and waits until its metadata is visible.
+func CreateTopics(t testing.TB, brokers []string, partitions int, topics ...string) {
+	t.Helper()
+	if err := CreateTopicsErr(brokers, partitions, topics...); err != nil {
+		t.Fatalf("create topics %v: %v", topics, err)
+	}
+}
+
+// CreateTopicsErr is CreateTopics for callers without a testing.TB.
+func CreateTopicsErr(brokers []string, partitions int, topics ...string) error {
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	controller, err := conn.Controller()
+	if err != nil {
+		return err
+	}
+	cc, err := kafka.Dial("tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	cfgs := make([]kafka.TopicConfig, len(topics))
+	for i, tp := range topics {
+		cfgs[i] = kafka.TopicConfig{Topic: tp, NumPartitions: partitions, ReplicationFactor: 1}
+	}
+	if err := cc.CreateTopics(cfgs...); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, tp := range topics {
+		for {
+			parts, err := conn.ReadPartitions(tp)
+			if err == nil && len(parts) == partitions {
+				break
+			}
+			if time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(50 * time.Millisecond) // polling metadata, bounded by deadline
+		}
+	}
+	return nil
+}
