@@ -229,3 +229,7 @@ func (s SecretRef) String() string {
 	}
 	return "[REDACTED]"
 }
+
+// Reveal returns the secret itself. Call it only where the secret is used
+// (rendering a URL, authenticating); never log its result.
+func (s SecretRef) Reveal() string { return s.Value }
