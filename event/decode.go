@@ -1,0 +1,251 @@
+package event
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/bojanz/currency"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/shopspring/decimal"
+
+	"github.com/postbackd/postbackd/schemas"
+)
+
+// Machine-readable reasons of an *InvalidError, written to DLQ records.
+const (
+	ReasonUndecodable = "undecodable"      // empty (tombstone), not JSON, or not a JSON object
+	ReasonSchema      = "schema_invalid"   // fails the kind's JSON Schema
+	ReasonCurrency    = "unknown_currency" // well-formed but not an ISO 4217 code
+	ReasonAmount      = "invalid_amount"   // e.g. a succeeded deposit of zero, too many fractional digits
+)
+
+// MaxAmountScale is the most fractional digits an amount may have. Partners
+// take at most a handful; anything beyond this is a producer bug, not money.
+const MaxAmountScale = 18
+
+// ErrUnknownKind is returned by Decode for a Kind not in Kinds: a caller bug,
+// not bad input, so it is not an *InvalidError.
+var ErrUnknownKind = errors.New("unknown event kind")
+
+// maxDetailLen bounds InvalidError.Detail, which ends up in DLQ records.
+const maxDetailLen = 512
+
+// InvalidError is an input event that can never be processed: retrying it
+// cannot help, it belongs in the DLQ.
+type InvalidError struct {
+	Reason string // one of the Reason constants
+	Detail string // one line, bounded, names the failing field's JSON pointer when there is one
+	// EventID and ClickID are read from the message when it is a JSON object
+	// holding them as strings of sane length, so a DLQ record can name them
+	// even if another field is what failed. Empty otherwise.
+	EventID string
+	ClickID string
+}
+
+func (e *InvalidError) Error() string { return e.Reason + ": " + e.Detail }
+
+// Decoder decodes input events. It holds the compiled schemas and is safe
+// for concurrent use.
+type Decoder struct {
+	set *schemas.Set
+}
+
+// NewDecoder compiles the schemas once.
+func NewDecoder() (*Decoder, error) {
+	set, err := schemas.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("compile event schemas: %w", err)
+	}
+	return &Decoder{set: set}, nil
+}
+
+// Decode parses value (one Kafka message value) as an event of kind,
+// validates it against the kind's schema, and returns the typed event:
+// *Deposit, *Revenue, *Registration or *Qualification. Money is parsed from
+// its decimal string, never through a float.
+//
+// Every input problem is an *InvalidError; the only other error is
+// ErrUnknownKind. The caller bounds the size of value.
+func (d *Decoder) Decode(kind Kind, value []byte) (Event, error) {
+	if !kind.valid() {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, kind)
+	}
+	if len(bytes.TrimSpace(value)) == 0 {
+		return nil, &InvalidError{Reason: ReasonUndecodable, Detail: "empty message value (tombstone)"}
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(value))
+	if err != nil {
+		return nil, &InvalidError{Reason: ReasonUndecodable, Detail: bounded("not JSON: " + err.Error())}
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return nil, &InvalidError{Reason: ReasonUndecodable, Detail: "not a JSON object: got " + jsonType(doc)}
+	}
+	if err := d.set.Validate(string(kind), obj); err != nil {
+		return nil, invalid(obj, ReasonSchema, err.Error())
+	}
+
+	// From here the schema guarantees every required field is present with
+	// its type, so the type assertions below cannot fail.
+	env, err := envelope(obj)
+	if err != nil {
+		return nil, invalid(obj, ReasonSchema, err.Error())
+	}
+	switch kind {
+	case KindDeposit:
+		e := &Deposit{
+			Envelope:      env,
+			Currency:      str(obj, "currency"),
+			Status:        DepositStatus(str(obj, "status")),
+			PlayerID:      str(obj, "player_id"),
+			PaymentMethod: str(obj, "payment_method"),
+		}
+		if !currency.IsValid(e.Currency) {
+			return nil, invalid(obj, ReasonCurrency, unknownCurrency(e.Currency))
+		}
+		if e.Amount, err = money(obj); err != nil {
+			return nil, invalid(obj, ReasonAmount, err.Error())
+		}
+		if e.Status == DepositSucceeded && e.Amount.Sign() <= 0 {
+			return nil, invalid(obj, ReasonAmount, "/amount: a succeeded deposit must be greater than zero, got "+e.Amount.String())
+		}
+		return e, nil
+	case KindRevenue:
+		e := &Revenue{
+			Envelope: env,
+			Currency: str(obj, "currency"),
+			PlayerID: str(obj, "player_id"),
+		}
+		if !currency.IsValid(e.Currency) {
+			return nil, invalid(obj, ReasonCurrency, unknownCurrency(e.Currency))
+		}
+		if e.Amount, err = money(obj); err != nil {
+			return nil, invalid(obj, ReasonAmount, err.Error())
+		}
+		return e, nil
+	case KindRegistration:
+		return &Registration{
+			Envelope: env,
+			Kind:     RegistrationKind(str(obj, "kind")),
+			PlayerID: str(obj, "player_id"),
+		}, nil
+	default: // KindQualification: kind.valid() left nothing else.
+		return &Qualification{
+			Envelope: env,
+			Status:   QualificationStatus(str(obj, "status")),
+			Reason:   str(obj, "reason"),
+		}, nil
+	}
+}
+
+// MinorUnits returns the number of fractional digits of an ISO 4217
+// currency (2 for EUR, 0 for JPY, 3 for KWD), and false for an unknown code.
+func MinorUnits(code string) (int, bool) {
+	d, ok := currency.GetDigits(code)
+	return int(d), ok
+}
+
+func (k Kind) valid() bool {
+	switch k {
+	case KindDeposit, KindRevenue, KindRegistration, KindQualification:
+		return true
+	}
+	return false
+}
+
+func envelope(obj map[string]any) (Envelope, error) {
+	// The schema checked the RFC 3339 shape; time.Parse still refuses what Go
+	// cannot represent, such as a leap second.
+	at, err := time.Parse(time.RFC3339Nano, str(obj, "occurred_at"))
+	if err != nil {
+		return Envelope{}, fmt.Errorf("/occurred_at: not a valid date-time: %w", err)
+	}
+	env := Envelope{
+		EventID:    str(obj, "event_id"),
+		OccurredAt: at,
+		MerchantID: str(obj, "merchant_id"),
+		ClickID:    str(obj, "click_id"),
+		Network:    str(obj, "network"),
+	}
+	if raw, ok := obj["params"].(map[string]any); ok && len(raw) > 0 {
+		env.Params = make(map[string]string, len(raw))
+		for k, v := range raw {
+			env.Params[k], _ = v.(string)
+		}
+	}
+	return env, nil
+}
+
+// money parses the amount's decimal string exactly and bounds its scale.
+func money(obj map[string]any) (decimal.Decimal, error) {
+	s := str(obj, "amount")
+	if i := strings.IndexByte(s, '.'); i >= 0 && len(s)-i-1 > MaxAmountScale {
+		return decimal.Decimal{}, fmt.Errorf("/amount: %d fractional digits exceed the maximum %d", len(s)-i-1, MaxAmountScale)
+	}
+	amount, err := decimal.NewFromString(s)
+	if err != nil {
+		return decimal.Decimal{}, fmt.Errorf("/amount: not a decimal: %w", err)
+	}
+	return amount, nil
+}
+
+func unknownCurrency(code string) string {
+	return fmt.Sprintf("/currency: %q is not an ISO 4217 currency code", code)
+}
+
+// str returns obj[key] if it is a string, else "".
+func str(obj map[string]any, key string) string {
+	s, _ := obj[key].(string)
+	return s
+}
+
+// invalid builds an *InvalidError, naming the event and click when the
+// message holds them in a usable form.
+func invalid(obj map[string]any, reason, detail string) *InvalidError {
+	e := &InvalidError{Reason: reason, Detail: bounded(detail)}
+	if s := str(obj, "event_id"); len(s) <= 128 {
+		e.EventID = s
+	}
+	if s := str(obj, "click_id"); len(s) <= 256 {
+		e.ClickID = s
+	}
+	return e
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	default:
+		return "number"
+	}
+}
+
+// bounded keeps a detail to one line of at most maxDetailLen bytes: control
+// characters (a JSON syntax error can quote one) are escaped.
+func bounded(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || r == utf8.RuneError }) >= 0 {
+		q := strconv.QuoteToGraphic(s)
+		s = q[1 : len(q)-1]
+	}
+	if len(s) <= maxDetailLen {
+		return s
+	}
+	cut := maxDetailLen - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
