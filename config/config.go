@@ -7,6 +7,8 @@
 package config
 
 import (
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -215,11 +217,16 @@ type Merchant struct {
 
 // SecretRef names where a secret comes from: an environment variable or a
 // file (trailing newline trimmed). Never inline.
+//
+// Printing never shows the secret: SecretRef implements fmt.Formatter, so
+// every verb (%v, %+v, %#v, %s, %q, ...) prints String's redaction, also when
+// the SecretRef is an exported field of a printed Config. Value is skipped by
+// YAML and JSON marshalling. Read it with Reveal at the point of use.
 type SecretRef struct {
-	Env  string `yaml:"env"`
-	File string `yaml:"file"`
-	// Value is resolved by Load; it never comes from YAML.
-	Value string `yaml:"-"`
+	Env  string `yaml:"env" json:"env,omitempty"`
+	File string `yaml:"file" json:"file,omitempty"`
+	// Value is resolved by Load; it never comes from YAML and is never marshalled.
+	Value string `yaml:"-" json:"-"`
 }
 
 // String redacts the secret so that printing a config never leaks it.
@@ -228,6 +235,12 @@ func (s SecretRef) String() string {
 		return ""
 	}
 	return "[REDACTED]"
+}
+
+// Format prints String for every verb, so that %+v and %#v (which would
+// otherwise walk the struct and print Value) redact too.
+func (s SecretRef) Format(f fmt.State, _ rune) {
+	_, _ = io.WriteString(f, s.String())
 }
 
 // Reveal returns the secret itself. Call it only where the secret is used
