@@ -90,7 +90,7 @@ type Config struct {
 	// kafka.FirstOffset (default) or kafka.LastOffset.
 	StartOffset int64
 
-	Logger *zap.Logger       // default: no logs
+	Logger  *zap.Logger      // default: no logs
 	Metrics *metrics.Metrics // default: metrics on a private registry
 }
 
