@@ -1,0 +1,172 @@
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/postbackd/postbackd/config"
+)
+
+// tlsConfig builds a client TLS configuration, or nil when TLS is off.
+func tlsConfig(c config.TLS) (*tls.Config, error) {
+	if !c.Enabled {
+		return nil, nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify} //nolint:gosec // opt-in for test clusters, documented in REFERENCE.md
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s holds no PEM certificate", c.CAFile)
+		}
+		t.RootCAs = pool
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate: %w", err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return t, nil
+}
+
+func saslMechanism(c config.SASL) (sasl.Mechanism, error) {
+	switch strings.ToLower(c.Mechanism) {
+	case "":
+		return nil, nil
+	case "plain":
+		return plain.Mechanism{Username: c.Username, Password: c.Password.Reveal()}, nil
+	case "scram-sha-256":
+		return scram.Mechanism(scram.SHA256, c.Username, c.Password.Reveal())
+	case "scram-sha-512":
+		return scram.Mechanism(scram.SHA512, c.Username, c.Password.Reveal())
+	default:
+		return nil, fmt.Errorf("unknown SASL mechanism %q", c.Mechanism)
+	}
+}
+
+// kafkaClients holds everything that talks to Kafka, sharing TLS and SASL.
+type kafkaClients struct {
+	dialer    *kafka.Dialer
+	transport *kafka.Transport
+	brokers   []string
+}
+
+func newKafkaClients(c config.Kafka) (*kafkaClients, error) {
+	t, err := tlsConfig(c.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.tls: %w", err)
+	}
+	mech, err := saslMechanism(c.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka.sasl: %w", err)
+	}
+	return &kafkaClients{
+		dialer:    &kafka.Dialer{ClientID: c.ClientID, Timeout: 10 * time.Second, DualStack: true, TLS: t, SASLMechanism: mech},
+		transport: &kafka.Transport{ClientID: c.ClientID, TLS: t, SASL: mech, DialTimeout: 10 * time.Second},
+		brokers:   c.Brokers,
+	}, nil
+}
+
+// writer returns the output writer: acks from all in-sync replicas, no fixed
+// topic, and a short batch timeout. kafka-go merges concurrent WriteMessages
+// calls into shared batches, so many events in flight share one produce
+// request while none waits longer than BatchTimeout for it.
+func (k *kafkaClients) writer() *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         kafka.TCP(k.brokers...),
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		BatchSize:    1000,
+		BatchBytes:   8 << 20,
+		BatchTimeout: 2 * time.Millisecond,
+		WriteTimeout: 10 * time.Second,
+		MaxAttempts:  5,
+		Compression:  kafka.Snappy,
+		Transport:    k.transport,
+	}
+}
+
+func (k *kafkaClients) client() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: k.transport, Timeout: 10 * time.Second}
+}
+
+// ErrMissingTopics is returned by CheckTopics when topics do not exist.
+var ErrMissingTopics = errors.New("missing topics")
+
+// checkTopics reports every topic that does not exist, in one error.
+func (k *kafkaClients) checkTopics(ctx context.Context, topics []string) error {
+	meta, err := k.client().Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return fmt.Errorf("read topic metadata: %w", err)
+	}
+	found := map[string]bool{}
+	for _, t := range meta.Topics {
+		if t.Error == nil && len(t.Partitions) > 0 {
+			found[t.Name] = true
+		}
+	}
+	var missing []string
+	for _, t := range topics {
+		if !found[t] {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s (create them, e.g. `postbackd topics create --config FILE`)", ErrMissingTopics, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// createTopics creates the topics that are missing; existing ones are kept.
+func (k *kafkaClients) createTopics(ctx context.Context, topics []string, partitions, replication int) error {
+	req := &kafka.CreateTopicsRequest{}
+	for _, t := range topics {
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replication})
+	}
+	res, err := k.client().CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	var errs []error
+	for name, e := range res.Errors {
+		if e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
+			errs = append(errs, fmt.Errorf("topic %s: %w", name, e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newRedis connects to a single node or a Redis Cluster.
+func newRedis(c config.Redis) (redis.UniversalClient, error) {
+	t, err := tlsConfig(c.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("redis.tls: %w", err)
+	}
+	if c.Cluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: c.Addrs, Username: c.Username, Password: c.Password.Reveal(),
+			TLSConfig: t, PoolSize: c.PoolSize,
+		}), nil
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: c.Addrs[0], Username: c.Username, Password: c.Password.Reveal(),
+		DB: c.DB, TLSConfig: t, PoolSize: c.PoolSize,
+	}), nil
+}

@@ -1,0 +1,219 @@
+// Package service wires postbackd together from its configuration: Kafka
+// and Redis clients, the dispatcher, the pipeline, the consumer group, the
+// delayed retry path and the admin server. cmd/postbackd and the demo both
+// run it.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/consumer"
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/dispatcher"
+	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/internal/admin"
+	"github.com/postbackd/postbackd/metrics"
+	"github.com/postbackd/postbackd/pipeline"
+)
+
+// Service is one running postbackd process.
+type Service struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	metrics  *metrics.Metrics
+	kafka    *kafkaClients
+	redis    redis.UniversalClient
+	writer   *kafka.Writer
+	pipeline *pipeline.Pipeline
+	consumer *consumer.Consumer
+	admin    *admin.Server
+
+	closeOnce sync.Once
+}
+
+// Options are for tests and the demo; the zero value is production.
+type Options struct {
+	Metrics *metrics.Metrics
+	// Redis replaces the client built from cfg.Redis (the demo's miniredis).
+	Redis redis.UniversalClient
+}
+
+// New builds the service. It connects nothing yet: Run does.
+func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
+	m := o.Metrics
+	if m == nil {
+		m = metrics.New(nil)
+	}
+	kc, err := newKafkaClients(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	rc := o.Redis
+	if rc == nil {
+		if rc, err = newRedis(cfg.Redis); err != nil {
+			return nil, err
+		}
+	}
+	store := dedupe.New(rc, dedupe.Options{
+		Prefix: cfg.Redis.KeyPrefix, RecordTTL: cfg.Redis.RecordTTL, Shards: cfg.Delayed.Shards, Metrics: m,
+	})
+	disp, err := dispatcher.New(cfg.Partners, dispatcher.Options{Logger: log, Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	dec, err := event.NewDecoder()
+	if err != nil {
+		return nil, err
+	}
+	w := kc.writer()
+	pl, err := pipeline.New(pipeline.Config{
+		Topics: cfg.Topics, Merchants: cfg.Merchants, Partners: cfg.Partners,
+		QualificationWindow: cfg.Qualification.Window, Delayed: cfg.Delayed,
+	}, pipeline.Options{Store: store, Sender: disp, Out: w, Decoder: dec, Logger: log, Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	start := kafka.FirstOffset
+	if cfg.Consumer.StartOffset == "latest" {
+		start = kafka.LastOffset
+	}
+	cons, err := consumer.New(consumer.Config{
+		Brokers: cfg.Kafka.Brokers, GroupID: cfg.Kafka.GroupID, Topics: pl.InputTopics(),
+		Dialer: kc.dialer, MaxInFlight: cfg.Consumer.MaxInFlight,
+		CommitInterval: cfg.Consumer.CommitInterval, DrainTimeout: cfg.Consumer.DrainTimeout,
+		SessionTimeout: cfg.Consumer.SessionTimeout, RebalanceTimeout: cfg.Consumer.RebalanceTimeout,
+		StartOffset: start, Logger: log, Metrics: m,
+	}, pl)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, metrics: m, kafka: kc, redis: rc, writer: w, pipeline: pl, consumer: cons}
+	if !cfg.Admin.Disabled {
+		s.admin, err = admin.New(cfg.Admin.Addr, m.Registry, map[string]admin.Check{
+			"consumer_group": func(context.Context) error {
+				if !cons.Ready() {
+					return errors.New("not a member of a generation yet")
+				}
+				return nil
+			},
+			"redis": func(ctx context.Context) error { return rc.Ping(ctx).Err() },
+			"kafka": func(ctx context.Context) error { return kc.checkTopics(ctx, s.topics()) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("admin.addr: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// topics lists every topic the service reads or writes.
+func (s *Service) topics() []string {
+	t := s.cfg.Topics
+	return []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ}
+}
+
+// AdminAddr is where the admin server listens ("" when disabled).
+func (s *Service) AdminAddr() string {
+	if s.admin == nil {
+		return ""
+	}
+	return s.admin.Addr()
+}
+
+// Ready reports whether the consumer is a member of a generation.
+func (s *Service) Ready() bool { return s.consumer.Ready() }
+
+// Run checks the topics and Redis, then consumes until ctx is done. On
+// cancel it stops fetching, drains in-flight events (bounded by
+// consumer.drain_timeout), commits, stops the delayed path and closes its
+// clients. It returns nil after a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.close()
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err := s.redis.Ping(pctx).Err()
+	if err == nil {
+		err = s.kafka.checkTopics(pctx, s.topics())
+	}
+	cancel()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	if s.admin != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.admin.Run(runCtx); err != nil {
+				errc <- fmt.Errorf("admin server: %w", err)
+			}
+		}()
+		s.log.Info("admin server listening", zap.String("addr", s.admin.Addr()))
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := s.pipeline.RunDelayed(runCtx); err != nil {
+			errc <- fmt.Errorf("delayed path: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.consumer.Run(runCtx); err != nil {
+			errc <- fmt.Errorf("consumer: %w", err)
+		}
+		stop() // the consumer is done: stop the rest too
+	}()
+	s.log.Info("postbackd running", zap.Strings("brokers", s.cfg.Kafka.Brokers), zap.String("group_id", s.cfg.Kafka.GroupID))
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for e := range errc {
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
+// close releases the clients; safe to call twice.
+func (s *Service) close() {
+	s.closeOnce.Do(func() {
+		if err := s.writer.Close(); err != nil {
+			s.log.Warn("close kafka writer", zap.Error(err))
+		}
+		if err := s.redis.Close(); err != nil {
+			s.log.Warn("close redis", zap.Error(err))
+		}
+	})
+}
+
+// CreateTopics creates the missing topics of cfg (for development and tests).
+func CreateTopics(ctx context.Context, cfg *config.Config, partitions, replication int) error {
+	kc, err := newKafkaClients(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	t := cfg.Topics
+	return kc.createTopics(ctx, []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ}, partitions, replication)
+}
+
+// CheckTopics reports the topics of cfg that do not exist.
+func CheckTopics(ctx context.Context, cfg *config.Config) error {
+	kc, err := newKafkaClients(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	t := cfg.Topics
+	return kc.checkTopics(ctx, []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ})
+}

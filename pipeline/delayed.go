@@ -1,0 +1,168 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/postback"
+)
+
+type jobKind string
+
+const (
+	// jobPostback retries a postback whose quick tries failed.
+	jobPostback jobKind = "postback"
+	// jobOrphanCheck is the deadline of a qualification waiting for its FTD.
+	jobOrphanCheck jobKind = "orphan_check"
+)
+
+// job is the payload of a delayed-path entry. It holds values only: the
+// partner's token is added when the URL is rendered at send time.
+type job struct {
+	Kind     jobKind            `json:"kind"`
+	Postback *postback.Postback `json:"postback,omitempty"`
+	ClickID  string             `json:"click_id,omitempty"`
+	EventID  string             `json:"event_id,omitempty"`
+}
+
+func postbackJobID(postbackID string) string { return "pb:" + postbackID }
+
+func orphanJobID(clickID, eventID string) string { return "oq:" + clickID + ":" + eventID }
+
+func (p *Pipeline) schedule(ctx context.Context, id string, due time.Time, j job) error {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("marshal job %s: %w", id, err)
+	}
+	if err := p.store.Schedule(ctx, id, due, b); err != nil {
+		return err
+	}
+	p.metrics.DelayedJobs.WithLabelValues("scheduled").Inc()
+	return nil
+}
+
+func (p *Pipeline) scheduleOrphanCheck(ctx context.Context, clickID, eventID string, due time.Time) error {
+	return p.schedule(ctx, orphanJobID(clickID, eventID), due, job{Kind: jobOrphanCheck, ClickID: clickID, EventID: eventID})
+}
+
+// RunDelayed works the delayed path until ctx is done: every poll interval it
+// takes the due jobs (under a lease, so a job taken by a process that dies
+// is handed out again when the lease lapses) and runs them concurrently. A
+// job is acknowledged only after its outcome is durable, exactly like an
+// input event's offset.
+func (p *Pipeline) RunDelayed(ctx context.Context) error {
+	cfg := p.cfg.Delayed
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 500 * time.Millisecond
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 2 * time.Minute
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 100
+	}
+	ticker := time.NewTicker(cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		// Drain everything due before waiting for the next tick.
+		for {
+			n, err := p.pollOnce(ctx, cfg.Lease, cfg.Batch)
+			if err != nil && ctx.Err() == nil {
+				p.log.Warn("delayed path poll", zap.Error(err))
+			}
+			if err != nil || n < cfg.Batch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// pollOnce takes up to batch due jobs and runs them; it returns how many it
+// took.
+func (p *Pipeline) pollOnce(ctx context.Context, lease time.Duration, batch int) (int, error) {
+	jobs, err := p.store.TakeDue(ctx, p.now(), lease, batch)
+	if err != nil {
+		return 0, err
+	}
+	p.metrics.DelayedJobs.WithLabelValues("taken").Add(float64(len(jobs)))
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.runJob(ctx, j); err != nil && ctx.Err() == nil {
+				// Not acknowledged: the lease lapses and the job comes back.
+				p.log.Warn("delayed job", zap.String("job_id", j.ID), zap.Error(err))
+			}
+		}()
+	}
+	wg.Wait()
+	return len(jobs), nil
+}
+
+func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
+	var j job
+	if err := json.Unmarshal(dj.Payload, &j); err != nil {
+		// A payload this version cannot read is kept (not acked) for an
+		// operator rather than dropped; it is logged each time it comes due.
+		return fmt.Errorf("decode job payload: %w", err)
+	}
+	var out outputs
+	ack := true
+	switch j.Kind {
+	case jobPostback:
+		if j.Postback == nil {
+			return fmt.Errorf("postback job %s has no postback", dj.ID)
+		}
+		p.metrics.Retries.WithLabelValues(j.Postback.Partner, "delayed_attempt").Inc()
+		res, err := p.deliver(ctx, *j.Postback, dj.ID, &out)
+		if err != nil {
+			return err
+		}
+		ack = res != resultScheduled
+		p.metrics.DelayedJobs.WithLabelValues(map[deliverResult]string{
+			resultDelivered: "delivered", resultScheduled: "rescheduled", resultDeadLettered: "dead_lettered",
+		}[res]).Inc()
+	case jobOrphanCheck:
+		parked, state, err := p.store.TakeOrphan(ctx, j.ClickID, j.EventID)
+		if err != nil {
+			return err
+		}
+		switch state {
+		case dedupe.OrphanTaken:
+			if err := p.deadLetterParked(parked, "orphan_qualification",
+				"no deposit for click "+j.ClickID+" within the qualification window", &out); err != nil {
+				return err
+			}
+			p.metrics.DelayedJobs.WithLabelValues("dead_lettered").Inc()
+		case dedupe.OrphanFTDPending:
+			// The FTD exists but is still being delivered (it may be on the
+			// delayed path itself); its delivery releases the qualification.
+			// Look again later in case it is given up on.
+			if err := p.scheduleOrphanCheck(ctx, j.ClickID, j.EventID, p.now().Add(p.cfg.QualificationWindow)); err != nil {
+				return err
+			}
+			ack = false
+		}
+	default:
+		return fmt.Errorf("job %s has unknown kind %q", dj.ID, j.Kind)
+	}
+	if err := p.flush(ctx, &out); err != nil {
+		return err
+	}
+	if !ack {
+		return nil
+	}
+	return p.store.Ack(ctx, dj.ID)
+}

@@ -1,0 +1,151 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/dispatcher"
+	"github.com/postbackd/postbackd/postback"
+	"github.com/postbackd/postbackd/record"
+)
+
+// deliverResult says what became of a postback.
+type deliverResult int
+
+const (
+	resultDelivered deliverResult = iota
+	resultScheduled               // handed to the delayed path
+	resultDeadLettered
+)
+
+// deliver sends pb at most once in effect and records the outcome in out:
+//
+//	claim → send → mark delivered    (delivered; an FTD releases a waiting qualification)
+//	            └→ release → schedule (retryable failure, within the partner's maximum age)
+//	            └→ release → DLQ      (permanent refusal, or too old)
+//
+// jobID names the delayed-path job pb came from ("" on the main path); a
+// reschedule reuses it, so the caller must not Ack a job that was rescheduled.
+// A non-nil error means Redis could not be reached; calling deliver again is
+// safe.
+func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID string, out *outputs) (deliverResult, error) {
+	claim, err := p.claim(ctx, pb)
+	if err != nil {
+		return 0, err
+	}
+	if claim.State == dedupe.ClaimDelivered {
+		// Delivered before (a redelivery after a crash, or a retry of Handle
+		// after an output write failed): re-emit the outcome from what Redis
+		// remembers, so the audit trail is complete; nothing is sent.
+		p.auditDelivered(out, pb, claim.Delivery, true)
+		return resultDelivered, nil
+	}
+
+	res := p.sender.Send(ctx, pb)
+	pb.Attempts += res.Attempts
+	if res.Delivered {
+		var ftd *dedupe.FTDDelivered
+		if pb.Goal == postback.GoalFTD {
+			ftd = &dedupe.FTDDelivered{EventID: pb.EventID}
+		}
+		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL}
+		parked, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, claim.Token, d, ftd)
+		if err != nil {
+			return 0, err
+		}
+		p.auditAttempt(out, pb, record.OutcomeDelivered, "", res, nil)
+		if parked != nil {
+			if err := p.resumeParked(ctx, parked, pb, out); err != nil {
+				return 0, err
+			}
+		}
+		return resultDelivered, nil
+	}
+	if ctx.Err() != nil {
+		// Stopping: the attempt was cut short, which says nothing about the
+		// partner. Let the lease lapse and the event be redelivered.
+		_ = p.store.Release(context.WithoutCancel(ctx), pb.ClickID, pb.ID, claim.Token)
+		return 0, fmt.Errorf("send %s: %w", pb.ID, ctx.Err())
+	}
+	if err := p.store.Release(ctx, pb.ClickID, pb.ID, claim.Token); err != nil {
+		return 0, err
+	}
+
+	age := p.now().Sub(pb.CreatedAt)
+	switch {
+	case res.Permanent:
+		return resultDeadLettered, p.giveUp(ctx, pb, "postback_refused", res, out)
+	case age >= p.sender.MaxAge(pb.Partner):
+		return resultDeadLettered, p.giveUp(ctx, pb, "max_age_exceeded", res, out)
+	}
+	delay := p.sender.NextDelay(pb.Partner, pb.Attempts)
+	if res.RetryAfter > delay {
+		delay = res.RetryAfter
+	}
+	next := p.now().Add(delay)
+	if jobID == "" {
+		jobID = postbackJobID(pb.ID)
+	}
+	if err := p.schedule(ctx, jobID, next, job{Kind: jobPostback, Postback: &pb}); err != nil {
+		return 0, err
+	}
+	p.metrics.Retries.WithLabelValues(pb.Partner, "delayed").Inc()
+	p.auditAttempt(out, pb, record.OutcomeFailed, "retry_scheduled", res, &next)
+	return resultScheduled, nil
+}
+
+// claim takes the send guard of pb. When another worker holds it (a
+// rebalance handed this event to us while its old owner is still sending),
+// it waits: the holder either delivers (we then see ClaimDelivered) or its
+// lease lapses and we take over. Skipping instead would lose the postback if
+// the holder crashed after we committed.
+func (p *Pipeline) claim(ctx context.Context, pb postback.Postback) (dedupe.ClaimResult, error) {
+	lease := p.claimLease(pb.Partner)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxInterval = time.Second
+	b.MaxElapsedTime = 0
+	for {
+		res, err := p.store.Claim(ctx, pb.ClickID, pb.ID, lease)
+		if err != nil || res.State != dedupe.ClaimHeld {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("wait for claim of %s: %w", pb.ID, ctx.Err())
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+// claimLease outlives one full in-place attempt of the partner: every quick
+// try at its timeout plus the backoff between them, with a margin. A lease
+// that expired mid-send would let a second worker send too.
+func (p *Pipeline) claimLease(partner string) time.Duration {
+	c := p.cfg.Partners[partner]
+	n := time.Duration(max(c.Retry.QuickAttempts, 1))
+	return n*(c.Timeout+c.Retry.MaxInterval) + 10*time.Second
+}
+
+// giveUp dead-letters pb. An FTD that is given up on also releases a
+// qualification waiting for it, to the DLQ: its status change can never be
+// sent.
+func (p *Pipeline) giveUp(ctx context.Context, pb postback.Postback, reason string, res dispatcher.Result, out *outputs) error {
+	detail := reason
+	if res.Err != nil {
+		detail = res.Err.Error()
+	}
+	p.deadLetter(out, record.DeadLetter{
+		Reason: reason, Error: detail, Source: pb.Source, EventID: pb.EventID,
+		ClickID: pb.ClickID, Postback: pb, Attempts: pb.Attempts,
+	})
+	p.auditAttempt(out, pb, record.OutcomeDeadLettered, reason, res, nil)
+	if pb.Goal == postback.GoalFTD {
+		return p.failParked(ctx, pb, "ftd_dead_lettered", out)
+	}
+	return nil
+}

@@ -1,0 +1,33 @@
+// Package pipeline is postbackd's business logic: it turns one decoded input
+// event into the postbacks it means, sends each exactly once in effect, and
+// writes every outcome to the audit topic.
+//
+// Delivery guarantees (what Handle promises the consumer):
+//
+//   - Handle returns nil only when the event's outcome is durable: the
+//     postback was delivered and marked in Redis, or handed to the delayed
+//     retry path (a Redis schedule), or written to the DLQ; and the audit
+//     record (plus the confirmation, for an FTD status change) was
+//     acknowledged by all in-sync replicas. Only then may the offset commit.
+//   - Handle returns an error when that could not be made durable (Redis or
+//     Kafka unreachable). Calling Handle again with the same message is safe:
+//     classification answers are remembered per event id, and every send is
+//     guarded by a claim on the stable postback id, so a repeat never sends
+//     twice; it re-emits the audit record from what Redis remembers.
+//   - The one duplicate window: a crash after the partner accepted a postback
+//     and before MarkDelivered reached Redis. The claim's lease then expires
+//     and the redelivered event sends again, with the same transaction_id,
+//     which partners that accept one use to drop the duplicate.
+//
+// Ordering: the consumer runs one click's events in order. A status change is
+// sent only after its FTD was delivered: a qualification that finds no
+// delivered FTD is parked in Redis and released atomically by the FTD's
+// MarkDelivered; if its window passes with no FTD at all it goes to the DLQ
+// as an orphan.
+//
+// The delayed retry path: after a partner's quick in-place tries fail (or its
+// breaker is open) the postback is stored in a sharded Redis schedule with a
+// due time (jittered exponential, honouring Retry-After); RunDelayed takes due
+// jobs under a lease, so a crashed taker's jobs reappear; after the partner's
+// maximum age the postback goes to the DLQ.
+package pipeline

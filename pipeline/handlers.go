@@ -1,0 +1,216 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/postback"
+	"github.com/postbackd/postbackd/record"
+)
+
+var hundred = decimal.NewFromInt(100)
+
+func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant config.Merchant, src event.Source, out *outputs) error {
+	if d.Status != event.DepositSucceeded {
+		p.auditEvent(out, d, src, "", "", record.OutcomeSkipped, "deposit_"+string(d.Status))
+		return nil
+	}
+	partner, params, err := p.resolve(ctx, &d.Envelope, merchant)
+	if err != nil {
+		return err
+	}
+	cls, err := p.store.Classify(ctx, dedupe.Deposit{
+		ClickID: d.ClickID, EventID: d.EventID,
+		Amount: d.Amount.String(), Currency: d.Currency, OccurredAt: d.OccurredAt,
+	})
+	if err != nil {
+		return err
+	}
+	status := ""
+	if cls.Goal == postback.GoalFTD {
+		status = postback.StatusPending
+	}
+	pb := p.newPostback(partner, cls.Goal, status, &d.Envelope, params, src)
+	pb.PlayerID = d.PlayerID
+	pb.HasAmount, pb.Amount, pb.Currency = true, d.Amount, d.Currency
+	if !p.sender.HasGoal(partner, cls.Goal) {
+		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+		if cls.Goal == postback.GoalFTD {
+			// Nothing will ever be delivered for this FTD, so a status change
+			// can never follow: release a waiting qualification to the DLQ
+			// rather than let it sit until its window passes.
+			return p.failParked(ctx, pb, "ftd_not_sent", out)
+		}
+		return nil
+	}
+	_, err = p.deliver(ctx, pb, "", out)
+	return err
+}
+
+func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant config.Merchant, src event.Source, out *outputs) error {
+	if merchant.Deal != "hybrid" {
+		p.auditEvent(out, r, src, "", string(postback.GoalRevshare), record.OutcomeSkipped, "deal_not_hybrid")
+		return nil
+	}
+	partner, params, err := p.resolve(ctx, &r.Envelope, merchant)
+	if err != nil {
+		return err
+	}
+	pct := merchant.RevsharePercent
+	if pct.IsZero() {
+		pct = hundred
+	}
+	digits := int32(2)
+	if d, ok := event.MinorUnits(r.Currency); ok {
+		digits = int32(d)
+	}
+	amount := r.Amount.Mul(pct).Div(hundred).Round(digits)
+	pb := p.newPostback(partner, postback.GoalRevshare, "", &r.Envelope, params, src)
+	pb.PlayerID = r.PlayerID
+	pb.HasAmount, pb.Amount, pb.Currency = true, amount, r.Currency
+	switch {
+	case amount.IsZero():
+		p.auditPostback(out, pb, record.OutcomeSkipped, "zero_amount", nil)
+		return nil
+	case amount.IsNegative() && !p.cfg.Partners[partner].AllowNegativeRevshare:
+		p.auditPostback(out, pb, record.OutcomeSkipped, "negative_amount", nil)
+		return nil
+	case !p.sender.HasGoal(partner, postback.GoalRevshare):
+		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+		return nil
+	}
+	_, err = p.deliver(ctx, pb, "", out)
+	return err
+}
+
+func (p *Pipeline) handleRegistration(ctx context.Context, r *event.Registration, merchant config.Merchant, src event.Source, out *outputs) error {
+	// Remember the click first: later events of this click find their partner
+	// and params here even if this registration's own postback fails.
+	if err := p.store.SaveClick(ctx, r.ClickID, dedupe.ClickContext{
+		MerchantID: r.MerchantID, Network: r.Network, Params: r.Params, RegisteredAt: r.OccurredAt,
+	}); err != nil {
+		return err
+	}
+	partner, params, err := p.resolve(ctx, &r.Envelope, merchant)
+	if err != nil {
+		return err
+	}
+	goal := postback.GoalReg
+	if r.Kind == event.RegistrationTrial {
+		goal = postback.GoalTrial
+	}
+	pb := p.newPostback(partner, goal, "", &r.Envelope, params, src)
+	pb.PlayerID = r.PlayerID
+	if !p.sender.HasGoal(partner, goal) {
+		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+		return nil
+	}
+	_, err = p.deliver(ctx, pb, "", out)
+	return err
+}
+
+// parkedQualification is what a waiting qualification stores in Redis so it
+// can be resumed by whoever delivers the FTD, or dead-lettered as an orphan.
+type parkedQualification struct {
+	Event  event.Qualification `json:"event"`
+	Source event.Source        `json:"source"`
+}
+
+func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualification, merchant config.Merchant, src event.Source, out *outputs) error {
+	payload, err := json.Marshal(parkedQualification{Event: *q, Source: src})
+	if err != nil {
+		return fmt.Errorf("marshal qualification: %w", err)
+	}
+	res, err := p.store.Qualify(ctx, dedupe.Qualification{
+		ClickID: q.ClickID, EventID: q.EventID, Status: string(q.Status), Payload: payload, At: p.now(),
+	})
+	if err != nil {
+		return err
+	}
+	switch res.Decision {
+	case dedupe.DecideSend:
+		return p.sendStatusChange(ctx, q, merchant, src, res.FTD.EventID, res.FTD.Amount, res.FTD.Currency, out)
+	case dedupe.DecideConflict:
+		p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped,
+			"qualification_conflict: already "+res.ExistingStatus)
+		return nil
+	case dedupe.DecideWait:
+		if res.Repeated {
+			return nil
+		}
+		// The qualification is parked; the FTD's delivery releases it. This
+		// job is the deadline: if no FTD has come by then, it is an orphan.
+		return p.scheduleOrphanCheck(ctx, q.ClickID, q.EventID, p.now().Add(p.cfg.QualificationWindow))
+	default:
+		return fmt.Errorf("qualify: unknown decision %v", res.Decision)
+	}
+}
+
+// sendStatusChange sends the FTD status change: the FTD's amount and
+// currency, the qualification's status. Its postback id is derived from the
+// FTD's event id and the status, so repeated qualifications map onto one send.
+func (p *Pipeline) sendStatusChange(ctx context.Context, q *event.Qualification, merchant config.Merchant, src event.Source,
+	ftdEventID, amount, currency string, out *outputs) error {
+	partner, params, err := p.resolve(ctx, &q.Envelope, merchant)
+	if err != nil {
+		return err
+	}
+	status := string(q.Status)
+	amt, err := decimal.NewFromString(amount)
+	if err != nil {
+		return fmt.Errorf("ftd record of click %q holds amount %q: %w", q.ClickID, amount, err)
+	}
+	pb := p.newPostback(partner, postback.GoalFTDStatus, status, &q.Envelope, params, src)
+	pb.ID = postback.NewID(partner, postback.GoalFTDStatus, ftdEventID, status)
+	pb.FTDEventID = ftdEventID
+	pb.HasAmount, pb.Amount, pb.Currency = true, amt, currency
+	if !p.sender.HasGoal(partner, postback.GoalFTDStatus) {
+		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+		return nil
+	}
+	_, err = p.deliver(ctx, pb, "", out)
+	return err
+}
+
+// resumeParked sends the status change of a qualification that waited for
+// the FTD pb, which has just been delivered.
+func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd postback.Postback, out *outputs) error {
+	var pq parkedQualification
+	if err := json.Unmarshal(parked.Payload, &pq); err != nil {
+		return fmt.Errorf("decode parked qualification %q: %w", parked.EventID, err)
+	}
+	merchant, ok := p.cfg.Merchants[pq.Event.MerchantID]
+	if !ok {
+		merchant = config.Merchant{DefaultPartner: ftd.Partner}
+	}
+	return p.sendStatusChange(ctx, &pq.Event, merchant, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
+}
+
+// failParked dead-letters a qualification waiting for an FTD that will never
+// be delivered.
+func (p *Pipeline) failParked(ctx context.Context, ftd postback.Postback, reason string, out *outputs) error {
+	parked, err := p.store.TakeParked(ctx, ftd.ClickID)
+	if err != nil || parked == nil {
+		return err
+	}
+	return p.deadLetterParked(parked, reason, "the FTD of click "+ftd.ClickID+" was not delivered", out)
+}
+
+func (p *Pipeline) deadLetterParked(parked *dedupe.Parked, reason, detail string, out *outputs) error {
+	var pq parkedQualification
+	if err := json.Unmarshal(parked.Payload, &pq); err != nil {
+		return fmt.Errorf("decode parked qualification %q: %w", parked.EventID, err)
+	}
+	p.deadLetter(out, record.DeadLetter{
+		Reason: reason, Error: detail, Source: pq.Source, EventID: pq.Event.EventID,
+		EventKind: event.KindQualification, ClickID: pq.Event.ClickID,
+	})
+	p.auditEvent(out, &pq.Event, pq.Source, "", string(postback.GoalFTDStatus), record.OutcomeDeadLettered, reason)
+	return nil
+}

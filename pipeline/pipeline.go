@@ -1,0 +1,244 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/consumer"
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/dispatcher"
+	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/metrics"
+	"github.com/postbackd/postbackd/postback"
+)
+
+// Writer writes records to Kafka. *kafka.Writer satisfies it when configured
+// with RequiredAcks = RequireAll and no fixed Topic (every message names its
+// own). WriteMessages must return only once every message is acknowledged.
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Sender sends a postback to its partner; *dispatcher.Dispatcher is the
+// implementation.
+type Sender interface {
+	HasGoal(partner string, goal postback.Goal) bool
+	Render(p postback.Postback) (dispatcher.Rendered, error)
+	Send(ctx context.Context, p postback.Postback) dispatcher.Result
+	NextDelay(partner string, attempts int) time.Duration
+	MaxAge(partner string) time.Duration
+}
+
+var _ Sender = (*dispatcher.Dispatcher)(nil)
+var _ Writer = (*kafka.Writer)(nil)
+var _ consumer.Handler = (*Pipeline)(nil)
+
+// Config is what the pipeline needs from the service configuration.
+type Config struct {
+	Topics    config.Topics
+	Merchants map[string]config.Merchant
+	Partners  map[string]config.Partner
+	// QualificationWindow is how long a qualification waits for its deposit.
+	QualificationWindow time.Duration
+	Delayed             config.Delayed
+}
+
+// Pipeline handles input events. It is safe for concurrent use; the consumer
+// guarantees one click's events are not handled concurrently.
+type Pipeline struct {
+	cfg     Config
+	store   *dedupe.Store
+	sender  Sender
+	out     Writer
+	decoder *event.Decoder
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	now     func() time.Time
+	kinds   map[string]event.Kind // topic → kind
+}
+
+// Options are the pipeline's collaborators.
+type Options struct {
+	Store   *dedupe.Store
+	Sender  Sender
+	Out     Writer
+	Decoder *event.Decoder
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+	Now     func() time.Time // default time.Now
+}
+
+// New builds a pipeline.
+func New(cfg Config, o Options) (*Pipeline, error) {
+	if o.Store == nil || o.Sender == nil || o.Out == nil || o.Decoder == nil {
+		return nil, errors.New("pipeline: store, sender, writer and decoder are required")
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New(nil)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if cfg.QualificationWindow <= 0 {
+		cfg.QualificationWindow = 24 * time.Hour
+	}
+	return &Pipeline{
+		cfg: cfg, store: o.Store, sender: o.Sender, out: o.Out, decoder: o.Decoder,
+		log: o.Logger, metrics: o.Metrics, now: o.Now,
+		kinds: map[string]event.Kind{
+			cfg.Topics.Deposits:       event.KindDeposit,
+			cfg.Topics.Revenue:        event.KindRevenue,
+			cfg.Topics.Registrations:  event.KindRegistration,
+			cfg.Topics.Qualifications: event.KindQualification,
+		},
+	}, nil
+}
+
+// InputTopics lists the topics Handle understands.
+func (p *Pipeline) InputTopics() []string {
+	t := p.cfg.Topics
+	return []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications}
+}
+
+// outputs collects the records one unit of work must write before it is done.
+type outputs struct {
+	msgs []kafka.Message
+}
+
+func (o *outputs) add(topic, key string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Records are plain structs of strings, numbers and times: a marshal
+		// error is a programming error.
+		panic(fmt.Sprintf("pipeline: marshal %T: %v", v, err))
+	}
+	o.msgs = append(o.msgs, kafka.Message{Topic: topic, Key: []byte(key), Value: b})
+}
+
+func (p *Pipeline) flush(ctx context.Context, o *outputs) error {
+	if len(o.msgs) == 0 {
+		return nil
+	}
+	if err := p.out.WriteMessages(ctx, o.msgs...); err != nil {
+		return fmt.Errorf("write %d output records: %w", len(o.msgs), err)
+	}
+	return nil
+}
+
+// Handle implements consumer.Handler: see the package documentation for what
+// a nil error promises.
+func (p *Pipeline) Handle(ctx context.Context, m consumer.Message) error {
+	src := event.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
+	var out outputs
+	result, err := p.handle(ctx, m, src, &out)
+	if err != nil {
+		p.metrics.EventsConsumed.WithLabelValues(m.Topic, "retried").Inc()
+		return err
+	}
+	if err := p.flush(ctx, &out); err != nil {
+		p.metrics.EventsConsumed.WithLabelValues(m.Topic, "retried").Inc()
+		return err
+	}
+	p.metrics.EventsConsumed.WithLabelValues(m.Topic, result).Inc()
+	return nil
+}
+
+func (p *Pipeline) handle(ctx context.Context, m consumer.Message, src event.Source, out *outputs) (string, error) {
+	kind, ok := p.kinds[m.Topic]
+	if !ok {
+		p.deadLetterInput(out, m, src, "", "unknown_topic", fmt.Sprintf("topic %q is not an input topic", m.Topic))
+		return "invalid", nil
+	}
+	ev, err := p.decoder.Decode(kind, m.Value)
+	if err != nil {
+		reason := "undecodable"
+		var inv *event.InvalidError
+		if errors.As(err, &inv) {
+			reason = inv.Reason
+		}
+		p.deadLetterInput(out, m, src, kind, reason, err.Error())
+		return "invalid", nil
+	}
+	env := ev.Common()
+	merchant, ok := p.cfg.Merchants[env.MerchantID]
+	if !ok {
+		p.deadLetterEvent(out, m, src, ev, "unknown_merchant", fmt.Sprintf("merchant %q is not configured", env.MerchantID))
+		return "invalid", nil
+	}
+	switch e := ev.(type) {
+	case *event.Deposit:
+		err = p.handleDeposit(ctx, e, merchant, src, out)
+	case *event.Revenue:
+		err = p.handleRevenue(ctx, e, merchant, src, out)
+	case *event.Registration:
+		err = p.handleRegistration(ctx, e, merchant, src, out)
+	case *event.Qualification:
+		err = p.handleQualification(ctx, e, merchant, src, out)
+	default:
+		err = fmt.Errorf("pipeline: unhandled event type %T", ev)
+	}
+	if errors.Is(err, errUnknownPartner) {
+		p.deadLetterEvent(out, m, src, ev, "unknown_partner", err.Error())
+		return "invalid", nil
+	}
+	return "ok", err
+}
+
+var errUnknownPartner = errors.New("unknown partner")
+
+// resolve picks the partner and the params of an event's postbacks: the
+// event's own network, else the click's (remembered at registration), else
+// the merchant's default; params are the click's overlaid by the event's.
+func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant config.Merchant) (string, map[string]string, error) {
+	click, found, err := p.store.LoadClick(ctx, env.ClickID)
+	if err != nil {
+		return "", nil, err
+	}
+	partner := env.Network
+	if partner == "" && found {
+		partner = click.Network
+	}
+	if partner == "" {
+		partner = merchant.DefaultPartner
+	}
+	if _, ok := p.cfg.Partners[partner]; !ok {
+		return "", nil, fmt.Errorf("%w %q", errUnknownPartner, partner)
+	}
+	params := env.Params
+	if found && len(click.Params) > 0 {
+		params = make(map[string]string, len(click.Params)+len(env.Params))
+		for k, v := range click.Params {
+			params[k] = v
+		}
+		for k, v := range env.Params {
+			params[k] = v
+		}
+	}
+	return partner, params, nil
+}
+
+// newPostback fills what every postback of an event shares.
+func (p *Pipeline) newPostback(partner string, goal postback.Goal, status string, env *event.Envelope, params map[string]string, src event.Source) postback.Postback {
+	return postback.Postback{
+		ID:        postback.NewID(partner, goal, env.EventID, status),
+		Partner:   partner,
+		Goal:      goal,
+		Status:    status,
+		Merchant:  env.MerchantID,
+		ClickID:   env.ClickID,
+		EventID:   env.EventID,
+		Params:    params,
+		Source:    src,
+		CreatedAt: p.now(),
+	}
+}
