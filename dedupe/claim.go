@@ -1,0 +1,212 @@
+package dedupe
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ClaimState is the outcome of Claim.
+type ClaimState int
+
+const (
+	// ClaimAcquired: the caller holds the lease and may send.
+	ClaimAcquired ClaimState = iota + 1
+	// ClaimHeld: another holder's lease is unexpired; wait RetryAfter and
+	// claim again.
+	ClaimHeld
+	// ClaimDelivered: the postback was delivered before; do not send.
+	ClaimDelivered
+)
+
+func (c ClaimState) String() string {
+	switch c {
+	case ClaimAcquired:
+		return "acquired"
+	case ClaimHeld:
+		return "held"
+	case ClaimDelivered:
+		return "delivered"
+	}
+	return "ClaimState(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Delivery is what was recorded when a postback was delivered. URL must
+// already have its secrets redacted: the store keeps it as given.
+type Delivery struct {
+	HTTPStatus  int       `json:"http_status"`
+	Attempts    int       `json:"attempts"`
+	DeliveredAt time.Time `json:"delivered_at"`
+	URL         string    `json:"url"`
+}
+
+// ClaimResult is the answer of Claim.
+type ClaimResult struct {
+	State ClaimState
+	// Token identifies the lease (ClaimAcquired only); pass it to
+	// MarkDelivered and Release.
+	Token string
+	// Delivery is the recorded delivery (ClaimDelivered only).
+	Delivery Delivery
+	// RetryAfter is the remaining lease of the other holder (ClaimHeld only).
+	RetryAfter time.Duration
+}
+
+// FTDDelivered tells MarkDelivered that the postback was the click's FTD.
+type FTDDelivered struct {
+	EventID string // the FTD's deposit event id
+}
+
+// claimScript: KEYS lease, done; ARGV token, lease_ms.
+var claimScript = redis.NewScript(`
+local d = redis.call('GET', KEYS[2])
+if d then return {'delivered', d} end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'acquired', ''} end
+return {'held', tostring(redis.call('PTTL', KEYS[1]))}
+`)
+
+// Claim guards the send of one postback. At most one caller holds an
+// unexpired lease at a time; each acquisition gets a fresh random token.
+// The lease must outlast a full attempt (all in-place retries): when it
+// expires mid-send another caller may send again (the partner's transaction
+// id dedupe covers that rare case). Safe to call twice: a second call by the
+// holder reports ClaimHeld, after delivery every call reports ClaimDelivered
+// (for RecordTTL).
+func (s *Store) Claim(ctx context.Context, clickID, postbackID string, lease time.Duration) (ClaimResult, error) {
+	if clickID == "" || postbackID == "" {
+		return ClaimResult{}, fmt.Errorf("dedupe: claim: %w", ErrEmptyID)
+	}
+	if lease < time.Millisecond {
+		return ClaimResult{}, fmt.Errorf("dedupe: claim: lease %s below 1ms", lease)
+	}
+	defer s.observe("claim", time.Now())
+	token, err := newToken()
+	if err != nil {
+		return ClaimResult{}, fmt.Errorf("dedupe: claim: token: %w", err)
+	}
+	v, err := claimScript.Run(ctx, s.rdb,
+		[]string{s.clickKey(clickID, "lease", postbackID), s.clickKey(clickID, "done", postbackID)},
+		token, lease.Milliseconds()).Result()
+	if err != nil {
+		return ClaimResult{}, fmt.Errorf("dedupe: claim: %w", err)
+	}
+	r, err := asStrings(v)
+	if err != nil || len(r) != 2 {
+		return ClaimResult{}, fmt.Errorf("dedupe: claim: unexpected reply %v", v)
+	}
+	switch r[0] {
+	case "acquired":
+		return ClaimResult{State: ClaimAcquired, Token: token}, nil
+	case "held":
+		ms, _ := strconv.ParseInt(r[1], 10, 64)
+		return ClaimResult{State: ClaimHeld, RetryAfter: time.Duration(max(ms, 1)) * time.Millisecond}, nil
+	case "delivered":
+		var d Delivery
+		if err := json.Unmarshal([]byte(r[1]), &d); err != nil {
+			return ClaimResult{}, fmt.Errorf("dedupe: claim: delivery record: %w", err)
+		}
+		return ClaimResult{State: ClaimDelivered, Delivery: d}, nil
+	}
+	return ClaimResult{}, fmt.Errorf("dedupe: claim: unexpected state %q", r[0])
+}
+
+// markScript: KEYS lease, done, ftd, parked; ARGV token, delivery, ttl_ms,
+// ftd_event_id ("" when not the FTD). Returns {'ok'}, {'notftd'} or
+// {'taken', parked fields}.
+var markScript = redis.NewScript(luaPrelude + `
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], 'event_id') ~= ARGV[4] then
+  return {'notftd'}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[4] == '' then return {'ok'} end
+redis.call('HSET', KEYS[3], 'delivered', '1')
+local p = parked(KEYS[4])
+if p[1] == '' then return {'ok'} end
+redis.call('DEL', KEYS[4])
+local st = redis.call('HGET', KEYS[3], 'status')
+if not st or st == '' then
+  redis.call('HSET', KEYS[3], 'status', p[2], 'status_event_id', p[1])
+end
+return {'taken', p}
+`)
+
+// MarkDelivered records that the postback was delivered, keeping d for
+// RecordTTL, even if the caller's lease expired meanwhile (a delivery is a
+// fact). It drops the lease only if token still holds it. The first recorded
+// delivery is kept: calling it twice is safe.
+//
+// When ftd is non-nil the postback was the click's FTD: the FTD record is
+// marked delivered and a parked qualification, if any, is taken (deleted
+// and returned) with its status recorded on the FTD record, all in the same
+// script, so a qualification is released exactly once and a later
+// contradicting one is a conflict. The caller sends the status change for
+// the returned Parked. ErrNotFTD if ftd.EventID is not the click's FTD (then
+// nothing is written).
+func (s *Store) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d Delivery, ftd *FTDDelivered) (*Parked, error) {
+	if clickID == "" || postbackID == "" || (ftd != nil && ftd.EventID == "") {
+		return nil, fmt.Errorf("dedupe: mark delivered: %w", ErrEmptyID)
+	}
+	defer s.observe("mark_delivered", time.Now())
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
+	}
+	ftdEvent := ""
+	if ftd != nil {
+		ftdEvent = ftd.EventID
+	}
+	v, err := markScript.Run(ctx, s.rdb,
+		[]string{
+			s.clickKey(clickID, "lease", postbackID), s.clickKey(clickID, "done", postbackID),
+			s.clickKey(clickID, "ftd"), s.clickKey(clickID, "parked"),
+		},
+		token, b, s.ttlMS, ftdEvent).Result()
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
+	}
+	a, err := asArray(v)
+	if err != nil || len(a) == 0 {
+		return nil, fmt.Errorf("dedupe: mark delivered: unexpected reply %v", v)
+	}
+	switch state, _ := asString(a[0]); state {
+	case "ok":
+		return nil, nil
+	case "notftd":
+		return nil, fmt.Errorf("dedupe: mark delivered %s: %w", ftdEvent, ErrNotFTD)
+	case "taken":
+		if len(a) != 2 {
+			return nil, fmt.Errorf("dedupe: mark delivered: unexpected reply %v", v)
+		}
+		p, err := parseParked(a[1])
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("dedupe: mark delivered: unexpected reply %v", v)
+}
+
+// releaseScript: KEYS lease; ARGV token.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return {'ok'}
+`)
+
+// Release drops the lease if token still holds it (the failure path: the
+// postback was not delivered and may be claimed again at once). A stale or
+// wrong token is a no-op; safe to call twice.
+func (s *Store) Release(ctx context.Context, clickID, postbackID, token string) error {
+	if clickID == "" || postbackID == "" {
+		return fmt.Errorf("dedupe: release: %w", ErrEmptyID)
+	}
+	defer s.observe("release", time.Now())
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.clickKey(clickID, "lease", postbackID)}, token).Err(); err != nil {
+		return fmt.Errorf("dedupe: release: %w", err)
+	}
+	return nil
+}

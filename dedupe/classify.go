@@ -1,0 +1,141 @@
+package dedupe
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbackd/postbackd/postback"
+)
+
+// luaPrelude is shared by the click scripts. ftd() and parked() read a
+// record as a fixed-size array with "" for missing fields, so scripts never
+// return Lua false (whose reply type differs between RESP2 and RESP3).
+const luaPrelude = `
+local function fill(v, n)
+  for i = 1, n do if not v[i] then v[i] = '' end end
+  return v
+end
+local function ftd(key)
+  return fill(redis.call('HMGET', key, 'event_id', 'amount', 'currency', 'occurred_at',
+    'delivered', 'status', 'status_event_id'), 7)
+end
+local function parked(key)
+  return fill(redis.call('HMGET', key, 'event_id', 'status', 'payload', 'parked_at'), 4)
+end
+`
+
+// Deposit is a succeeded deposit to classify.
+type Deposit struct {
+	ClickID    string
+	EventID    string
+	Amount     string // decimal string, stored as given
+	Currency   string
+	OccurredAt time.Time
+}
+
+// FTDRecord is the click's first deposit. It never expires: it is what makes
+// a later deposit an rdep and what a status change refers to.
+type FTDRecord struct {
+	EventID    string
+	Amount     string
+	Currency   string
+	OccurredAt time.Time
+	// Delivered is set by MarkDelivered(ftd) once the FTD postback went out.
+	Delivered bool
+	// Status is the qualification status (approved/rejected) once decided;
+	// StatusEventID is the qualification event that decided it.
+	Status        string
+	StatusEventID string
+}
+
+// Exists reports whether r is a stored record (the zero value is not).
+func (r FTDRecord) Exists() bool { return r.EventID != "" }
+
+// Classification is the answer for one deposit.
+type Classification struct {
+	Goal postback.Goal // postback.GoalFTD or postback.GoalRD
+	// FTD is the click's FTD record (this deposit's own for GoalFTD).
+	FTD FTDRecord
+	// Repeated: this event id was classified before; Goal is that answer.
+	Repeated bool
+}
+
+// classifyScript: KEYS ftd, answer; ARGV event_id, amount, currency,
+// occurred_at, ttl_ms. Returns {goal, repeated, ftd fields}.
+//
+// An answer stored under the event id wins. Without one (first time, or the
+// answer expired) the FTD record decides: its own event id is ftd again,
+// no record makes this deposit the FTD, any other record makes it rdep.
+var classifyScript = redis.NewScript(luaPrelude + `
+local a = redis.call('GET', KEYS[2])
+if a then return {a, '1', ftd(KEYS[1])} end
+local rec = ftd(KEYS[1])
+local goal = 'rdep'
+local rep = '0'
+if rec[1] == ARGV[1] then
+  goal = 'ftd'
+  rep = '1'
+elseif rec[1] == '' then
+  redis.call('HSET', KEYS[1], 'event_id', ARGV[1], 'amount', ARGV[2], 'currency', ARGV[3],
+    'occurred_at', ARGV[4], 'delivered', '0', 'status', '', 'status_event_id', '')
+  goal = 'ftd'
+  rec = ftd(KEYS[1])
+end
+redis.call('SET', KEYS[2], goal, 'PX', ARGV[5])
+return {goal, rep, rec}
+`)
+
+// Classify decides, atomically and in one round trip, whether d is the
+// click's FTD or an rdep, and remembers the answer under d.EventID for
+// RecordTTL. Safe to call twice: a redelivered deposit gets the same answer
+// with Repeated set, and concurrent first deposits of one click (different
+// event ids) yield exactly one FTD.
+func (s *Store) Classify(ctx context.Context, d Deposit) (Classification, error) {
+	if d.ClickID == "" || d.EventID == "" {
+		return Classification{}, fmt.Errorf("dedupe: classify: %w", ErrEmptyID)
+	}
+	defer s.observe("classify", time.Now())
+	v, err := classifyScript.Run(ctx, s.rdb,
+		[]string{s.clickKey(d.ClickID, "ftd"), s.clickKey(d.ClickID, "ans", d.EventID)},
+		d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS).Result()
+	if err != nil {
+		return Classification{}, fmt.Errorf("dedupe: classify: %w", err)
+	}
+	c, err := parseClassification(v)
+	if err != nil {
+		return Classification{}, fmt.Errorf("dedupe: classify: %w", err)
+	}
+	return c, nil
+}
+
+func parseClassification(v any) (Classification, error) {
+	a, err := asArray(v)
+	if err != nil || len(a) != 3 {
+		return Classification{}, fmt.Errorf("unexpected classify reply %v", v)
+	}
+	goal, _ := asString(a[0])
+	rep, _ := asString(a[1])
+	rec, err := parseFTD(a[2])
+	if err != nil {
+		return Classification{}, err
+	}
+	return Classification{Goal: postback.Goal(goal), FTD: rec, Repeated: rep == "1"}, nil
+}
+
+func parseFTD(v any) (FTDRecord, error) {
+	f, err := asStrings(v)
+	if err != nil || len(f) != 7 {
+		return FTDRecord{}, fmt.Errorf("unexpected FTD record %v", v)
+	}
+	at, err := parseTime(f[3])
+	if err != nil {
+		return FTDRecord{}, fmt.Errorf("FTD occurred_at: %w", err)
+	}
+	return FTDRecord{
+		EventID: f[0], Amount: f[1], Currency: f[2], OccurredAt: at,
+		Delivered: f[4] == "1", Status: f[5], StatusEventID: f[6],
+	}, nil
+}

@@ -1,0 +1,691 @@
+package dedupe
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbackd/postbackd/internal/testinfra"
+	"github.com/postbackd/postbackd/metrics"
+	"github.com/postbackd/postbackd/postback"
+)
+
+// harness is one backend under test: a client, a key prefix of its own and,
+// for miniredis, the fake whose clock tests move.
+type harness struct {
+	client redis.UniversalClient
+	prefix string
+	fake   *miniredis.Miniredis
+}
+
+func (h *harness) store(opts Options) *Store {
+	opts.Prefix = h.prefix
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New(nil)
+	}
+	return New(h.client, opts)
+}
+
+// afterExpiry makes time pass by d and then requires cond: miniredis's
+// clock is moved; a real Redis is polled until cond holds or a deadline
+// well past d passes.
+func (h *harness) afterExpiry(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if h.fake != nil {
+		h.fake.FastForward(d + time.Millisecond)
+		if !cond() {
+			t.Fatalf("%s: not true after %s", what, d)
+		}
+		return
+	}
+	deadline := time.Now().Add(d + 5*time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %s", what, d+5*time.Second)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by deadline
+	}
+}
+
+// TestContract runs the contract suite against every backend available:
+// miniredis always, a real Redis with REDIS_ADDR, a real Redis Cluster with
+// REDIS_CLUSTER_ADDRS (comma separated seed addresses).
+func TestContract(t *testing.T) {
+	t.Run("miniredis", func(t *testing.T) {
+		runContract(t, func(t *testing.T) *harness {
+			m := miniredis.RunT(t)
+			c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { _ = c.Close() })
+			return &harness{client: c, prefix: "t" + testinfra.Unique(), fake: m}
+		})
+	})
+	t.Run("redis", func(t *testing.T) {
+		if !testinfra.RealRedis() {
+			t.Skip("REDIS_ADDR not set: no real Redis to run the contract against")
+		}
+		runContract(t, func(t *testing.T) *harness {
+			c, prefix, fake := testinfra.Redis(t)
+			return &harness{client: c, prefix: prefix, fake: fake}
+		})
+	})
+	t.Run("cluster", func(t *testing.T) {
+		addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+		if addrs == "" {
+			t.Skip("REDIS_CLUSTER_ADDRS not set: no real Redis Cluster to run the contract against")
+		}
+		runContract(t, func(t *testing.T) *harness {
+			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: 64})
+			t.Cleanup(func() { _ = c.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.Ping(ctx).Err(); err != nil {
+				t.Fatalf("REDIS_CLUSTER_ADDRS=%s is set but the cluster does not answer: %v", addrs, err)
+			}
+			return &harness{client: c, prefix: "t" + testinfra.Unique()}
+		})
+	})
+}
+
+// runContract is the behaviour every backend must show.
+func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
+	t.Run("Ping", func(t *testing.T) {
+		s := newHarness(t).store(Options{})
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("ClickContext", func(t *testing.T) { testClickContext(t, newHarness(t)) })
+	t.Run("EmptyIDs", func(t *testing.T) { testEmptyIDs(t, newHarness(t)) })
+	t.Run("Classify", func(t *testing.T) { testClassify(t, newHarness(t)) })
+	t.Run("ClassifyAfterAnswerExpired", func(t *testing.T) { testClassifyAnswerExpired(t, newHarness(t)) })
+	t.Run("ClassifyConcurrentFirstDeposits", func(t *testing.T) { testClassifyConcurrent(t, newHarness(t)) })
+	t.Run("ClickIDsWithBraces", func(t *testing.T) { testBraces(t, newHarness(t)) })
+	t.Run("Claim", func(t *testing.T) { testClaim(t, newHarness(t)) })
+	t.Run("ClaimLeaseExpiry", func(t *testing.T) { testClaimLeaseExpiry(t, newHarness(t)) })
+	t.Run("Qualify", func(t *testing.T) { testQualify(t, newHarness(t)) })
+	t.Run("TakeOrphan", func(t *testing.T) { testTakeOrphan(t, newHarness(t)) })
+	t.Run("Schedule", func(t *testing.T) { testSchedule(t, newHarness(t)) })
+	t.Run("ScheduleMaxAndShards", func(t *testing.T) { testScheduleMax(t, newHarness(t)) })
+}
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
+
+func testClickContext(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	if _, ok, err := s.LoadClick(ctx, "nobody"); err != nil || ok {
+		t.Fatalf("LoadClick(unknown) = ok %v, err %v; want false, nil", ok, err)
+	}
+	want := ClickContext{MerchantID: "m1", Network: "scaleo", Params: map[string]string{"custom2": "x y", "trid": "trID_1_#a#_trID"}, RegisteredAt: t0}
+	if err := s.SaveClick(ctx, "clk", want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.LoadClick(ctx, "clk")
+	if err != nil || !ok {
+		t.Fatalf("LoadClick = ok %v, err %v", ok, err)
+	}
+	if got.MerchantID != want.MerchantID || got.Network != want.Network || !got.RegisteredAt.Equal(want.RegisteredAt) ||
+		len(got.Params) != 2 || got.Params["custom2"] != "x y" || got.Params["trid"] != want.Params["trid"] {
+		t.Fatalf("LoadClick = %+v, want %+v", got, want)
+	}
+	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "ctx")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
+		t.Fatalf("click context TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
+	}
+	if h.fake != nil {
+		h.fake.FastForward(DefaultRecordTTL)
+		if _, ok, err := s.LoadClick(ctx, "clk"); err != nil || ok {
+			t.Fatalf("LoadClick after RecordTTL = ok %v, err %v; want expired", ok, err)
+		}
+	}
+}
+
+func testEmptyIDs(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	calls := map[string]func() error{
+		"SaveClick":     func() error { return s.SaveClick(ctx, "", ClickContext{}) },
+		"LoadClick":     func() error { _, _, err := s.LoadClick(ctx, ""); return err },
+		"Classify":      func() error { _, err := s.Classify(ctx, Deposit{ClickID: "c"}); return err },
+		"Claim":         func() error { _, err := s.Claim(ctx, "c", "", time.Second); return err },
+		"MarkDelivered": func() error { _, err := s.MarkDelivered(ctx, "", "p", "t", Delivery{}, nil); return err },
+		"Release":       func() error { return s.Release(ctx, "c", "", "t") },
+		"Qualify":       func() error { _, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: "e"}); return err },
+		"TakeOrphan":    func() error { _, _, err := s.TakeOrphan(ctx, "c", ""); return err },
+		"TakeParked":    func() error { _, err := s.TakeParked(ctx, ""); return err },
+		"Schedule":      func() error { return s.Schedule(ctx, "", t0, nil) },
+		"Ack":           func() error { return s.Ack(ctx, "") },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, ErrEmptyID) {
+			t.Errorf("%s with an empty id: err %v, want ErrEmptyID", name, err)
+		}
+	}
+}
+
+func testClassify(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	first := Deposit{ClickID: "clk", EventID: "d1", Amount: "10.50", Currency: "EUR", OccurredAt: t0}
+	steps := []struct {
+		name         string
+		d            Deposit
+		wantGoal     postback.Goal
+		wantRepeated bool
+	}{
+		{"first deposit is the FTD", first, postback.GoalFTD, false},
+		{"second deposit is an rdep", Deposit{ClickID: "clk", EventID: "d2", Amount: "20", Currency: "USD", OccurredAt: t0.Add(time.Hour)}, postback.GoalRD, false},
+		{"redelivered FTD is the FTD again", first, postback.GoalFTD, true},
+		{"redelivered rdep is an rdep again", Deposit{ClickID: "clk", EventID: "d2", Amount: "20", Currency: "USD"}, postback.GoalRD, true},
+		{"third deposit is an rdep", Deposit{ClickID: "clk", EventID: "d3", Amount: "1", Currency: "EUR"}, postback.GoalRD, false},
+		{"a redelivered FTD with other values keeps the record", Deposit{ClickID: "clk", EventID: "d1", Amount: "999", Currency: "GBP"}, postback.GoalFTD, true},
+		{"another click has its own FTD", Deposit{ClickID: "other", EventID: "d2", Amount: "5", Currency: "EUR", OccurredAt: t0}, postback.GoalFTD, false},
+	}
+	for _, st := range steps {
+		c, err := s.Classify(ctx, st.d)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if c.Goal != st.wantGoal || c.Repeated != st.wantRepeated {
+			t.Errorf("%s: goal %s repeated %v, want %s %v", st.name, c.Goal, c.Repeated, st.wantGoal, st.wantRepeated)
+		}
+		if st.d.ClickID == "clk" {
+			f := c.FTD
+			if f.EventID != "d1" || f.Amount != "10.50" || f.Currency != "EUR" || !f.OccurredAt.Equal(t0) || f.Delivered || f.Status != "" {
+				t.Errorf("%s: FTD record %+v, want d1 10.50 EUR at %s, undelivered", st.name, f, t0)
+			}
+		}
+	}
+	// The FTD record never expires.
+	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "ftd")).Val(); ttl != -1 {
+		t.Errorf("FTD record TTL %v, want none", ttl)
+	}
+	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "ans", "d2")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
+		t.Errorf("answer TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
+	}
+}
+
+func testClassifyAnswerExpired(t *testing.T, h *harness) {
+	ctx := context.Background()
+	ttl := 200 * time.Millisecond
+	s := h.store(Options{RecordTTL: ttl})
+	for _, d := range []Deposit{{ClickID: "clk", EventID: "d1", Amount: "1", Currency: "EUR"}, {ClickID: "clk", EventID: "d2", Amount: "2", Currency: "EUR"}} {
+		if _, err := s.Classify(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.afterExpiry(t, ttl, "answers expired", func() bool {
+		return h.client.Exists(ctx, s.clickKey("clk", "ans", "d1"), s.clickKey("clk", "ans", "d2")).Val() == 0
+	})
+	// Without answers the FTD record still tells the FTD from the rdep.
+	for _, tc := range []struct {
+		id   string
+		want postback.Goal
+		rep  bool
+	}{{"d1", postback.GoalFTD, true}, {"d2", postback.GoalRD, false}} {
+		c, err := s.Classify(ctx, Deposit{ClickID: "clk", EventID: tc.id, Amount: "1", Currency: "EUR"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Goal != tc.want || c.Repeated != tc.rep {
+			t.Errorf("%s after expiry: %s repeated %v, want %s %v", tc.id, c.Goal, c.Repeated, tc.want, tc.rep)
+		}
+	}
+}
+
+func testClassifyConcurrent(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	for round := range 3 {
+		click := fmt.Sprintf("race-%d", round)
+		const n = 50
+		goals := make([]postback.Goal, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				c, err := s.Classify(ctx, Deposit{ClickID: click, EventID: fmt.Sprintf("e%d", i), Amount: fmt.Sprint(i + 1), Currency: "EUR", OccurredAt: t0})
+				goals[i], errs[i] = c.Goal, err
+			}()
+		}
+		close(start)
+		wg.Wait()
+		ftds := 0
+		winner := -1
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("classify e%d: %v", i, errs[i])
+			}
+			if goals[i] == postback.GoalFTD {
+				ftds++
+				winner = i
+			}
+		}
+		if ftds != 1 {
+			t.Fatalf("%s: %d FTDs among %d concurrent first deposits, want exactly 1", click, ftds, n)
+		}
+		c, err := s.Classify(ctx, Deposit{ClickID: click, EventID: "late", Amount: "1", Currency: "EUR"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Goal != postback.GoalRD || c.FTD.EventID != fmt.Sprintf("e%d", winner) || c.FTD.Amount != fmt.Sprint(winner+1) {
+			t.Fatalf("%s: later deposit %s with FTD %+v, want rdep with FTD e%d", click, c.Goal, c.FTD, winner)
+		}
+	}
+}
+
+func testBraces(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	// Each id must be a click of its own: an FTD for every one.
+	ids := []string{"a}b", "a}c", "{a}", "{a", "a{b}c", "a{c}c", "c:x", "h:" + strings.Repeat("0", 40), "}", "{", "{}", "x y/é"}
+	for _, id := range ids {
+		c, err := s.Classify(ctx, Deposit{ClickID: id, EventID: "e1", Amount: "1", Currency: "EUR"})
+		if err != nil {
+			t.Fatalf("click %q: %v", id, err)
+		}
+		if c.Goal != postback.GoalFTD || c.Repeated {
+			t.Errorf("click %q: %s repeated %v, want a fresh FTD", id, c.Goal, c.Repeated)
+		}
+		r, err := s.Qualify(ctx, Qualification{ClickID: id, EventID: "q1", Status: postback.StatusApproved})
+		if err != nil || r.Decision != DecideWait || !r.FTDExists || r.FTD.EventID != "e1" {
+			t.Errorf("click %q: qualify = %+v, %v; want wait on its own FTD", id, r, err)
+		}
+	}
+}
+
+func testClaim(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	lease := time.Minute
+	claim := func(want ClaimState) ClaimResult {
+		t.Helper()
+		r, err := s.Claim(ctx, "clk", "pb1", lease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != want {
+			t.Fatalf("claim: %s, want %s", r.State, want)
+		}
+		return r
+	}
+	a := claim(ClaimAcquired)
+	if a.Token == "" {
+		t.Fatal("acquired claim without a token")
+	}
+	held := claim(ClaimHeld)
+	if held.Token != "" || held.RetryAfter <= 0 || held.RetryAfter > lease {
+		t.Fatalf("held claim: %+v, want no token and RetryAfter in (0, %s]", held, lease)
+	}
+	if err := s.Release(ctx, "clk", "pb1", "not-the-token"); err != nil {
+		t.Fatal(err)
+	}
+	claim(ClaimHeld) // a wrong token released nothing
+	if err := s.Release(ctx, "clk", "pb1", a.Token); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, "clk", "pb1", a.Token); err != nil { // twice is safe
+		t.Fatal(err)
+	}
+	b := claim(ClaimAcquired)
+	if b.Token == a.Token {
+		t.Fatal("a new claim reused the old token")
+	}
+	// Another postback of the same click is independent.
+	if r, err := s.Claim(ctx, "clk", "pb2", lease); err != nil || r.State != ClaimAcquired {
+		t.Fatalf("claim pb2: %+v, %v", r, err)
+	}
+	d := Delivery{HTTPStatus: 200, Attempts: 3, DeliveredAt: t0, URL: "https://t.example/conv?click_id=clk&token=REDACTED"}
+	if p, err := s.MarkDelivered(ctx, "clk", "pb1", b.Token, d, nil); err != nil || p != nil {
+		t.Fatalf("MarkDelivered = %v, %v", p, err)
+	}
+	// A second mark (say by a holder whose lease had expired) keeps the first record.
+	if _, err := s.MarkDelivered(ctx, "clk", "pb1", "other", Delivery{HTTPStatus: 204, Attempts: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := claim(ClaimDelivered)
+	if got.Delivery.HTTPStatus != 200 || got.Delivery.Attempts != 3 || !got.Delivery.DeliveredAt.Equal(t0) || got.Delivery.URL != d.URL {
+		t.Fatalf("delivered claim holds %+v, want %+v", got.Delivery, d)
+	}
+	if h.client.Exists(ctx, s.clickKey("clk", "lease", "pb1")).Val() != 0 {
+		t.Fatal("lease kept after delivery")
+	}
+	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "done", "pb1")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
+		t.Fatalf("delivered mark TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
+	}
+	// MarkDelivered naming a deposit that is not the click's FTD writes nothing.
+	if _, err := s.MarkDelivered(ctx, "clk", "pb3", "tok", d, &FTDDelivered{EventID: "nope"}); !errors.Is(err, ErrNotFTD) {
+		t.Fatalf("MarkDelivered(wrong FTD) err %v, want ErrNotFTD", err)
+	}
+	if r, err := s.Claim(ctx, "clk", "pb3", lease); err != nil || r.State != ClaimAcquired {
+		t.Fatalf("claim after refused mark: %+v, %v; want acquired", r, err)
+	}
+}
+
+func testClaimLeaseExpiry(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	lease := 200 * time.Millisecond
+	a, err := s.Claim(ctx, "clk", "pb", lease)
+	if err != nil || a.State != ClaimAcquired {
+		t.Fatalf("claim: %+v, %v", a, err)
+	}
+	var b ClaimResult
+	h.afterExpiry(t, lease, "claim acquirable after the lease", func() bool {
+		b, err = s.Claim(ctx, "clk", "pb", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.State == ClaimAcquired
+	})
+	// The first holder's late success is still recorded (a delivery is a
+	// fact) and does not drop the new holder's lease.
+	if _, err := s.MarkDelivered(ctx, "clk", "pb", a.Token, Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if tok := h.client.Get(ctx, s.clickKey("clk", "lease", "pb")).Val(); tok != b.Token {
+		t.Fatalf("lease token %q after a stale mark, want the new holder's", tok)
+	}
+	if r, err := s.Claim(ctx, "clk", "pb", time.Minute); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 200 {
+		t.Fatalf("claim after late mark: %+v, %v; want delivered", r, err)
+	}
+	// The second holder's release is harmless.
+	if err := s.Release(ctx, "clk", "pb", b.Token); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.Claim(ctx, "clk", "pb", time.Minute); err != nil || r.State != ClaimDelivered {
+		t.Fatalf("claim after release: %+v, %v; want delivered", r, err)
+	}
+}
+
+// deliverFTD classifies a deposit as the click's FTD, claims its postback
+// and marks it delivered, returning what MarkDelivered released.
+func deliverFTD(t *testing.T, s *Store, click, event string) *Parked {
+	t.Helper()
+	ctx := context.Background()
+	c, err := s.Classify(ctx, Deposit{ClickID: click, EventID: event, Amount: "25.00", Currency: "BRL", OccurredAt: t0})
+	if err != nil || c.Goal != postback.GoalFTD {
+		t.Fatalf("classify %s: %+v, %v; want ftd", event, c, err)
+	}
+	pb := postback.NewID("net", postback.GoalFTD, event, postback.StatusPending)
+	r, err := s.Claim(ctx, click, pb, time.Minute)
+	if err != nil || r.State != ClaimAcquired {
+		t.Fatalf("claim FTD postback: %+v, %v", r, err)
+	}
+	p, err := s.MarkDelivered(ctx, click, pb, r.Token, Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, &FTDDelivered{EventID: event})
+	if err != nil {
+		t.Fatalf("mark FTD delivered: %v", err)
+	}
+	return p
+}
+
+func testQualify(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	q := func(click, event, status string) QualifyResult {
+		t.Helper()
+		r, err := s.Qualify(ctx, Qualification{ClickID: click, EventID: event, Status: status, Payload: []byte(`{"q":"` + event + `"}`), At: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	check := func(step string, r QualifyResult, d Decision, repeated, ftdExists bool, existing string) {
+		t.Helper()
+		if r.Decision != d || r.Repeated != repeated || r.FTDExists != ftdExists || r.ExistingStatus != existing {
+			t.Errorf("%s: %s repeated %v ftd %v existing %q; want %s %v %v %q",
+				step, r.Decision, r.Repeated, r.FTDExists, r.ExistingStatus, d, repeated, ftdExists, existing)
+		}
+	}
+	const A, R = postback.StatusApproved, postback.StatusRejected
+
+	// Qualification before its deposit waits, then is released by the FTD's delivery.
+	check("before deposit", q("early", "q1", A), DecideWait, false, false, "")
+	check("same status again", q("early", "q2", A), DecideWait, true, false, "")
+	check("other status while parked", q("early", "q3", R), DecideConflict, false, false, A)
+	if _, err := s.Classify(ctx, Deposit{ClickID: "early", EventID: "d1", Amount: "25.00", Currency: "BRL", OccurredAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	r := q("early", "q1", A)
+	check("FTD classified, not delivered", r, DecideWait, true, true, "")
+	if r.FTD.EventID != "d1" || r.FTD.Delivered {
+		t.Errorf("wait result FTD %+v, want d1 undelivered", r.FTD)
+	}
+	pb := postback.NewID("net", postback.GoalFTD, "d1", postback.StatusPending)
+	cl, err := s.Claim(ctx, "early", pb, time.Minute)
+	if err != nil || cl.State != ClaimAcquired {
+		t.Fatalf("claim: %+v, %v", cl, err)
+	}
+	p, err := s.MarkDelivered(ctx, "early", pb, cl.Token, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p == nil || p.EventID != "q1" || p.Status != A || !bytes.Equal(p.Payload, []byte(`{"q":"q1"}`)) || !p.ParkedAt.Equal(t0) {
+		t.Fatalf("MarkDelivered(ftd) released %+v, want q1 approved with its payload", p)
+	}
+	if p, err := s.MarkDelivered(ctx, "early", pb, cl.Token, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil || p != nil {
+		t.Fatalf("second MarkDelivered(ftd) = %+v, %v; want nothing released twice", p, err)
+	}
+	r = q("early", "q2", A)
+	check("same status after release", r, DecideSend, true, true, "")
+	if r.FTD.Status != A || r.FTD.StatusEventID != "q1" || !r.FTD.Delivered || r.FTD.Amount != "25.00" || r.FTD.Currency != "BRL" {
+		t.Errorf("FTD after release %+v, want approved by q1, delivered, 25.00 BRL", r.FTD)
+	}
+	check("contradicting status after release", q("early", "q3", R), DecideConflict, false, true, A)
+	if p, st, err := s.TakeOrphan(ctx, "early", "q1"); err != nil || st != OrphanGone || p != nil {
+		t.Errorf("TakeOrphan after release: %v %s %v; want gone", p, st, err)
+	}
+
+	// FTD delivered first: the qualification is sent at once.
+	if p := deliverFTD(t, s, "late", "d9"); p != nil {
+		t.Fatalf("nothing parked, but MarkDelivered released %+v", p)
+	}
+	r = q("late", "q1", R)
+	check("after delivered FTD", r, DecideSend, false, true, "")
+	if r.FTD.EventID != "d9" || r.FTD.Amount != "25.00" || r.FTD.Currency != "BRL" || r.FTD.Status != R || r.FTD.StatusEventID != "q1" {
+		t.Errorf("send result FTD %+v, want d9 25.00 BRL rejected by q1", r.FTD)
+	}
+	check("redelivered", q("late", "q1", R), DecideSend, true, true, "")
+	check("contradicting", q("late", "q2", A), DecideConflict, false, true, R)
+	if h.client.Exists(ctx, s.clickKey("late", "parked")).Val() != 0 {
+		t.Error("a qualification was parked although its FTD was delivered")
+	}
+}
+
+func testTakeOrphan(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	park := func(click, event string) {
+		t.Helper()
+		r, err := s.Qualify(ctx, Qualification{ClickID: click, EventID: event, Status: postback.StatusApproved, Payload: []byte("resume-" + event), At: t0})
+		if err != nil || r.Decision != DecideWait {
+			t.Fatalf("park: %+v, %v", r, err)
+		}
+	}
+	steps := []struct {
+		name    string
+		setup   func()
+		click   string
+		event   string
+		want    OrphanState
+		wantPay string
+	}{
+		{"nothing parked", func() {}, "none", "q1", OrphanGone, ""},
+		{"no FTD: taken", func() { park("orphan", "q1") }, "orphan", "q1", OrphanTaken, "resume-q1"},
+		{"taken twice", func() {}, "orphan", "q1", OrphanGone, ""},
+		{"other event parked", func() { park("other", "q1") }, "other", "q2", OrphanGone, ""},
+		{"FTD not delivered: pending", func() {
+			park("pending", "q1")
+			if _, err := s.Classify(ctx, Deposit{ClickID: "pending", EventID: "d1", Amount: "1", Currency: "EUR"}); err != nil {
+				t.Fatal(err)
+			}
+		}, "pending", "q1", OrphanFTDPending, ""},
+		{"still pending", func() {}, "pending", "q1", OrphanFTDPending, ""},
+	}
+	for _, st := range steps {
+		st.setup()
+		p, state, err := s.TakeOrphan(ctx, st.click, st.event)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if state != st.want || (p != nil) != (st.wantPay != "") || (p != nil && (string(p.Payload) != st.wantPay || p.EventID != st.event)) {
+			t.Errorf("%s: %+v %s, want %s with payload %q", st.name, p, state, st.want, st.wantPay)
+		}
+	}
+	// TakeParked takes it regardless of the FTD (dead-lettered FTD), once.
+	p, err := s.TakeParked(ctx, "pending")
+	if err != nil || p == nil || p.EventID != "q1" || string(p.Payload) != "resume-q1" {
+		t.Fatalf("TakeParked = %+v, %v; want q1", p, err)
+	}
+	if p, err := s.TakeParked(ctx, "pending"); err != nil || p != nil {
+		t.Fatalf("TakeParked twice = %+v, %v; want nil", p, err)
+	}
+	if _, st, err := s.TakeOrphan(ctx, "pending", "q1"); err != nil || st != OrphanGone {
+		t.Fatalf("TakeOrphan after TakeParked: %s, %v; want gone", st, err)
+	}
+}
+
+func jobIDs(jobs []Job) []string {
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
+	}
+	return ids
+}
+
+func testSchedule(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{Shards: 1}) // one shard: a total order to check
+	base := time.UnixMilli(1_800_000_000_000)
+	lease := 30 * time.Second
+	sched := func(id string, due time.Duration, payload string) {
+		t.Helper()
+		if err := s.Schedule(ctx, id, base.Add(due), []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take := func(at time.Duration, max int) []Job {
+		t.Helper()
+		jobs, err := s.TakeDue(ctx, base.Add(at), lease, max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jobs
+	}
+	sched("j2", 2*time.Second, "two")
+	sched("j1", 1*time.Second, "one|with\x00bytes")
+	sched("j3", 10*time.Second, "three")
+	sched("j0", 0, "")
+	if err := s.Ack(ctx, "j0"); err != nil {
+		t.Fatal(err)
+	}
+
+	got := take(5*time.Second, 10)
+	if ids := jobIDs(got); !slices.Equal(ids, []string{"j1", "j2"}) {
+		t.Fatalf("due at +5s: %v, want [j1 j2] in due order", ids)
+	}
+	if string(got[0].Payload) != "one|with\x00bytes" || !got[0].Due.Equal(base.Add(time.Second)) {
+		t.Fatalf("j1 = %+v, want its payload and due", got[0])
+	}
+	if ids := jobIDs(take(6*time.Second, 10)); len(ids) != 0 {
+		t.Fatalf("taken jobs visible again during their lease: %v", ids)
+	}
+	if n, err := s.Len(ctx); err != nil || n != 3 {
+		t.Fatalf("Len = %d, %v; want 3 (leased jobs count)", n, err)
+	}
+	got = take(5*time.Second+lease, 10)
+	if ids := jobIDs(got); !slices.Equal(ids, []string{"j3", "j1", "j2"}) {
+		t.Fatalf("after the lease: %v, want [j3 j1 j2]", ids)
+	}
+	if !got[1].Due.Equal(base.Add(time.Second)) {
+		t.Errorf("retaken j1 due %s, want its original due", got[1].Due)
+	}
+	for _, id := range []string{"j1", "j3", "j1", "unknown"} { // twice and unknown are safe
+		if err := s.Ack(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sched("j2", time.Hour, "two-again") // reschedule replaces due and payload
+	if ids := jobIDs(take(time.Hour-time.Second, 10)); len(ids) != 0 {
+		t.Fatalf("rescheduled job returned before its new due: %v", ids)
+	}
+	got = take(2*time.Hour, 10)
+	if ids := jobIDs(got); !slices.Equal(ids, []string{"j2"}) || string(got[0].Payload) != "two-again" || !got[0].Due.Equal(base.Add(time.Hour)) {
+		t.Fatalf("after reschedule: %+v, want j2 with its new payload and due", got)
+	}
+	if n, err := s.Len(ctx); err != nil || n != 1 {
+		t.Fatalf("Len = %d, %v; want 1", n, err)
+	}
+}
+
+func testScheduleMax(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	base := time.UnixMilli(1_800_000_000_000)
+	const n = 100
+	for i := range n {
+		if err := s.Schedule(ctx, fmt.Sprintf("job-%03d", i), base, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	used := 0
+	for sh := range DefaultShards {
+		if h.client.ZCard(ctx, s.shardKeys(sh)[0]).Val() > 0 {
+			used++
+		}
+	}
+	if used < DefaultShards/2 {
+		t.Fatalf("%d jobs landed in %d of %d shards, want them spread", n, used, DefaultShards)
+	}
+	seen := map[string]bool{}
+	for _, max := range []int{1, 3, 10, 16, 40, 40} {
+		jobs, err := s.TakeDue(ctx, base, time.Minute, max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) > max || len(jobs) == 0 {
+			t.Fatalf("TakeDue(max %d) returned %d jobs", max, len(jobs))
+		}
+		for _, j := range jobs {
+			if seen[j.ID] {
+				t.Fatalf("job %s returned twice within its lease", j.ID)
+			}
+			seen[j.ID] = true
+		}
+	}
+	// Drain: every job exactly once, then an empty result.
+	for range 100 {
+		jobs, err := s.TakeDue(ctx, base, time.Minute, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) == 0 {
+			break
+		}
+		for _, j := range jobs {
+			if seen[j.ID] {
+				t.Fatalf("job %s returned twice within its lease", j.ID)
+			}
+			seen[j.ID] = true
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("drained %d distinct jobs, want %d", len(seen), n)
+	}
+	if jobs, err := s.TakeDue(ctx, base, time.Minute, 50); err != nil || len(jobs) != 0 {
+		t.Fatalf("after draining: %d jobs, %v", len(jobs), err)
+	}
+}

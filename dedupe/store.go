@@ -1,0 +1,261 @@
+package dedupe
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbackd/postbackd/metrics"
+)
+
+// Errors callers must tell apart. Everything else is a Redis or decoding
+// error, wrapped with the operation's name.
+var (
+	// ErrEmptyID: a click, event, postback or job id was empty. Empty ids
+	// would make distinct records collide, so they are refused before any
+	// Redis call.
+	ErrEmptyID = errors.New("dedupe: empty id")
+	// ErrNotFTD: MarkDelivered was told the postback was the click's FTD,
+	// but the click's FTD record has another event id (or none). Nothing
+	// was written; the delivery is not recorded either.
+	ErrNotFTD = errors.New("dedupe: not the click's FTD")
+)
+
+// Defaults applied by New to zero Options fields.
+const (
+	DefaultPrefix    = "pb"
+	DefaultRecordTTL = 7 * 24 * time.Hour
+	DefaultShards    = 16
+)
+
+// Options configure a Store. Zero fields take the defaults above.
+type Options struct {
+	// Prefix namespaces every key. It must not contain '{' or '}' (it sits
+	// outside, or as the start of, a Cluster hash tag).
+	Prefix string
+	// RecordTTL is the lifetime of classification answers, claims (their
+	// delivered marks), click contexts and parked qualifications. FTD
+	// records never expire. It must exceed the longest time an event can be
+	// redelivered or retried (partner maximum age plus qualification wait
+	// window), or a late redelivery meets a forgotten answer.
+	RecordTTL time.Duration
+	// Shards is the number of delayed-schedule shards. It must not change
+	// while jobs are scheduled: a job's shard is hash(id) % Shards.
+	Shards int
+	// Metrics, when set, observes RedisSeconds{op} for every operation.
+	Metrics *metrics.Metrics
+}
+
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.RecordTTL == 0 {
+		o.RecordTTL = DefaultRecordTTL
+	}
+	if o.Shards == 0 {
+		o.Shards = DefaultShards
+	}
+	return o
+}
+
+// Validate reports every problem of o (after defaults) at once.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	var errs []error
+	if strings.ContainsAny(o.Prefix, "{}") {
+		errs = append(errs, fmt.Errorf("dedupe.prefix %q: must not contain '{' or '}'", o.Prefix))
+	}
+	if o.RecordTTL < time.Millisecond {
+		errs = append(errs, fmt.Errorf("dedupe.record_ttl %s: must be at least 1ms", o.RecordTTL))
+	}
+	if o.Shards < 1 {
+		errs = append(errs, fmt.Errorf("dedupe.shards %d: must be at least 1", o.Shards))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is postbackd's Redis state. It is safe for concurrent use; all its
+// state is in Redis, so any number of Stores (processes) may share one Redis.
+type Store struct {
+	rdb    redis.UniversalClient
+	opts   Options
+	ttlMS  string // RecordTTL in milliseconds, as a script argument
+	rotate atomic.Uint32
+}
+
+// New returns a Store on client. Options come from validated configuration,
+// so New panics if opts.Validate fails: that is a programming error.
+func New(client redis.UniversalClient, opts Options) *Store {
+	if err := opts.Validate(); err != nil {
+		panic(err)
+	}
+	opts = opts.withDefaults()
+	return &Store{
+		rdb:   client,
+		opts:  opts,
+		ttlMS: strconv.FormatInt(opts.RecordTTL.Milliseconds(), 10),
+	}
+}
+
+// Ping checks that Redis answers; use it for readiness.
+func (s *Store) Ping(ctx context.Context) error {
+	defer s.observe("ping", time.Now())
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("dedupe: ping: %w", err)
+	}
+	return nil
+}
+
+// ---- keys ----
+
+// clickTag is the Cluster hash tag of every key of one click. A click id
+// without braces is used raw ("c:" + id) so keys stay readable; one with a
+// brace would end or restart the tag early, so its SHA-1 is used instead
+// ("h:" + hex). The two forms cannot collide: their markers differ.
+func clickTag(clickID string) string {
+	if strings.ContainsAny(clickID, "{}") {
+		sum := sha1.Sum([]byte(clickID))
+		return "{h:" + hex.EncodeToString(sum[:]) + "}"
+	}
+	return "{c:" + clickID + "}"
+}
+
+// clickKey builds "<prefix>:{c:<click>}:<kind>[:<id>]". The variable id is
+// always last, after a fixed kind, so distinct (kind, id) pairs never give
+// the same key.
+func (s *Store) clickKey(clickID, kind string, id ...string) string {
+	k := s.opts.Prefix + ":" + clickTag(clickID) + ":" + kind
+	if len(id) > 0 {
+		k += ":" + id[0]
+	}
+	return k
+}
+
+// shardKeys returns the schedule keys of shard n: "{<prefix>:q:<n>}:due"
+// (ZSET id -> due ms) and "{<prefix>:q:<n>}:jobs" (HASH id -> due|payload).
+func (s *Store) shardKeys(n int) []string {
+	tag := "{" + s.opts.Prefix + ":q:" + strconv.Itoa(n) + "}"
+	return []string{tag + ":due", tag + ":jobs"}
+}
+
+// ---- helpers ----
+
+func (s *Store) observe(op string, start time.Time) {
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.RedisSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func formatTime(t time.Time) string { return t.Format(time.RFC3339Nano) }
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+// reply helpers: every script returns arrays of strings (never Lua booleans
+// or numbers, whose conversion differs between RESP2 and RESP3).
+
+func asArray(v any) ([]any, error) {
+	a, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("unexpected script reply %T", v)
+	}
+	return a, nil
+}
+
+func asString(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case nil:
+		return "", nil
+	default:
+		return "", fmt.Errorf("unexpected script reply element %T", v)
+	}
+}
+
+func asStrings(v any) ([]string, error) {
+	a, err := asArray(v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(a))
+	for i, e := range a {
+		if out[i], err = asString(e); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ---- click context ----
+
+// ClickContext is what a registration remembers about its click so later
+// events (deposits, revenue) reach the same partner with the same params.
+type ClickContext struct {
+	MerchantID   string            `json:"merchant_id"`
+	Network      string            `json:"network"`
+	Params       map[string]string `json:"params,omitempty"`
+	RegisteredAt time.Time         `json:"registered_at"`
+}
+
+// SaveClick stores c for the click with TTL RecordTTL. Last write wins; safe
+// to call twice (a redelivered registration writes the same value). It is a
+// single SET, so it needs no script to be atomic.
+func (s *Store) SaveClick(ctx context.Context, clickID string, c ClickContext) error {
+	if clickID == "" {
+		return fmt.Errorf("dedupe: save click: %w", ErrEmptyID)
+	}
+	defer s.observe("save_click", time.Now())
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("dedupe: save click: %w", err)
+	}
+	if err := s.rdb.Set(ctx, s.clickKey(clickID, "ctx"), b, s.opts.RecordTTL).Err(); err != nil {
+		return fmt.Errorf("dedupe: save click: %w", err)
+	}
+	return nil
+}
+
+// LoadClick returns the click's context, and false when none is stored
+// (never registered, or expired).
+func (s *Store) LoadClick(ctx context.Context, clickID string) (ClickContext, bool, error) {
+	if clickID == "" {
+		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", ErrEmptyID)
+	}
+	defer s.observe("load_click", time.Now())
+	b, err := s.rdb.Get(ctx, s.clickKey(clickID, "ctx")).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return ClickContext{}, false, nil
+	}
+	if err != nil {
+		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", err)
+	}
+	var c ClickContext
+	if err := json.Unmarshal(b, &c); err != nil {
+		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", err)
+	}
+	return c, true, nil
+}
