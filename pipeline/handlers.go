@@ -135,6 +135,13 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 	}
 	switch res.Decision {
 	case dedupe.DecideSend:
+		if res.Repeated && res.FTD.StatusEventID != q.EventID {
+			// Another qualification with the same status decided it before:
+			// a no-op. (The deciding event itself, redelivered, goes on so
+			// that a send cut short by a crash is completed.)
+			p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "duplicate_qualification")
+			return nil
+		}
 		return p.sendStatusChange(ctx, q, merchant, src, res.FTD.EventID, res.FTD.Amount, res.FTD.Currency, out)
 	case dedupe.DecideConflict:
 		p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped,
