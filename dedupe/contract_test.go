@@ -305,6 +305,21 @@ func testBraces(t *testing.T, h *harness) {
 			t.Errorf("click %q: qualify = %+v, %v; want wait on its own FTD", id, r, err)
 		}
 	}
+	// Raw ids with braces would make keys ambiguous: click "a" with event
+	// "e1}:ftd" and click "a}:ans:e1" would share the key
+	// "P:{c:a}:ans:e1}:ftd". Each must keep records of its own.
+	for _, d := range []Deposit{
+		{ClickID: "a", EventID: "e1}:ftd", Amount: "1", Currency: "EUR"},
+		{ClickID: "a}:ans:e1", EventID: "x", Amount: "2", Currency: "EUR"},
+	} {
+		c, err := s.Classify(ctx, d)
+		if err != nil {
+			t.Fatalf("click %q event %q: %v", d.ClickID, d.EventID, err)
+		}
+		if c.Goal != postback.GoalFTD || c.Repeated || c.FTD.EventID != d.EventID {
+			t.Errorf("click %q event %q: %+v, want its own fresh FTD", d.ClickID, d.EventID, c)
+		}
+	}
 }
 
 func testClaim(t *testing.T, h *harness) {

@@ -12,8 +12,10 @@
 // P is Options.Prefix (no braces). All keys of one click share the Cluster
 // hash tag {c:<click_id>}, so every click script runs on one slot. A click
 // id containing '{' or '}' would break the tag (Redis hashes the text between
-// the first '{' and the next '}'), so such an id is replaced in keys by
-// {h:<sha1 hex of the id>}; the markers c: and h: keep both forms apart.
+// the first '{' and the next '}', so such ids would share slots by prefix)
+// and make keys ambiguous (click "a" + event "e}:ftd" vs click "a}:ans:e");
+// such an id is replaced in keys by {h:<sha1 hex of the id>}; the markers c:
+// and h: keep both forms apart.
 // Variable ids come last, after a fixed kind, so keys are unambiguous for
 // any id.
 //

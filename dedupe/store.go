@@ -120,9 +120,12 @@ func (s *Store) Ping(ctx context.Context) error {
 // ---- keys ----
 
 // clickTag is the Cluster hash tag of every key of one click. A click id
-// without braces is used raw ("c:" + id) so keys stay readable; one with a
-// brace would end or restart the tag early, so its SHA-1 is used instead
-// ("h:" + hex). The two forms cannot collide: their markers differ.
+// without braces is used raw ("c:" + id) so keys stay readable, and the
+// first '}' of a key then ends the id unambiguously. A raw id with braces
+// would break that: Redis would hash only up to its first '}' (ids sharing a
+// prefix would pile onto one slot) and keys could collide (click "a", event
+// "e}:ftd" vs click "a}:ans:e"). Such an id is replaced by its SHA-1
+// ("h:" + hex); the markers c: and h: keep the two forms apart.
 func clickTag(clickID string) string {
 	if strings.ContainsAny(clickID, "{}") {
 		sum := sha1.Sum([]byte(clickID))
