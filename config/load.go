@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/shopspring/decimal"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -82,6 +83,13 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 // keys. An empty document gives an empty Config (which then fails validation
 // with useful messages rather than a parse error).
 func decode(raw []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, err
+	}
+	if err := checkDecimals(&root); err != nil {
+		return nil, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	cfg := &Config{}
@@ -99,6 +107,44 @@ func decode(raw []byte) (*Config, error) {
 		return nil, fmt.Errorf("line %d: a second YAML document; the config is one document", extra.Line)
 	}
 	return cfg, nil
+}
+
+// checkDecimals reports a revshare_percent that is not a decimal number with
+// its line: the YAML decoder hands such a value to decimal's UnmarshalText
+// and returns its error without a position.
+func checkDecimals(root *yaml.Node) error {
+	doc := root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		doc = doc.Content[0]
+	}
+	merchants := mappingValue(doc, "merchants")
+	if merchants == nil || merchants.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(merchants.Content); i += 2 {
+		name, m := merchants.Content[i].Value, merchants.Content[i+1]
+		v := mappingValue(m, "revshare_percent")
+		if v == nil || v.Kind != yaml.ScalarNode {
+			continue
+		}
+		if _, err := decimal.NewFromString(v.Value); err != nil {
+			return fmt.Errorf("line %d: merchants.%s.revshare_percent: %q is not a decimal number", v.Line, name, v.Value)
+		}
+	}
+	return nil
+}
+
+// mappingValue returns the value node of key in mapping node n, or nil.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // envOverride is one row of the override table. set reports a value it
