@@ -125,12 +125,13 @@ func TestSchedulerSameKeyNotConcurrent(t *testing.T) {
 	}
 }
 
-// TestSchedulerInFlightBound runs many jobs through few slots and tracks the
-// maximum number running or queued at once.
+// TestSchedulerInFlightBound submits many more jobs than slots while the
+// jobs are held on a gate: the count of admitted, unfinished jobs must reach
+// the slot count, never pass it, and the submitter must block there.
 func TestSchedulerInFlightBound(t *testing.T) {
-	const slots = 16
+	const slots, jobs = 16, 2000
 	s := newScheduler(slots)
-	var cur, peak atomic.Int64
+	var cur, peak, submitted atomic.Int64
 	s.onAcquire = func() {
 		n := cur.Add(1)
 		for {
@@ -141,35 +142,43 @@ func TestSchedulerInFlightBound(t *testing.T) {
 		}
 	}
 	s.onRelease = func() { cur.Add(-1) }
+	gate := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range 5000 {
-		if err := s.acquire(context.Background()); err != nil {
-			t.Fatal(err)
+	wg.Add(jobs)
+	go func() {
+		for i := range jobs {
+			if err := s.acquire(context.Background()); err != nil {
+				t.Error(err)
+				return
+			}
+			submitted.Add(1)
+			var key []byte
+			if i%5 != 0 { // every fifth has no key
+				key = fmt.Appendf(nil, "k%d", i%37)
+			}
+			s.dispatch(key, func() {
+				defer wg.Done()
+				<-gate
+			})
 		}
-		wg.Add(1)
-		var key []byte
-		if i%5 != 0 { // every fifth has no key
-			key = fmt.Appendf(nil, "k%d", i%37)
-		}
-		s.dispatch(key, func() { defer wg.Done(); time.Sleep(time.Microsecond) })
-	}
-	wg.Wait()
-	waitUntil(t, 5*time.Second, func() bool { return cur.Load() == 0 }, "all slots released")
-	if p := peak.Load(); p > slots {
-		t.Fatalf("peak in flight %d exceeds %d slots", p, slots)
-	}
-	if p := peak.Load(); p < 2 {
-		t.Fatalf("peak in flight %d: no concurrency at all", p)
-	}
-	// acquire respects ctx while every slot is taken.
-	for range slots {
-		_ = s.acquire(context.Background())
-	}
+	}()
+	waitUntil(t, 5*time.Second, func() bool { return submitted.Load() == slots }, "slots filled")
+	// The submitter is now blocked in acquire; it must stay there.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := s.acquire(ctx); err == nil {
 		t.Fatal("acquire succeeded with every slot taken")
 	}
+	if n := submitted.Load(); n != slots {
+		t.Fatalf("%d jobs admitted with %d slots", n, slots)
+	}
+	close(gate)
+	wg.Wait()
+	waitUntil(t, 5*time.Second, func() bool { return cur.Load() == 0 }, "all slots released")
+	if p := peak.Load(); p != slots {
+		t.Fatalf("peak in flight %d, want exactly %d", p, slots)
+	}
+	waitUntil(t, 5*time.Second, func() bool { return s.activeKeys() == 0 }, "key goroutines exit")
 }
 
 func waitUntil(t testing.TB, d time.Duration, cond func() bool, what string) {
