@@ -127,10 +127,12 @@ if ARGV[4] == '' then return {'ok'} end
 redis.call('HSET', KEYS[3], 'delivered', '1')
 local p = parked(KEYS[4])
 if p[1] == '' then return {'ok'} end
-redis.call('DEL', KEYS[4])
-local st = redis.call('HGET', KEYS[3], 'status')
-if not st or st == '' then
-  redis.call('HSET', KEYS[3], 'status', p[2], 'status_event_id', p[1])
+if p[5] ~= '1' then
+  redis.call('HSET', KEYS[4], 'released', '1')
+  local st = redis.call('HGET', KEYS[3], 'status')
+  if not st or st == '' then
+    redis.call('HSET', KEYS[3], 'status', p[2], 'status_event_id', p[1])
+  end
 end
 return {'taken', p}
 `)
@@ -141,12 +143,17 @@ return {'taken', p}
 // delivery is kept: calling it twice is safe.
 //
 // When ftd is non-nil the postback was the click's FTD: the FTD record is
-// marked delivered and a parked qualification, if any, is taken (deleted
-// and returned) with its status recorded on the FTD record, all in the same
-// script, so a qualification is released exactly once and a later
+// marked delivered and a parked qualification, if any, is released and
+// returned, with its status recorded on the FTD record, all in the same
+// script, so a qualification is released without a race and a later
 // contradicting one is a conflict. The caller sends the status change for
-// the returned Parked. ErrNotFTD if ftd.EventID is not the click's FTD (then
-// nothing is written).
+// the returned Parked. Release is idempotent rather than a delete: the
+// parked record stays (marked released, for RecordTTL) and a repeated
+// MarkDelivered(ftd) returns it again, so a lost reply or a crash before the
+// status change was sent does not lose the qualification (the status
+// change's own claim makes a resend a no-op). A released record is no
+// longer parked for Qualify, TakeOrphan or TakeParked. ErrNotFTD if
+// ftd.EventID is not the click's FTD (then nothing is written).
 func (s *Store) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d Delivery, ftd *FTDDelivered) (*Parked, error) {
 	if clickID == "" || postbackID == "" || (ftd != nil && ftd.EventID == "") {
 		return nil, fmt.Errorf("dedupe: mark delivered: %w", ErrEmptyID)

@@ -23,7 +23,7 @@ local function ftd(key)
     'delivered', 'status', 'status_event_id'), 7)
 end
 local function parked(key)
-  return fill(redis.call('HMGET', key, 'event_id', 'status', 'payload', 'parked_at'), 4)
+  return fill(redis.call('HMGET', key, 'event_id', 'status', 'payload', 'parked_at', 'released'), 5)
 end
 `
 

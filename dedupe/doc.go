@@ -26,7 +26,7 @@
 //	P:{c:<click>}:lease:<postback_id> STRING  claim token                  TTL the lease
 //	P:{c:<click>}:done:<postback_id>  STRING  Delivery JSON                TTL RecordTTL
 //	P:{c:<click>}:parked              HASH    parked qualification         TTL RecordTTL
-//	    event_id status payload parked_at
+//	    event_id status payload parked_at released(""|1)
 //	{P:q:<n>}:due                     ZSET    job id -> due (unix ms)      n = fnv32a(id) % Shards
 //	{P:q:<n>}:jobs                    HASH    job id -> "<due ms>|payload"
 //
@@ -45,16 +45,18 @@
 //     postback, each with a random token. MarkDelivered records the delivery
 //     even after the lease expired, keeps the first record, drops the lease
 //     only if the token still holds it. With ftd set it marks the FTD record
-//     delivered and takes the parked qualification, recording its status on
-//     the FTD record, in the same script. Release with a stale token is a
-//     no-op. All safe to call twice.
+//     delivered and releases the parked qualification (marks it released and
+//     returns it, again on every repeat), recording its status on the FTD
+//     record, in the same script. Release with a stale token is a no-op. All
+//     safe to call twice.
 //   - Qualify: Send when the delivered FTD has no status yet (it is recorded)
 //     or the same status (Repeated); Conflict when the FTD or a parked
 //     qualification has another status; otherwise Wait, parking the first
 //     qualification (a same-status repeat is Repeated and keeps the first).
 //     Invariant: a status is recorded only on a delivered FTD, and nothing
-//     stays parked once the FTD is delivered.
-//   - TakeOrphan / TakeParked: take a parked qualification at most once.
+//     stays parked (unreleased) once the FTD is delivered.
+//   - TakeOrphan / TakeParked: take (delete) a parked, unreleased
+//     qualification at most once.
 //   - Schedule is idempotent by id (replaces due and payload); TakeDue
 //     leases what it returns (the job reappears after the lease unless it is
 //     acked or rescheduled), so a job may be returned twice; Ack is safe to

@@ -168,7 +168,7 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 // takeOrphanScript: KEYS ftd, parked; ARGV event_id.
 var takeOrphanScript = redis.NewScript(luaPrelude + `
 local p = parked(KEYS[2])
-if p[1] == '' or p[1] ~= ARGV[1] then return {'gone'} end
+if p[1] == '' or p[1] ~= ARGV[1] or p[5] == '1' then return {'gone'} end
 local rec = ftd(KEYS[1])
 if rec[1] ~= '' and rec[5] ~= '1' then return {'pending'} end
 redis.call('DEL', KEYS[2])
@@ -214,7 +214,7 @@ func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parke
 // takeParkedScript: KEYS parked.
 var takeParkedScript = redis.NewScript(luaPrelude + `
 local p = parked(KEYS[1])
-if p[1] == '' then return {} end
+if p[1] == '' or p[5] == '1' then return {} end
 redis.call('DEL', KEYS[1])
 return p
 `)
@@ -243,7 +243,7 @@ func (s *Store) TakeParked(ctx context.Context, clickID string) (*Parked, error)
 
 func parseParked(v any) (*Parked, error) {
 	f, err := asStrings(v)
-	if err != nil || len(f) != 4 {
+	if err != nil || len(f) != 5 {
 		return nil, fmt.Errorf("unexpected parked record %v", v)
 	}
 	at, err := parseTime(f[3])

@@ -1,0 +1,75 @@
+package dedupe
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/postbackd/postbackd/internal/testinfra"
+)
+
+// Benchmarks run on miniredis, or on the Redis at REDIS_ADDR. Deposits
+// spread over 1000 clicks, so most classifications are rdeps after the
+// first thousand, as in production.
+
+func benchStore(b *testing.B) *Store {
+	c, prefix, _ := testinfra.Redis(b)
+	return New(c, Options{Prefix: prefix})
+}
+
+func BenchmarkClassify(b *testing.B) {
+	ctx := context.Background()
+	b.Run("sequential", func(b *testing.B) {
+		s := benchStore(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			d := Deposit{ClickID: "c" + strconv.Itoa(i%1000), EventID: "e" + strconv.Itoa(i), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+			if _, err := s.Classify(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	})
+	b.Run("parallel", func(b *testing.B) {
+		s := benchStore(b)
+		var n atomic.Int64
+		b.SetParallelism(16) // 16 x GOMAXPROCS goroutines: many events in flight
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := int(n.Add(1))
+				d := Deposit{ClickID: "c" + strconv.Itoa(i%1000), EventID: "e" + strconv.Itoa(i), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+				if _, err := s.Classify(ctx, d); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	})
+}
+
+// BenchmarkClaimMark is the send guard of one postback: Claim then
+// MarkDelivered (two round trips).
+func BenchmarkClaimMark(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	d := Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0, URL: "https://t.example/conv?click_id=c&token=REDACTED"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		click, pb := "c"+strconv.Itoa(i%1000), "p"+strconv.Itoa(i)
+		r, err := s.Claim(ctx, click, pb, time.Minute)
+		if err != nil || r.State != ClaimAcquired {
+			b.Fatalf("claim: %+v, %v", r, err)
+		}
+		if _, err := s.MarkDelivered(ctx, click, pb, r.Token, d, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
