@@ -25,11 +25,11 @@ type ValidationError struct {
 // Error lists the problems one per line under a header line.
 func (e *ValidationError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "invalid configuration (%d problem", len(e.Problems))
+	fmt.Fprintf(&b, "config: %d problem", len(e.Problems))
 	if len(e.Problems) != 1 {
 		b.WriteString("s")
 	}
-	b.WriteString("):")
+	b.WriteString(":")
 	for _, p := range e.Problems {
 		b.WriteString("\n  ")
 		b.WriteString(p)

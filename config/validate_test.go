@@ -288,12 +288,12 @@ func assertProblems(t *testing.T, got, want []string) {
 
 func TestValidationErrorListsOnePerLine(t *testing.T) {
 	err := &ValidationError{Problems: []string{"a: one", "b: two"}}
-	want := "invalid configuration (2 problems):\n  a: one\n  b: two"
+	want := "config: 2 problems:\n  a: one\n  b: two"
 	if err.Error() != want {
 		t.Fatalf("Error() = %q, want %q", err.Error(), want)
 	}
 	one := &ValidationError{Problems: []string{"a: one"}}
-	if want := "invalid configuration (1 problem):\n  a: one"; one.Error() != want {
+	if want := "config: 1 problem:\n  a: one"; one.Error() != want {
 		t.Fatalf("Error() = %q, want %q", one.Error(), want)
 	}
 }
