@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# test.sh: the project's test command. go vet, then the whole suite twice:
+#
+#   1. the fakes run: KAFKA_BROKERS, REDIS_ADDR and REDIS_CLUSTER_ADDRS unset,
+#      so every test uses in-process fakes (kfake, miniredis);
+#   2. the real run: the same tests against the real Kafka and Redis named by
+#      those variables, when they are set (eval "$(scripts/infra.sh up)").
+#
+# Both runs happen even when the first fails; the script fails if either
+# did. With POSTBACKD_REQUIRE_REAL=1 (as .ci/run sets) a missing real run is
+# a failure, never a silent fallback to the fakes.
+#
+# Settings (environment):
+#   POSTBACKD_TEST_PKGS     packages, space separated (default ./...)
+#   POSTBACKD_TEST_TIMEOUT  go test -timeout of each run (default 20m)
+#   POSTBACKD_TEST_FLAGS    extra go test flags, space separated (e.g. -race)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+read -r -a pkgs <<<"${POSTBACKD_TEST_PKGS:-./...}"
+read -r -a extra <<<"${POSTBACKD_TEST_FLAGS:-}"
+timeout=${POSTBACKD_TEST_TIMEOUT:-20m}
+go_test=(go test -json -count=1 -timeout "$timeout" ${extra[@]+"${extra[@]}"} "${pkgs[@]}")
+
+banner() { printf '\n===== %s =====\n' "$*"; }
+
+# testreport turns 'go test -json' back into plain go test output and closes
+# with "LABEL: N passed, N failed, N skipped"; built once, outside the clone.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+report_bin=$tmp/testreport
+go build -o "$report_bin" scripts/testreport.go
+
+# run LABEL [env args]: one run of the suite; prints its duration.
+run_suite() {
+	local label=$1 t0=$SECONDS rc=0
+	shift
+	"$@" "${go_test[@]}" 2>&1 | "$report_bin" -label "$label" -require-tests | tee "$tmp/$label.out" || rc=$?
+	echo "$label run took $((SECONDS - t0))s"
+	counts[$label]=$(grep -E "^$label: [0-9]+ passed" "$tmp/$label.out" | tail -n1 || true)
+	return "$rc"
+}
+
+declare -A counts=()
+
+banner "go vet ${pkgs[*]}"
+vet=ok
+go vet "${pkgs[@]}" || vet=FAILED
+
+banner "fakes run (in-process kfake and miniredis): go test -count=1 -timeout $timeout ${pkgs[*]}"
+fakes=ok
+run_suite fakes env -u KAFKA_BROKERS -u REDIS_ADDR -u REDIS_CLUSTER_ADDRS || fakes=FAILED
+
+real="not run: KAFKA_BROKERS and REDIS_ADDR are unset"
+if [[ -n ${KAFKA_BROKERS:-} || -n ${REDIS_ADDR:-} ]]; then
+	banner "real run (KAFKA_BROKERS=${KAFKA_BROKERS:-unset} REDIS_ADDR=${REDIS_ADDR:-unset} REDIS_CLUSTER_ADDRS=${REDIS_CLUSTER_ADDRS:-unset}): go test -count=1 -timeout $timeout ${pkgs[*]}"
+	real=ok
+	run_suite real env || real=FAILED
+fi
+
+banner "summary"
+echo "go vet:    $vet"
+echo "fakes run: $fakes${counts[fakes]:+ (${counts[fakes]})}"
+echo "real run:  $real${counts[real]:+ (${counts[real]})}"
+
+status=0
+[[ $vet == ok ]] || status=1
+[[ $fakes == ok ]] || status=1
+if [[ $real == not\ run* ]]; then
+	if [[ ${POSTBACKD_REQUIRE_REAL:-0} == 1 ]]; then
+		echo "POSTBACKD_REQUIRE_REAL=1 but the real run did not happen" >&2
+		status=1
+	fi
+elif [[ $real != ok ]]; then
+	status=1
+fi
+exit "$status"
