@@ -88,15 +88,69 @@ func (s *Store) Claim(ctx context.Context, clickID, postbackID string, lease tim
 	if err != nil {
 		return ClaimResult{}, fmt.Errorf("dedupe: claim: token: %w", err)
 	}
-	v, err := claimScript.Run(ctx, s.rdb,
-		[]string{s.clickKey(clickID, "lease", postbackID), s.clickKey(clickID, "done", postbackID)},
-		token, lease.Milliseconds()).Result()
-	if err != nil {
-		return ClaimResult{}, fmt.Errorf("dedupe: claim: %w", err)
+	keys, args := s.claimCall(clickID, postbackID, token, lease)
+	v, err := claimScript.Run(ctx, s.rdb, keys, args...).Result()
+	if err == nil {
+		var r ClaimResult
+		if r, err = parseClaim(v, token); err == nil {
+			return r, nil
+		}
 	}
+	return ClaimResult{}, fmt.Errorf("dedupe: claim: %w", err)
+}
+
+// ClaimRequest is one claim of ClaimBatch.
+type ClaimRequest struct {
+	ClickID    string
+	PostbackID string
+	Lease      time.Duration
+}
+
+// ClaimBatch claims many postbacks in one pipelined round trip, each exactly
+// as Claim, results in the order of reqs. On error (naming the first failed
+// claim) some leases may have been acquired without the caller learning
+// their tokens: those postbacks are claimable again once the lease expires.
+func (s *Store) ClaimBatch(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult, error) {
+	calls := make([]scriptCall, len(reqs))
+	tokens := make([]string, len(reqs))
+	for i, r := range reqs {
+		if r.ClickID == "" || r.PostbackID == "" {
+			return nil, fmt.Errorf("dedupe: claim batch: claim %d: %w", i, ErrEmptyID)
+		}
+		if r.Lease < time.Millisecond {
+			return nil, fmt.Errorf("dedupe: claim batch: claim %d: lease %s below 1ms", i, r.Lease)
+		}
+		t, err := newToken()
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: claim batch: token: %w", err)
+		}
+		tokens[i] = t
+		calls[i].keys, calls[i].args = s.claimCall(r.ClickID, r.PostbackID, t, r.Lease)
+	}
+	defer s.observe("claim_batch", time.Now())
+	cmds := s.runPipelined(ctx, claimScript, calls)
+	out := make([]ClaimResult, len(reqs))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err == nil {
+			out[i], err = parseClaim(v, tokens[i])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: claim batch: claim %d (postback %s): %w", i, reqs[i].PostbackID, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) claimCall(clickID, postbackID, token string, lease time.Duration) ([]string, []any) {
+	return []string{s.clickKey(clickID, "lease", postbackID), s.clickKey(clickID, "done", postbackID)},
+		[]any{token, lease.Milliseconds()}
+}
+
+func parseClaim(v any, token string) (ClaimResult, error) {
 	r, err := asStrings(v)
 	if err != nil || len(r) != 2 {
-		return ClaimResult{}, fmt.Errorf("dedupe: claim: unexpected reply %v", v)
+		return ClaimResult{}, fmt.Errorf("unexpected claim reply %v", v)
 	}
 	switch r[0] {
 	case "acquired":
@@ -107,11 +161,11 @@ func (s *Store) Claim(ctx context.Context, clickID, postbackID string, lease tim
 	case "delivered":
 		var d Delivery
 		if err := json.Unmarshal([]byte(r[1]), &d); err != nil {
-			return ClaimResult{}, fmt.Errorf("dedupe: claim: delivery record: %w", err)
+			return ClaimResult{}, fmt.Errorf("delivery record: %w", err)
 		}
 		return ClaimResult{State: ClaimDelivered, Delivery: d}, nil
 	}
-	return ClaimResult{}, fmt.Errorf("dedupe: claim: unexpected state %q", r[0])
+	return ClaimResult{}, fmt.Errorf("unexpected claim state %q", r[0])
 }
 
 // markScript: KEYS lease, done, ftd, parked; ARGV token, delivery, ttl_ms,
@@ -159,43 +213,93 @@ func (s *Store) MarkDelivered(ctx context.Context, clickID, postbackID, token st
 		return nil, fmt.Errorf("dedupe: mark delivered: %w", ErrEmptyID)
 	}
 	defer s.observe("mark_delivered", time.Now())
-	b, err := json.Marshal(d)
+	keys, args, err := s.markCall(MarkRequest{clickID, postbackID, token, d, ftd})
 	if err != nil {
 		return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
+	}
+	v, err := markScript.Run(ctx, s.rdb, keys, args...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
+	}
+	p, err := parseMark(v)
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
+	}
+	return p, nil
+}
+
+// MarkRequest is one mark of MarkDeliveredBatch (see MarkDelivered).
+type MarkRequest struct {
+	ClickID    string
+	PostbackID string
+	Token      string
+	Delivery   Delivery
+	FTD        *FTDDelivered
+}
+
+// MarkDeliveredBatch marks many postbacks delivered in one pipelined round
+// trip, each exactly as MarkDelivered; released qualifications come back in
+// the order of reqs (nil where none). On error (naming the first failed
+// mark, ErrNotFTD included) others may have been marked; calling it again
+// is safe, and returns the released qualifications again.
+func (s *Store) MarkDeliveredBatch(ctx context.Context, reqs []MarkRequest) ([]*Parked, error) {
+	calls := make([]scriptCall, len(reqs))
+	for i, r := range reqs {
+		if r.ClickID == "" || r.PostbackID == "" || (r.FTD != nil && r.FTD.EventID == "") {
+			return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d: %w", i, ErrEmptyID)
+		}
+		var err error
+		if calls[i].keys, calls[i].args, err = s.markCall(r); err != nil {
+			return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d: %w", i, err)
+		}
+	}
+	defer s.observe("mark_delivered_batch", time.Now())
+	cmds := s.runPipelined(ctx, markScript, calls)
+	out := make([]*Parked, len(reqs))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err == nil {
+			out[i], err = parseMark(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d (postback %s): %w", i, reqs[i].PostbackID, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) markCall(r MarkRequest) ([]string, []any, error) {
+	b, err := json.Marshal(r.Delivery)
+	if err != nil {
+		return nil, nil, err
 	}
 	ftdEvent := ""
-	if ftd != nil {
-		ftdEvent = ftd.EventID
+	if r.FTD != nil {
+		ftdEvent = r.FTD.EventID
 	}
-	v, err := markScript.Run(ctx, s.rdb,
-		[]string{
-			s.clickKey(clickID, "lease", postbackID), s.clickKey(clickID, "done", postbackID),
-			s.clickKey(clickID, "ftd"), s.clickKey(clickID, "parked"),
+	return []string{
+			s.clickKey(r.ClickID, "lease", r.PostbackID), s.clickKey(r.ClickID, "done", r.PostbackID),
+			s.clickKey(r.ClickID, "ftd"), s.clickKey(r.ClickID, "parked"),
 		},
-		token, b, s.ttlMS, ftdEvent).Result()
-	if err != nil {
-		return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
-	}
+		[]any{r.Token, b, s.ttlMS, ftdEvent}, nil
+}
+
+func parseMark(v any) (*Parked, error) {
 	a, err := asArray(v)
 	if err != nil || len(a) == 0 {
-		return nil, fmt.Errorf("dedupe: mark delivered: unexpected reply %v", v)
+		return nil, fmt.Errorf("unexpected mark reply %v", v)
 	}
 	switch state, _ := asString(a[0]); state {
 	case "ok":
 		return nil, nil
 	case "notftd":
-		return nil, fmt.Errorf("dedupe: mark delivered %s: %w", ftdEvent, ErrNotFTD)
+		return nil, ErrNotFTD
 	case "taken":
-		if len(a) != 2 {
-			return nil, fmt.Errorf("dedupe: mark delivered: unexpected reply %v", v)
+		if len(a) == 2 {
+			return parseParked(a[1])
 		}
-		p, err := parseParked(a[1])
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: mark delivered: %w", err)
-		}
-		return p, nil
 	}
-	return nil, fmt.Errorf("dedupe: mark delivered: unexpected reply %v", v)
+	return nil, fmt.Errorf("unexpected mark reply %v", v)
 }
 
 // releaseScript: KEYS lease; ARGV token.

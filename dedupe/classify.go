@@ -98,9 +98,8 @@ func (s *Store) Classify(ctx context.Context, d Deposit) (Classification, error)
 		return Classification{}, fmt.Errorf("dedupe: classify: %w", ErrEmptyID)
 	}
 	defer s.observe("classify", time.Now())
-	v, err := classifyScript.Run(ctx, s.rdb,
-		[]string{s.clickKey(d.ClickID, "ftd"), s.clickKey(d.ClickID, "ans", d.EventID)},
-		d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS).Result()
+	keys, args := s.classifyCall(d)
+	v, err := classifyScript.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
 		return Classification{}, fmt.Errorf("dedupe: classify: %w", err)
 	}
@@ -109,6 +108,38 @@ func (s *Store) Classify(ctx context.Context, d Deposit) (Classification, error)
 		return Classification{}, fmt.Errorf("dedupe: classify: %w", err)
 	}
 	return c, nil
+}
+
+// ClassifyBatch classifies many deposits in one pipelined round trip; each
+// deposit is its own atomic script, exactly as Classify. The results are in
+// the order of ds. On error (naming the first failed deposit) some deposits
+// may have been classified; calling it again is safe.
+func (s *Store) ClassifyBatch(ctx context.Context, ds []Deposit) ([]Classification, error) {
+	calls := make([]scriptCall, len(ds))
+	for i, d := range ds {
+		if d.ClickID == "" || d.EventID == "" {
+			return nil, fmt.Errorf("dedupe: classify batch: deposit %d: %w", i, ErrEmptyID)
+		}
+		calls[i].keys, calls[i].args = s.classifyCall(d)
+	}
+	defer s.observe("classify_batch", time.Now())
+	cmds := s.runPipelined(ctx, classifyScript, calls)
+	out := make([]Classification, len(ds))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err == nil {
+			out[i], err = parseClassification(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: classify batch: deposit %d (event %s): %w", i, ds[i].EventID, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) classifyCall(d Deposit) ([]string, []any) {
+	return []string{s.clickKey(d.ClickID, "ftd"), s.clickKey(d.ClickID, "ans", d.EventID)},
+		[]any{d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS}
 }
 
 func parseClassification(v any) (Classification, error) {

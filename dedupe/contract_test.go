@@ -114,6 +114,8 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("ClaimLeaseExpiry", func(t *testing.T) { testClaimLeaseExpiry(t, newHarness(t)) })
 	t.Run("Qualify", func(t *testing.T) { testQualify(t, newHarness(t)) })
 	t.Run("TakeOrphan", func(t *testing.T) { testTakeOrphan(t, newHarness(t)) })
+	t.Run("Batches", func(t *testing.T) { testBatches(t, newHarness(t)) })
+	t.Run("ScriptCacheFlushed", func(t *testing.T) { testScriptFlush(t, newHarness(t)) })
 	t.Run("Schedule", func(t *testing.T) { testSchedule(t, newHarness(t)) })
 	t.Run("ScheduleMaxAndShards", func(t *testing.T) { testScheduleMax(t, newHarness(t)) })
 }
@@ -707,5 +709,122 @@ func testScheduleMax(t *testing.T, h *harness) {
 	}
 	if jobs, err := s.TakeDue(ctx, base, time.Minute, 50); err != nil || len(jobs) != 0 {
 		t.Fatalf("after draining: %d jobs, %v", len(jobs), err)
+	}
+}
+
+func testBatches(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	// 40 deposits over 4 clicks in one batch: the first of each click is its FTD.
+	var ds []Deposit
+	for i := range 40 {
+		ds = append(ds, Deposit{ClickID: fmt.Sprintf("b%d", i%4), EventID: fmt.Sprintf("e%d", i), Amount: fmt.Sprint(i), Currency: "EUR", OccurredAt: t0})
+	}
+	for round, wantRepeated := range []bool{false, true} {
+		cs, err := s.ClassifyBatch(ctx, ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) != len(ds) {
+			t.Fatalf("%d results for %d deposits", len(cs), len(ds))
+		}
+		for i, c := range cs {
+			want := postback.GoalRD
+			if i < 4 {
+				want = postback.GoalFTD
+			}
+			if c.Goal != want || c.Repeated != wantRepeated || c.FTD.EventID != fmt.Sprintf("e%d", i%4) {
+				t.Fatalf("round %d deposit %d: %s repeated %v FTD %s; want %s %v e%d", round, i, c.Goal, c.Repeated, c.FTD.EventID, want, wantRepeated, i%4)
+			}
+		}
+	}
+	if _, err := s.ClassifyBatch(ctx, []Deposit{{ClickID: "x", EventID: "1"}, {ClickID: "x"}}); !errors.Is(err, ErrEmptyID) {
+		t.Fatalf("batch with an empty event id: %v, want ErrEmptyID", err)
+	}
+
+	// A qualification parked for b0, released by the batch that marks its FTD.
+	if r, err := s.Qualify(ctx, Qualification{ClickID: "b0", EventID: "q", Status: postback.StatusApproved}); err != nil || r.Decision != DecideWait {
+		t.Fatalf("park: %+v, %v", r, err)
+	}
+	var reqs []ClaimRequest
+	for i := range 4 {
+		reqs = append(reqs, ClaimRequest{ClickID: fmt.Sprintf("b%d", i), PostbackID: fmt.Sprintf("p%d", i), Lease: time.Minute})
+	}
+	claims, err := s.ClaimBatch(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marks []MarkRequest
+	for i, c := range claims {
+		if c.State != ClaimAcquired || c.Token == "" {
+			t.Fatalf("claim %d: %+v, want acquired", i, c)
+		}
+		marks = append(marks, MarkRequest{ClickID: reqs[i].ClickID, PostbackID: reqs[i].PostbackID, Token: c.Token, Delivery: Delivery{HTTPStatus: 200 + i}})
+	}
+	if again, err := s.ClaimBatch(ctx, reqs); err != nil || again[3].State != ClaimHeld {
+		t.Fatalf("claim batch again: %+v, %v; want held", again, err)
+	}
+	marks[0].FTD = &FTDDelivered{EventID: "e0"}
+	parked, err := s.MarkDeliveredBatch(ctx, marks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parked[0] == nil || parked[0].EventID != "q" || parked[1] != nil || parked[2] != nil || parked[3] != nil {
+		t.Fatalf("released %+v, want q for b0 only", parked)
+	}
+	done, err := s.ClaimBatch(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range done {
+		if c.State != ClaimDelivered || c.Delivery.HTTPStatus != 200+i {
+			t.Fatalf("claim %d after marks: %+v, want delivered %d", i, c, 200+i)
+		}
+	}
+	marks[1].FTD = &FTDDelivered{EventID: "not-it"}
+	if _, err := s.MarkDeliveredBatch(ctx, marks); !errors.Is(err, ErrNotFTD) {
+		t.Fatalf("batch with a wrong FTD: %v, want ErrNotFTD", err)
+	}
+}
+
+// testScriptFlush: after the server lost its script cache, single calls and
+// pipelined batches fall back to EVAL.
+func testScriptFlush(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	if _, err := s.Classify(ctx, Deposit{ClickID: "f", EventID: "e0", Amount: "1", Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	flush := func() {
+		t.Helper()
+		var err error
+		if cc, ok := h.client.(*redis.ClusterClient); ok {
+			err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() })
+		} else {
+			err = h.client.ScriptFlush(ctx).Err()
+		}
+		if err != nil {
+			t.Fatalf("script flush: %v", err)
+		}
+	}
+	flush()
+	if _, err := s.Classify(ctx, Deposit{ClickID: "f", EventID: "e1", Amount: "1", Currency: "EUR"}); err != nil {
+		t.Fatalf("classify after flush: %v", err)
+	}
+	flush()
+	cs, err := s.ClassifyBatch(ctx, []Deposit{{ClickID: "f", EventID: "e2"}, {ClickID: "g", EventID: "e2"}})
+	if err != nil {
+		t.Fatalf("classify batch after flush: %v", err)
+	}
+	if cs[0].Goal != postback.GoalRD || cs[1].Goal != postback.GoalFTD {
+		t.Fatalf("after flush: %+v", cs)
+	}
+	flush()
+	if err := s.Schedule(ctx, "j", t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if jobs, err := s.TakeDue(ctx, t0, time.Minute, 100); err != nil || len(jobs) != 1 {
+		t.Fatalf("take due after flush: %v, %v", jobs, err)
 	}
 }

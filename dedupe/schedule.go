@@ -122,47 +122,27 @@ func (s *Store) TakeDue(ctx context.Context, now time.Time, lease time.Duration,
 	limits := allot(max, order, avail)
 
 	untilMS := strconv.FormatInt(now.Add(lease).UnixMilli(), 10)
-	type call struct {
-		shard int
-		cmd   *redis.Cmd
-	}
-	var calls []call
-	pipe := s.rdb.Pipeline()
+	var shards []int
+	var calls []scriptCall
 	for _, sh := range order {
 		if limits[sh] > 0 {
-			calls = append(calls, call{sh, takeDueScript.EvalSha(ctx, pipe, s.shardKeys(sh), nowMS, untilMS, limits[sh])})
+			shards = append(shards, sh)
+			calls = append(calls, scriptCall{s.shardKeys(sh), []any{nowMS, untilMS, limits[sh]}})
 		}
 	}
 	if len(calls) == 0 {
 		return nil, nil
 	}
-	_, _ = pipe.Exec(ctx) // errors are per command, checked below
-	// A shard whose server lacks the script (new or flushed; in a Cluster
-	// per node) answered NOSCRIPT and ran nothing: run it again with EVAL,
-	// which also loads the script. Shards that answered keep their result.
-	var retry []int
-	for i, c := range calls {
-		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
-			retry = append(retry, i)
-		}
-	}
-	if len(retry) > 0 {
-		pipe := s.rdb.Pipeline()
-		for _, i := range retry {
-			sh := calls[i].shard
-			calls[i].cmd = takeDueScript.Eval(ctx, pipe, s.shardKeys(sh), nowMS, untilMS, limits[sh])
-		}
-		_, _ = pipe.Exec(ctx)
-	}
+	cmds := s.runPipelined(ctx, takeDueScript, calls)
 	var jobs []Job
-	for _, c := range calls {
-		if err := c.cmd.Err(); err != nil {
+	for i, c := range cmds {
+		if err := c.Err(); err != nil {
 			// Jobs leased by shards that did answer reappear after the lease.
-			return nil, fmt.Errorf("dedupe: take due: shard %d: %w", c.shard, err)
+			return nil, fmt.Errorf("dedupe: take due: shard %d: %w", shards[i], err)
 		}
-		f, err := asStrings(c.cmd.Val())
+		f, err := asStrings(c.Val())
 		if err != nil || len(f)%2 != 0 {
-			return nil, fmt.Errorf("dedupe: take due: shard %d: unexpected reply %v", c.shard, c.cmd.Val())
+			return nil, fmt.Errorf("dedupe: take due: shard %d: unexpected reply %v", shards[i], c.Val())
 		}
 		for i := 0; i < len(f); i += 2 {
 			j, err := parseJob(f[i], f[i+1])

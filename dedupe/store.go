@@ -177,6 +177,43 @@ func parseTime(s string) (time.Time, error) {
 	return time.Parse(time.RFC3339Nano, s)
 }
 
+// scriptCall is one script invocation of a pipelined batch.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// runPipelined runs script once per call in one pipelined round trip (a
+// Cluster client splits it per node) and returns the commands, each with
+// its own result or error. A call answered NOSCRIPT (new or flushed server;
+// in a Cluster, per node) ran nothing and is run again with EVAL, which
+// also loads the script; calls that answered keep their result.
+func (s *Store) runPipelined(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(calls))
+	if len(calls) == 0 {
+		return cmds
+	}
+	pipe := s.rdb.Pipeline()
+	for i, c := range calls {
+		cmds[i] = script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command
+	var retry []int
+	for i, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe := s.rdb.Pipeline()
+		for _, i := range retry {
+			cmds[i] = script.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	return cmds
+}
+
 // reply helpers: every script returns arrays of strings (never Lua booleans
 // or numbers, whose conversion differs between RESP2 and RESP3).
 
