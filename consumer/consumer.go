@@ -332,7 +332,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
 				break
 			}
-			c.log.Warn("joining consumer group", zap.String("group", c.cfg.GroupID), zap.Error(err))
+			lvl := zap.WarnLevel
+			if errors.Is(err, kafka.RebalanceInProgress) {
+				lvl = zap.DebugLevel // kafka-go rejoins at once; routine during a rebalance
+			}
+			c.log.Log(lvl, "joining consumer group", zap.String("group", c.cfg.GroupID), zap.Error(err))
 			continue
 		}
 		gen.Start(func(gctx context.Context) { c.runGeneration(gctx, base, gen) })
