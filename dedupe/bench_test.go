@@ -73,3 +73,56 @@ func BenchmarkClaimMark(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
+
+// BenchmarkClassifyBatch classifies 100 deposits per pipelined round trip
+// (what a consumer does with the events it fetched together); ops/s counts
+// deposits.
+func BenchmarkClassifyBatch(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	const size = 100
+	ds := make([]Deposit, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range ds {
+			n := i*size + j
+			ds[j] = Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: "e" + strconv.Itoa(n), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+		}
+		if _, err := s.ClassifyBatch(ctx, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// BenchmarkClaimMarkBatch is the send guard for 100 postbacks per batch:
+// one pipelined ClaimBatch and one MarkDeliveredBatch; ops/s counts
+// postbacks.
+func BenchmarkClaimMarkBatch(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	const size = 100
+	d := Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0, URL: "https://t.example/conv?click_id=c&token=REDACTED"}
+	reqs := make([]ClaimRequest, size)
+	marks := make([]MarkRequest, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range reqs {
+			n := i*size + j
+			reqs[j] = ClaimRequest{ClickID: "c" + strconv.Itoa(n%1000), PostbackID: "p" + strconv.Itoa(n), Lease: time.Minute}
+		}
+		rs, err := s.ClaimBatch(ctx, reqs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j, r := range rs {
+			marks[j] = MarkRequest{ClickID: reqs[j].ClickID, PostbackID: reqs[j].PostbackID, Token: r.Token, Delivery: d}
+		}
+		if _, err := s.MarkDeliveredBatch(ctx, marks); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
+}

@@ -98,10 +98,29 @@ func TestContract(t *testing.T) {
 
 // runContract is the behaviour every backend must show.
 func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
-	t.Run("Ping", func(t *testing.T) {
-		s := newHarness(t).store(Options{})
+	t.Run("PingAndMetrics", func(t *testing.T) {
+		m := metrics.New(nil)
+		s := newHarness(t).store(Options{Metrics: m})
 		if err := s.Ping(context.Background()); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := s.Classify(context.Background(), Deposit{ClickID: "c", EventID: "e"}); err != nil {
+			t.Fatal(err)
+		}
+		fams, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops := map[string]uint64{}
+		for _, f := range fams {
+			if f.GetName() == "postbackd_redis_duration_seconds" {
+				for _, mt := range f.GetMetric() {
+					ops[mt.GetLabel()[0].GetValue()] = mt.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+		if len(ops) != 2 || ops["ping"] != 1 || ops["classify"] != 1 {
+			t.Fatalf("RedisSeconds samples by op %v, want ping and classify once", ops)
 		}
 	})
 	t.Run("ClickContext", func(t *testing.T) { testClickContext(t, newHarness(t)) })

@@ -3,7 +3,10 @@
 // qualification state, and the delayed-retry schedule.
 //
 // Every operation is one round trip and atomic: a Lua script (go-redis
-// Script: EVALSHA, EVAL when the server lacks it) or a single command.
+// Script: EVALSHA, EVAL when the server lacks it) or a single command. The
+// hot path has batch forms (ClassifyBatch, ClaimBatch, MarkDeliveredBatch)
+// that pipeline many scripts in one round trip; each script stays atomic on
+// its own, a batch as a whole is not.
 // Scripts never read the server clock or wall time: times come from the
 // caller, lifetimes are relative (PX / PEXPIRE).
 //
