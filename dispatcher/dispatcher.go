@@ -67,20 +67,10 @@ var (
 	ErrRefused = errors.New("refused by partner")
 )
 
-// Defaults applied to zero fields of a config.Partner, the same as
-// config.Load's, so a Partner built in Go behaves like one loaded from YAML.
-const (
-	defaultTimeout         = 5 * time.Second
-	defaultQuickAttempts   = 3
-	defaultInitialInterval = 100 * time.Millisecond
-	defaultMaxInterval     = time.Second
-	defaultDelayedInitial  = 30 * time.Second
-	defaultDelayedMax      = 30 * time.Minute
-	defaultMaxAge          = 24 * time.Hour
-	defaultBreakerFailures = 20
-	defaultBreakerCooldown = 30 * time.Second
-)
+// defaultMaxAge applies to a partner that is not configured.
+const defaultMaxAge = config.DefaultMaxAge
 
+// defaultSuccessStatuses mirrors config's default (unexported there).
 var defaultSuccessStatuses = []int{200, 201, 202, 204}
 
 // Options are the Dispatcher's dependencies. Every field is optional.
@@ -209,32 +199,26 @@ func defaultClient() *http.Client {
 	}
 }
 
+// withDefaults fills zero fields with config's defaults, the same as
+// config.Load does, so that a Partner built in Go (tests, tools) behaves like
+// one loaded from YAML. Values already set are kept.
 func withDefaults(c config.Partner) config.Partner {
-	if c.Timeout <= 0 {
-		c.Timeout = defaultTimeout
+	setDur := func(p *time.Duration, def time.Duration) {
+		if *p <= 0 {
+			*p = def
+		}
 	}
+	setDur(&c.Timeout, config.DefaultPartnerTimeout)
 	r := &c.Retry
 	if r.QuickAttempts <= 0 {
-		r.QuickAttempts = defaultQuickAttempts
+		r.QuickAttempts = config.DefaultQuickAttempts
 	}
-	if r.InitialInterval <= 0 {
-		r.InitialInterval = defaultInitialInterval
-	}
-	if r.MaxInterval <= 0 {
-		r.MaxInterval = defaultMaxInterval
-	}
-	if r.DelayedInitial <= 0 {
-		r.DelayedInitial = defaultDelayedInitial
-	}
-	if r.DelayedMax <= 0 {
-		r.DelayedMax = defaultDelayedMax
-	}
-	if r.DelayedMax < r.DelayedInitial {
-		r.DelayedMax = r.DelayedInitial
-	}
-	if r.MaxAge <= 0 {
-		r.MaxAge = defaultMaxAge
-	}
+	setDur(&r.InitialInterval, config.DefaultInitialInterval)
+	setDur(&r.MaxInterval, config.DefaultMaxInterval)
+	setDur(&r.DelayedInitial, config.DefaultDelayedInitial)
+	setDur(&r.DelayedMax, config.DefaultDelayedMax)
+	r.DelayedMax = max(r.DelayedMax, r.DelayedInitial)
+	setDur(&r.MaxAge, config.DefaultMaxAge)
 	if c.RateLimit.PerSecond > 0 && c.RateLimit.Burst <= 0 {
 		c.RateLimit.Burst = max(1, int(c.RateLimit.PerSecond))
 	}
@@ -242,11 +226,9 @@ func withDefaults(c config.Partner) config.Partner {
 		c.Success.Statuses = defaultSuccessStatuses
 	}
 	if c.Breaker.Failures <= 0 {
-		c.Breaker.Failures = defaultBreakerFailures
+		c.Breaker.Failures = config.DefaultBreakerFailures
 	}
-	if c.Breaker.Cooldown <= 0 {
-		c.Breaker.Cooldown = defaultBreakerCooldown
-	}
+	setDur(&c.Breaker.Cooldown, config.DefaultBreakerCooldown)
 	return c
 }
 
@@ -297,6 +279,9 @@ func compilePartner(name string, raw config.Partner, m *metrics.Metrics, log *za
 		}
 	}
 
+	// The macro set is config's (config.Macros documents it); Render gives
+	// each a value, which TestRenderEveryDocumentedMacro checks.
+	known := config.KnownMacro(cfg)
 	goals := make([]string, 0, len(cfg.Goals))
 	for g := range cfg.Goals {
 		goals = append(goals, string(g))
@@ -310,7 +295,7 @@ func compilePartner(name string, raw config.Partner, m *metrics.Metrics, log *za
 			bad("goals."+gs, "unknown goal (want one of %v)", postback.Goals)
 			continue
 		}
-		t, err := urltemplate.Parse(gc.URL, p.knownMacro)
+		t, err := urltemplate.Parse(gc.URL, known)
 		if err != nil {
 			bad(path, "%v", err)
 			continue
@@ -357,27 +342,6 @@ func compilePartner(name string, raw config.Partner, m *metrics.Metrics, log *za
 		return nil, errs
 	}
 	return p, nil
-}
-
-// fixedMacros are the macros every partner knows; see Render.
-var fixedMacros = map[string]bool{
-	"click_id": true, "amount": true, "currency": true, "token": true,
-	"goal": true, "goal_alias": true, "conv_status": true,
-	"transaction_id": true, "event_id": true, "player_id": true,
-	"offer_id": true, "merchant_id": true, "timestamp": true,
-}
-
-func (p *partner) knownMacro(name string) bool {
-	if fixedMacros[name] {
-		return true
-	}
-	if n, ok := strings.CutPrefix(name, "param."); ok {
-		return n != ""
-	}
-	if n, ok := strings.CutPrefix(name, "tr."); ok {
-		return p.tracker != nil && p.tracker.HasField(n)
-	}
-	return false
 }
 
 // checkTemplateHost requires the scheme and authority of a template to be

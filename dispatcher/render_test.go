@@ -433,7 +433,7 @@ func TestNextDelayAndMaxAge(t *testing.T) {
 			t.Errorf("NextDelay(%d) never varies: no jitter", tt.attempts)
 		}
 	}
-	if got := d.NextDelay("unknown", 1); got < defaultDelayedInitial || got > defaultDelayedMax {
+	if got := d.NextDelay("unknown", 1); got < config.DefaultDelayedInitial || got > config.DefaultDelayedMax {
 		t.Errorf("unknown partner delay %v", got)
 	}
 	if d.MaxAge("s") != time.Hour || d.MaxAge("unknown") != 24*time.Hour {
