@@ -450,3 +450,7 @@ func (d *Dispatcher) NextDelay(partner string, attempts int) time.Duration {
 	delay := base * (0.75 + 0.5*rand.Float64())
 	return time.Duration(min(max(delay, float64(r.DelayedInitial)), float64(r.DelayedMax)))
 }
+
+// CloseIdleConnections closes the HTTP client's idle keep-alive connections;
+// call it at shutdown, after the last Send has returned. Safe to call twice.
+func (d *Dispatcher) CloseIdleConnections() { d.client.CloseIdleConnections() }

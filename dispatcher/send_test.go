@@ -342,6 +342,7 @@ func TestSendRateLimitDeadlineTooNear(t *testing.T) {
 	if res := env.d.Send(context.Background(), testPostback("acme", postback.GoalRD)); !res.Delivered {
 		t.Fatalf("first Send: %v", res.Err)
 	}
+	defer env.d.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res := env.d.Send(ctx, testPostback("acme", postback.GoalRD))
