@@ -42,6 +42,20 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 		// after an output write failed): re-emit the outcome from what Redis
 		// remembers, so the audit trail is complete; nothing is sent.
 		p.auditDelivered(out, pb, claim.Delivery, true)
+		if pb.Goal == postback.GoalFTD {
+			// A crash may have come between the FTD's MarkDelivered and the
+			// status change it released. MarkDelivered is safe to repeat: it
+			// writes nothing new and hands the released qualification back.
+			parked, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, "", claim.Delivery, &dedupe.FTDDelivered{EventID: pb.EventID})
+			if err != nil {
+				return 0, err
+			}
+			if parked != nil {
+				if err := p.resumeParked(ctx, parked, pb, out); err != nil {
+					return 0, err
+				}
+			}
+		}
 		return resultDelivered, nil
 	}
 
