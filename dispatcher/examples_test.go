@@ -99,7 +99,8 @@ func examplePostback(partner string, goal postback.Goal) postback.Postback {
 			"custom2": "c2", "custom3": "c 3", "custom4": "c&4", "offer_id": "offer-7",
 			"tr": "trID_1234567_aff42-T9981-c77f3-sub7_trID",
 		},
-		CreatedAt: time.Date(2026, 11, 23, 10, 30, 0, 0, time.UTC),
+		CreatedAt:  time.Date(2026, 11, 23, 10, 30, 0, 0, time.UTC),
+		OccurredAt: time.Date(2026, 11, 23, 10, 30, 0, 0, time.UTC),
 	}
 	switch goal {
 	case postback.GoalFTD:

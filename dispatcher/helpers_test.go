@@ -82,17 +82,18 @@ func newEnv(t testing.TB, partners map[string]config.Partner) testEnv {
 
 func testPostback(partner string, goal postback.Goal) postback.Postback {
 	return postback.Postback{
-		ID:        postback.NewID(partner, goal, "ev-1", ""),
-		Partner:   partner,
-		Goal:      goal,
-		Merchant:  "m1",
-		ClickID:   "click-1",
-		EventID:   "ev-1",
-		PlayerID:  "pl-1",
-		HasAmount: true,
-		Amount:    decimal.RequireFromString("10"),
-		Currency:  "USD",
-		CreatedAt: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
+		ID:         postback.NewID(partner, goal, "ev-1", ""),
+		Partner:    partner,
+		Goal:       goal,
+		Merchant:   "m1",
+		ClickID:    "click-1",
+		EventID:    "ev-1",
+		PlayerID:   "pl-1",
+		HasAmount:  true,
+		Amount:     decimal.RequireFromString("10"),
+		Currency:   "USD",
+		CreatedAt:  time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
+		OccurredAt: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
 	}
 }
 

@@ -48,7 +48,7 @@ type Rendered struct {
 //	player_id       p.PlayerID
 //	offer_id        p.Params["offer_id"]
 //	merchant_id     p.Merchant
-//	timestamp       unix seconds of p.CreatedAt; empty if zero
+//	timestamp       unix seconds of p.OccurredAt (the source event's time); empty if zero
 //	param.<name>    p.Params[name]
 //	tr.<field>      a field of the partner's tracker string (see TrackerPattern)
 //
@@ -115,10 +115,10 @@ func (p *partner) render(pb postback.Postback) (Rendered, error) {
 		case "merchant_id":
 			return pb.Merchant
 		case "timestamp":
-			if pb.CreatedAt.IsZero() {
+			if pb.OccurredAt.IsZero() {
 				return ""
 			}
-			return strconv.FormatInt(pb.CreatedAt.Unix(), 10)
+			return strconv.FormatInt(pb.OccurredAt.Unix(), 10)
 		}
 		if n, ok := strings.CutPrefix(name, "param."); ok {
 			return pb.Params[n]

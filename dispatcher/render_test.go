@@ -112,7 +112,8 @@ func TestRenderGolden(t *testing.T) {
 						"custom2": "sub/aff #2", "offer_id": "offer-77",
 						"tr": "trID_1234567_aff1-tx9-c77-x_trID",
 					},
-					CreatedAt: created,
+					CreatedAt:  created,
+					OccurredAt: created,
 				}
 			}
 			cases := goldenCases(file, mk)

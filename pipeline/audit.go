@@ -46,9 +46,6 @@ func (p *Pipeline) basePostbackAudit(pb postback.Postback, outcome record.Outcom
 	if pb.HasAmount {
 		a.Amount = pb.Amount.String()
 	}
-	if r, err := p.sender.Render(pb); err == nil {
-		a.URL = r.Redacted
-	}
 	if !pb.CreatedAt.IsZero() {
 		t := pb.CreatedAt.UTC()
 		a.FirstAttempt = &t
@@ -59,16 +56,18 @@ func (p *Pipeline) basePostbackAudit(pb postback.Postback, outcome record.Outcom
 // auditPostback records an outcome that involved no HTTP attempt now.
 func (p *Pipeline) auditPostback(out *outputs, pb postback.Postback, outcome record.Outcome, reason string, next *time.Time) {
 	a := p.basePostbackAudit(pb, outcome, reason)
+	if r, err := p.sender.Render(pb); err == nil {
+		a.URL = r.Redacted
+	}
 	a.NextAttemptAt = next
 	p.emitAudit(out, a)
 }
 
 // auditAttempt records the outcome of a Send.
 func (p *Pipeline) auditAttempt(out *outputs, pb postback.Postback, outcome record.Outcome, reason string, res dispatcher.Result, next *time.Time) {
+	// Send rendered the URL already (Result.URL, redacted): no second render.
 	a := p.basePostbackAudit(pb, outcome, reason)
-	if res.URL != "" {
-		a.URL = res.URL
-	}
+	a.URL = res.URL
 	a.HTTPStatus = res.HTTPStatus
 	a.LatencyMillis = res.Latency.Milliseconds()
 	if !res.LastAttempt.IsZero() {

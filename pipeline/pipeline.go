@@ -230,15 +230,16 @@ func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant co
 // newPostback fills what every postback of an event shares.
 func (p *Pipeline) newPostback(partner string, goal postback.Goal, status string, env *event.Envelope, params map[string]string, src event.Source) postback.Postback {
 	return postback.Postback{
-		ID:        postback.NewID(partner, goal, env.EventID, status),
-		Partner:   partner,
-		Goal:      goal,
-		Status:    status,
-		Merchant:  env.MerchantID,
-		ClickID:   env.ClickID,
-		EventID:   env.EventID,
-		Params:    params,
-		Source:    src,
-		CreatedAt: p.now(),
+		ID:         postback.NewID(partner, goal, env.EventID, status),
+		Partner:    partner,
+		Goal:       goal,
+		Status:     status,
+		Merchant:   env.MerchantID,
+		ClickID:    env.ClickID,
+		EventID:    env.EventID,
+		Params:     params,
+		Source:     src,
+		OccurredAt: env.OccurredAt,
+		CreatedAt:  p.now(),
 	}
 }

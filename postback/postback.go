@@ -72,6 +72,8 @@ type Postback struct {
 	Params map[string]string `json:"params,omitempty"`
 
 	Source event.Source `json:"source"`
+	// OccurredAt is when the source event happened (the {timestamp} macro).
+	OccurredAt time.Time `json:"occurred_at"`
 	// CreatedAt is when postbackd first tried to send it; a partner's maximum
 	// age counts from here.
 	CreatedAt time.Time `json:"created_at"`
