@@ -29,7 +29,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
@@ -64,7 +64,7 @@ fetch_jars() {
 	fi
 	mkdir -p "$home"
 	exec 9>"$home/.lock"
-	flock 9
+	flock -w 600 9 || die "another install of Kafka $KAFKA_VERSION holds $home/.lock"
 	if [[ -f $dest/.complete ]]; then
 		log "Kafka $KAFKA_VERSION $* installed by a concurrent run"
 		exec 9>&-
@@ -204,6 +204,7 @@ cmd_start() {
 	# setsid: the broker outlives the shell that started it (a developer's
 	# terminal, one CI phase); 'stop' ends it by pid. The pid file is written
 	# by the process that becomes the JVM, so it names the JVM itself.
+	# shellcheck disable=SC2016 # $$ and $1 belong to the inner shell
 	setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" \
 		java "-Xmx$KAFKA_HEAP" -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
 		-Djava.awt.headless=true -cp "$cp" kafka.Kafka "$props" \

@@ -29,7 +29,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
 REDIS_PORT=${REDIS_PORT:-16379}
@@ -144,9 +144,9 @@ cmd_env() {
 }
 
 cmd_env_cluster() {
-	local p addrs=""
-	for p in "${cluster_ports[@]}"; do addrs+=${addrs:+,}127.0.0.1:$p; done
-	echo "export REDIS_CLUSTER_ADDRS=$addrs"
+	local p list=""
+	for p in "${cluster_ports[@]}"; do list+=${list:+,}127.0.0.1:$p; done
+	echo "export REDIS_CLUSTER_ADDRS=$list"
 }
 
 cmd_logs() {
@@ -158,7 +158,11 @@ cmd_logs() {
 }
 
 case ${1:-} in
-install) command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server ;;
+install)
+	if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+		apt_install redis-server
+	fi
+	;;
 start) start_node "$REDIS_PORT" ;;
 wait) wait_until "$REDIS_WAIT_SECONDS" "redis on $REDIS_PORT" ping "$REDIS_PORT" ;;
 stop) stop_node "$REDIS_PORT" ;;
