@@ -636,7 +636,7 @@ func (c *Consumer) keepAlive(gen *kafka.Generation) (stop func()) {
 				if err == nil {
 					err = res.Error
 				}
-				if err != nil && !errors.Is(err, kafka.RebalanceInProgress) {
+				if err != nil && ctx.Err() == nil && !errors.Is(err, kafka.RebalanceInProgress) {
 					c.log.Debug("drain heartbeat", zap.Int32("generation", gen.ID), zap.Error(err))
 					if errors.Is(err, kafka.NotCoordinatorForGroup) {
 						coord = nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,8 +13,13 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/postbackd/postbackd/metrics"
 
 	"github.com/postbackd/postbackd/internal/testinfra"
 )
@@ -122,10 +128,18 @@ func (f *fixture) committed(t testing.TB) map[int]int64 {
 	if err == nil {
 		err = res.Error
 	}
+	out := map[int]int64{}
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		// kfake's answer before the group's first commit; a real broker
+		// answers -1 per partition.
+		for p := range partitions {
+			out[p] = -1
+		}
+		return out
+	}
 	if err != nil {
 		t.Fatalf("offset fetch: %v", err)
 	}
-	out := map[int]int64{}
 	for _, p := range res.Topics[f.topic] {
 		if p.Error != nil {
 			t.Fatalf("offset fetch of partition %d: %v", p.Partition, p.Error)
@@ -163,8 +177,16 @@ func (f *fixture) config(t testing.TB) Config {
 		CommitInterval: 50 * time.Millisecond, DrainTimeout: 5 * time.Second,
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 20 * time.Second,
 		RetryMaxInterval: 200 * time.Millisecond,
-		Logger:           zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+		Logger:           zaptest.NewLogger(t, zaptest.Level(testLogLevel())),
 	}
+}
+
+// testLogLevel is Info, or Debug with CONSUMER_TEST_LOG=debug.
+func testLogLevel() zapcore.Level {
+	if os.Getenv("CONSUMER_TEST_LOG") == "debug" {
+		return zap.DebugLevel
+	}
+	return zap.InfoLevel
 }
 
 // running is a Consumer whose Run goes on in the background.
@@ -280,13 +302,23 @@ func TestConsumeAllInKeyOrderAndCommitToEnd(t *testing.T) {
 	f := newFixture(t)
 	prod := f.produce(t, 2000, 200, 0)
 	rec := newRecorder()
-	r := start(t, f.config(t), HandlerFunc(func(_ context.Context, m Message) error {
+	cfg := f.config(t)
+	cfg.Metrics = metrics.New(nil)
+	r := start(t, cfg, HandlerFunc(func(_ context.Context, m Message) error {
 		rec.record(m)
 		return nil
 	}))
 	waitUntil(t, joinWait, func() bool { return rec.distinct() == 2000 }, "all 2000 messages handled")
 	end := f.endOffsets(t)
 	f.waitCommitted(t, end, "commits reach the end while running")
+	waitUntil(t, 10*time.Second, func() bool {
+		for p := range partitions {
+			if gauge(t, cfg.Metrics.CommitLag.WithLabelValues(f.topic, strconv.Itoa(p))) != 0 {
+				return false
+			}
+		}
+		return gauge(t, cfg.Metrics.InFlight) == 0
+	}, "commit lag and in-flight gauges at zero")
 	r.stop(t, 30*time.Second)
 
 	all := rec.snapshot()
@@ -302,6 +334,15 @@ func TestConsumeAllInKeyOrderAndCommitToEnd(t *testing.T) {
 	}
 }
 
+func gauge(t testing.TB, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatalf("read gauge: %v", err)
+	}
+	return m.GetGauge().GetValue()
+}
+
 func TestCommitStopsAtUnfinishedMessage(t *testing.T) {
 	f := newFixture(t)
 	f.produce(t, 2000, 200, 0)
@@ -309,7 +350,9 @@ func TestCommitStopsAtUnfinishedMessage(t *testing.T) {
 	release := make(chan struct{})
 	var blockedKey atomic.Value
 	rec := newRecorder()
-	start(t, f.config(t), HandlerFunc(func(ctx context.Context, m Message) error {
+	cfg := f.config(t)
+	cfg.Metrics = metrics.New(nil)
+	start(t, cfg, HandlerFunc(func(ctx context.Context, m Message) error {
 		if m.Partition == blockPart && m.Offset == blockOff {
 			blockedKey.Store(string(m.Key))
 			select {
@@ -348,6 +391,9 @@ func TestCommitStopsAtUnfinishedMessage(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // repeated checks of a value that must not change
 	}
 	f.waitCommitted(t, map[int]int64{blockPart: blockOff}, "prefix before the blocked message committed")
+	lag := cfg.Metrics.CommitLag.WithLabelValues(f.topic, strconv.Itoa(blockPart))
+	waitUntil(t, 10*time.Second, func() bool { return gauge(t, lag) == float64(end[blockPart]-blockOff) },
+		"commit lag of the blocked partition = end - blocked offset")
 	close(release)
 	f.waitCommitted(t, end, "commit advances to the end after release")
 	if n := rec.distinct(); n != 2000 {
@@ -563,6 +609,49 @@ func TestShutdownDrains(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDrainLongerThanSessionTimeout stops a consumer whose in-flight work
+// finishes only after the session timeout has passed: the member must stay
+// in the group while it drains (kafka-go itself stops heartbeating), so the
+// final commit is accepted.
+func TestDrainLongerThanSessionTimeout(t *testing.T) {
+	f := newFixture(t)
+	f.produce(t, 200, 50, 0)
+	cfg := f.config(t)
+	cfg.SessionTimeout = 6 * time.Second
+	cfg.DrainTimeout = 15 * time.Second
+	gate := make(chan struct{})
+	var entered atomic.Int32
+	rec := newRecorder()
+	r := start(t, cfg, HandlerFunc(func(ctx context.Context, m Message) error {
+		if m.Offset >= 10 {
+			entered.Add(1)
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		rec.record(m)
+		return nil
+	}))
+	waitUntil(t, joinWait, func() bool { return entered.Load() > 0 }, "handlers in flight")
+	f.waitCommitted(t, map[int]int64{0: 10, 1: 10, 2: 10, 3: 10}, "the free prefix committed")
+	stopped := make(chan time.Duration, 1)
+	go func() { stopped <- r.stop(t, cfg.DrainTimeout+drainGrace+15*time.Second) }()
+	waitUntil(t, 5*time.Second, func() bool { return !r.c.Ready() }, "drain begins")
+	drainBegan := time.Now()
+	// Hold the work past the session timeout, then let it finish.
+	time.AfterFunc(cfg.SessionTimeout+2*time.Second, func() { close(gate) })
+	<-stopped
+	if d := time.Since(drainBegan); d < cfg.SessionTimeout {
+		t.Fatalf("drain ended after %s, before the session timeout: the test proves nothing", d)
+	}
+	f.waitCommitted(t, f.endOffsets(t), "final commit after a drain longer than the session timeout")
+	if n := rec.distinct(); n != 200 {
+		t.Fatalf("%d messages handled, want 200", n)
 	}
 }
 
