@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postbackd/postbackd/internal/tracker"
+)
+
+// accepted is one postback the scripted tracker accepted.
+type accepted struct {
+	seq   int // order of acceptance across all postbacks
+	key   string
+	path  string
+	query url.Values
+	at    time.Time
+}
+
+// txOf is the transaction id the partner received (scaleo: transaction_id,
+// datingnet: tid).
+func (a accepted) txOf() string {
+	if tx := a.query.Get("transaction_id"); tx != "" {
+		return tx
+	}
+	return a.query.Get("tid")
+}
+
+// scriptedTracker answers postbacks per the script's plan and keeps its own
+// books of what it accepted: a partner's "accepted" is what it answered with
+// success (a 200 carrying "ERROR" in its body is a refusal, not a receipt).
+type scriptedTracker struct {
+	*tracker.Tracker
+	addr string
+
+	mu       sync.Mutex
+	plan     map[string]string
+	delay    time.Duration
+	attempts map[string]int // key → requests seen
+	accepted []accepted
+	byKey    map[string][]accepted
+}
+
+// startTracker serves a scripted tracker on 127.0.0.1:0 until the test ends.
+func startTracker(t *testing.T, plan map[string]string) *scriptedTracker {
+	t.Helper()
+	st := &scriptedTracker{plan: plan, attempts: map[string]int{}, byKey: map[string][]accepted{}}
+	st.Tracker = tracker.New(tracker.Options{Respond: st.respond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.addr = ln.Addr().String()
+	srv := &http.Server{Handler: st.Tracker, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return st
+}
+
+// setDelay slows every answer: a slow partner, so that work is in flight
+// when a test stops or adds a member.
+func (st *scriptedTracker) setDelay(d time.Duration) {
+	st.mu.Lock()
+	st.delay = d
+	st.mu.Unlock()
+}
+
+func (st *scriptedTracker) respond(r *http.Request) (int, string) {
+	q := r.URL.Query()
+	key := pbKey(q.Get("g"), q.Get("status"), q.Get("event_id"))
+	st.mu.Lock()
+	n := st.attempts[key]
+	st.attempts[key]++
+	plan, delay := st.plan[q.Get("event_id")], st.delay
+	st.mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay) // a slow partner, not synchronisation
+	}
+	switch {
+	case plan == planRetry2 && n < 2, plan == planRetry5 && n < 5:
+		return http.StatusServiceUnavailable, "busy"
+	case plan == planRefuse:
+		return http.StatusBadRequest, "unknown click"
+	case q.Get("offer") == expiredOffer:
+		return http.StatusOK, "ERROR offer expired"
+	}
+	st.mu.Lock()
+	a := accepted{seq: len(st.accepted), key: key, path: r.URL.Path, query: q, at: time.Now()}
+	st.accepted = append(st.accepted, a)
+	st.byKey[key] = append(st.byKey[key], a)
+	st.mu.Unlock()
+	return http.StatusOK, "OK"
+}
+
+// count is the number of postbacks accepted so far.
+func (st *scriptedTracker) count() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.accepted)
+}
+
+// distinct is the number of distinct keys accepted so far.
+func (st *scriptedTracker) distinct() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.byKey)
+}
+
+// snapshot copies the books.
+func (st *scriptedTracker) snapshot() map[string][]accepted {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make(map[string][]accepted, len(st.byKey))
+	for k, v := range st.byKey {
+		out[k] = append([]accepted(nil), v...)
+	}
+	return out
+}
