@@ -13,8 +13,12 @@ import (
 	"github.com/postbackd/postbackd/record"
 )
 
-func kafkaClient(brokers []string) *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+// kafkaClient returns a client with a transport of its own: kafka-go's
+// shared default transport caches cluster metadata and answers "unknown
+// topic" for a topic created after its last refresh. Call done when finished.
+func kafkaClient(brokers []string) (c *kafka.Client, done func()) {
+	tr := &kafka.Transport{}
+	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections
 }
 
 // partitionCounts reads the partition count of each topic.
@@ -22,7 +26,9 @@ func partitionCounts(t *testing.T, brokers []string, topics []string) map[string
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	meta, err := kafkaClient(brokers).Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	c, done := kafkaClient(brokers)
+	defer done()
+	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		t.Fatalf("metadata: %v", err)
 	}
@@ -43,6 +49,7 @@ func (e *testEnv) produce(msgs []inMsg) {
 	w := &kafka.Writer{
 		Addr: kafka.TCP(e.brokers...), Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
 		BatchSize: 1000, BatchTimeout: time.Millisecond,
+		Transport: &kafka.Transport{}, // fresh metadata: see kafkaClient
 	}
 	defer w.Close()
 	km := make([]kafka.Message, len(msgs))
@@ -69,7 +76,9 @@ func endOffsets(t *testing.T, brokers []string, topics []string) map[string]map[
 			req.Topics[tp] = append(req.Topics[tp], kafka.LastOffsetOf(p))
 		}
 	}
-	res, err := kafkaClient(brokers).ListOffsets(ctx, req)
+	c, done := kafkaClient(brokers)
+	defer done()
+	res, err := c.ListOffsets(ctx, req)
 	if err != nil {
 		t.Fatalf("list offsets: %v", err)
 	}
@@ -98,7 +107,9 @@ func committed(t *testing.T, brokers []string, group string, topics []string) ma
 			req.Topics[tp] = append(req.Topics[tp], p)
 		}
 	}
-	res, err := kafkaClient(brokers).OffsetFetch(ctx, req)
+	c, done := kafkaClient(brokers)
+	defer done()
+	res, err := c.OffsetFetch(ctx, req)
 	if err != nil {
 		t.Fatalf("offset fetch: %v", err)
 	}

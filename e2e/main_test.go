@@ -100,12 +100,17 @@ type testEnv struct {
 	// settings rendered into the config
 	window       time.Duration
 	drainTimeout time.Duration
+	maxInFlight  int
 }
 
 type envOptions struct {
 	plan         map[string]string
 	window       time.Duration // qualification.window
 	createTopics bool
+	// maxInFlight bounds consumer.max_in_flight (default 4096, more than a
+	// whole stream): a small bound leaves work unfetched when a member
+	// stops, so the next owner has something to take over.
+	maxInFlight int
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -128,6 +133,10 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		},
 		window:       o.window,
 		drainTimeout: 10 * time.Second,
+		maxInFlight:  o.maxInFlight,
+	}
+	if e.maxInFlight == 0 {
+		e.maxInFlight = 4096
 	}
 	if e.window == 0 {
 		e.window = 2 * time.Minute
@@ -171,6 +180,7 @@ topics:
   confirmed: {{.Topics.confirmed}}
   dlq: {{.Topics.dlq}}
 consumer:
+  max_in_flight: {{.MaxInFlight}}
   commit_interval: 100ms
   drain_timeout: {{.Drain}}
   session_timeout: 6s
@@ -188,8 +198,12 @@ partners:
   scaleo:
     token: {env: ` + scaleoTokenEnv + `}
     allowed_hosts: [127.0.0.1]
-    timeout: 1s
+    timeout: 3s
     retry: {quick_attempts: 3, initial_interval: 10ms, max_interval: 50ms, delayed_initial: 300ms, delayed_max: 1s, max_age: 10m}
+    # After a restart every postback of the delayed path comes due at once;
+    # those the script fails five times would keep a default breaker (20
+    # failures, 30 s) open longer than a test should wait.
+    breaker: {failures: 20, cooldown: 1s}
     goals:
       reg:        {url: "http://{{.Tracker}}/track/conv?g={goal}&status={conv_status}&event_id={event_id}&click_id={click_id}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
       trial:      {url: "http://{{.Tracker}}/track/conv?g={goal}&status={conv_status}&event_id={event_id}&click_id={click_id}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
@@ -200,8 +214,12 @@ partners:
   datingnet:
     token: {env: ` + datingTokenEnv + `}
     allowed_hosts: [127.0.0.1]
-    timeout: 1s
+    timeout: 3s
     retry: {quick_attempts: 3, initial_interval: 10ms, max_interval: 50ms, delayed_initial: 300ms, delayed_max: 1s, max_age: 10m}
+    # After a restart every postback of the delayed path comes due at once;
+    # those the script fails five times would keep a default breaker (20
+    # failures, 30 s) open longer than a test should wait.
+    breaker: {failures: 20, cooldown: 1s}
     success: {statuses: [200], body_pattern: "^OK"}
     tracker_string: {param: tr, pattern: "trID_{id}_{affid}-{transid}-{clickid}-{extra}_trID"}
     goals:
@@ -223,6 +241,7 @@ func (e *testEnv) writeConfig(name string, topics map[string]string) string {
 	err := configTemplate.Execute(&b, map[string]any{
 		"Brokers": e.brokers, "Group": e.group, "Redis": e.redis, "Prefix": e.prefix, "Topics": topics,
 		"Tracker": e.tracker.addr, "Window": e.window.String(), "Drain": e.drainTimeout.String(),
+		"MaxInFlight": e.maxInFlight,
 	})
 	if err != nil {
 		e.t.Fatal(err)

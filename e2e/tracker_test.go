@@ -13,11 +13,12 @@ import (
 
 // accepted is one postback the scripted tracker accepted.
 type accepted struct {
-	seq   int // order of acceptance across all postbacks
-	key   string
-	path  string
-	query url.Values
-	at    time.Time
+	seq     int // order of acceptance across all postbacks
+	arrived time.Time
+	key     string
+	path    string
+	query   url.Values
+	at      time.Time
 }
 
 // txOf is the transaction id the partner received (scaleo: transaction_id,
@@ -39,9 +40,11 @@ type scriptedTracker struct {
 	mu       sync.Mutex
 	plan     map[string]string
 	delay    time.Duration
+	slots    chan struct{}  // nil: unlimited concurrency
 	attempts map[string]int // key → requests seen
 	accepted []accepted
 	byKey    map[string][]accepted
+	inFlight int // requests arrived and not yet answered
 }
 
 // startTracker serves a scripted tracker on 127.0.0.1:0 until the test ends.
@@ -60,22 +63,38 @@ func startTracker(t *testing.T, plan map[string]string) *scriptedTracker {
 	return st
 }
 
-// setDelay slows every answer: a slow partner, so that work is in flight
-// when a test stops or adds a member.
-func (st *scriptedTracker) setDelay(d time.Duration) {
+// setSlow makes a slow partner that serves at most concurrency requests at
+// once, each taking d, so that work is in flight when a test kills, stops or
+// adds a member. Zero values make it fast again.
+func (st *scriptedTracker) setSlow(d time.Duration, concurrency int) {
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	st.delay = d
-	st.mu.Unlock()
+	st.slots = nil
+	if concurrency > 0 {
+		st.slots = make(chan struct{}, concurrency)
+	}
 }
 
 func (st *scriptedTracker) respond(r *http.Request) (int, string) {
+	arrived := time.Now()
 	q := r.URL.Query()
 	key := pbKey(q.Get("g"), q.Get("status"), q.Get("event_id"))
 	st.mu.Lock()
+	st.inFlight++
+	defer func() {
+		st.mu.Lock()
+		st.inFlight--
+		st.mu.Unlock()
+	}()
 	n := st.attempts[key]
 	st.attempts[key]++
-	plan, delay := st.plan[q.Get("event_id")], st.delay
+	plan, delay, slots := st.plan[q.Get("event_id")], st.delay, st.slots
 	st.mu.Unlock()
+	if slots != nil {
+		slots <- struct{}{}
+		defer func() { <-slots }()
+	}
 	if delay > 0 {
 		time.Sleep(delay) // a slow partner, not synchronisation
 	}
@@ -88,11 +107,18 @@ func (st *scriptedTracker) respond(r *http.Request) (int, string) {
 		return http.StatusOK, "ERROR offer expired"
 	}
 	st.mu.Lock()
-	a := accepted{seq: len(st.accepted), key: key, path: r.URL.Path, query: q, at: time.Now()}
+	a := accepted{seq: len(st.accepted), arrived: arrived, key: key, path: r.URL.Path, query: q, at: time.Now()}
 	st.accepted = append(st.accepted, a)
 	st.byKey[key] = append(st.byKey[key], a)
 	st.mu.Unlock()
 	return http.StatusOK, "OK"
+}
+
+// inFlightNow is the number of requests being answered right now.
+func (st *scriptedTracker) inFlightNow() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.inFlight
 }
 
 // count is the number of postbacks accepted so far.

@@ -36,15 +36,18 @@ func (e *testEnv) progress(sc *script, out outputSnapshot) []string {
 			skips[a.rec.EventID][a.rec.Reason] = true
 		}
 	}
-	n := 0
+	var notSent []string
 	for k, p := range sc.postbacks {
 		if p.outcome == "delivered" && len(got[k]) == 0 {
-			n++
+			notSent = append(notSent, k+" ("+p.click+")")
 		}
 	}
-	if n > 0 {
-		missing = append(missing, fmt.Sprintf("%d postbacks not yet accepted by the tracker", n))
+	if len(notSent) > 0 {
+		sort.Strings(notSent)
+		missing = append(missing, fmt.Sprintf("%d postbacks not yet accepted by the tracker (%s)",
+			len(notSent), strings.Join(notSent[:min(len(notSent), 8)], ", ")))
 	}
+	n := 0
 	n = 0
 	for k, p := range sc.postbacks {
 		if !finals[k][record.Outcome(p.outcome)] {
@@ -128,6 +131,8 @@ type verifyOptions struct {
 
 type verdict struct {
 	duplicates []string // keys accepted more than once (same transaction id)
+	// firstArrivals: when the first accepted copy of each duplicate arrived.
+	firstArrivals map[string]time.Time
 }
 
 // verify checks the complete outputs against the oracle. Call it after the
@@ -135,7 +140,7 @@ type verdict struct {
 func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdict {
 	t := e.t
 	t.Helper()
-	var v verdict
+	v := verdict{firstArrivals: map[string]time.Time{}}
 	errorf := func(format string, args ...any) {
 		t.Helper()
 		t.Errorf(format, args...)
@@ -170,6 +175,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 				errorf("postback %s accepted %d times", k, len(reqs))
 			}
 			v.duplicates = append(v.duplicates, k)
+			v.firstArrivals[k] = reqs[0].arrived
 		}
 		e.checkRequest(p, reqs[0])
 	}
