@@ -159,6 +159,10 @@ func testClickContext(t *testing.T, h *harness) {
 		len(got.Params) != 2 || got.Params["custom2"] != "x y" || got.Params["trid"] != want.Params["trid"] {
 		t.Fatalf("LoadClick = %+v, want %+v", got, want)
 	}
+	batch, found, err := s.LoadClickBatch(ctx, []string{"nobody", "clk"})
+	if err != nil || len(batch) != 2 || found[0] || !found[1] || batch[1].Network != want.Network || batch[1].Params["custom2"] != "x y" {
+		t.Fatalf("LoadClickBatch = %+v, found %v, err %v; want [none, clk]", batch, found, err)
+	}
 	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "ctx")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
 		t.Fatalf("click context TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
 	}

@@ -299,3 +299,36 @@ func (s *Store) LoadClick(ctx context.Context, clickID string) (ClickContext, bo
 	}
 	return c, true, nil
 }
+
+// LoadClickBatch loads many click contexts in one pipelined round trip,
+// each exactly as LoadClick; found[i] tells whether clickIDs[i] had one.
+func (s *Store) LoadClickBatch(ctx context.Context, clickIDs []string) ([]ClickContext, []bool, error) {
+	defer s.observe("load_click_batch", time.Now())
+	cmds := make([]*redis.StringCmd, len(clickIDs))
+	pipe := s.rdb.Pipeline()
+	for i, id := range clickIDs {
+		if id == "" {
+			return nil, nil, fmt.Errorf("dedupe: load click batch: click %d: %w", i, ErrEmptyID)
+		}
+		cmds[i] = pipe.Get(ctx, s.clickKey(id, "ctx"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("dedupe: load click batch: %w", err)
+	}
+	out := make([]ClickContext, len(clickIDs))
+	found := make([]bool, len(clickIDs))
+	for i, cmd := range cmds {
+		b, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("dedupe: load click batch: %w", err)
+		}
+		if err := json.Unmarshal(b, &out[i]); err != nil {
+			return nil, nil, fmt.Errorf("dedupe: load click batch: click %q: %w", clickIDs[i], err)
+		}
+		found[i] = true
+	}
+	return out, found, nil
+}

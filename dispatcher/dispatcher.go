@@ -189,7 +189,10 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 func defaultClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 1024
-	tr.MaxIdleConnsPerHost = 64
+	// Bounded per host: beyond MaxConnsPerHost requests queue for a kept-alive
+	// connection instead of opening (and then closing) a new one each.
+	tr.MaxIdleConnsPerHost = 512
+	tr.MaxConnsPerHost = 512
 	tr.IdleConnTimeout = 90 * time.Second
 	return &http.Client{
 		Transport: tr,

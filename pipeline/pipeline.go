@@ -54,7 +54,7 @@ type Config struct {
 // guarantees one click's events are not handled concurrently.
 type Pipeline struct {
 	cfg     Config
-	store   *dedupe.Store
+	store   *batchedStore
 	sender  Sender
 	out     Writer
 	decoder *event.Decoder
@@ -93,7 +93,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		cfg.QualificationWindow = 24 * time.Hour
 	}
 	return &Pipeline{
-		cfg: cfg, store: o.Store, sender: o.Sender, out: o.Out, decoder: o.Decoder,
+		cfg: cfg, store: newBatchedStore(o.Store), sender: o.Sender, out: o.Out, decoder: o.Decoder,
 		log: o.Logger, metrics: o.Metrics, now: o.Now,
 		kinds: map[string]event.Kind{
 			cfg.Topics.Deposits:       event.KindDeposit,
@@ -103,6 +103,10 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 		},
 	}, nil
 }
+
+// Close releases the pipeline's batching goroutines. Call it after the
+// consumer and RunDelayed have returned; safe to call twice.
+func (p *Pipeline) Close() { p.store.close() }
 
 // InputTopics lists the topics Handle understands.
 func (p *Pipeline) InputTopics() []string {

@@ -45,6 +45,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 4096, "postbackd consumer.max_in_flight")
 	brokers := fs.String("brokers", getenv("KAFKA_BROKERS"), "Kafka bootstrap brokers (comma separated)")
 	redisAddr := fs.String("redis", getenv("REDIS_ADDR"), "Redis address")
+	fs.StringVar(&o.goroutineDump, "goroutines", "", "write a goroutine dump half way through the postbackd phase")
+	fs.BoolVar(&o.verbose, "v", false, "print progress every second")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the postbackd phase to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

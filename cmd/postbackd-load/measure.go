@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
@@ -21,12 +23,15 @@ import (
 	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/internal/service"
 	"github.com/postbackd/postbackd/internal/tracker"
+	"github.com/postbackd/postbackd/metrics"
 )
 
 type options struct {
 	deposits, clicks, partitions, naive, maxInFlight int
 	timeout                                          time.Duration
-	brokers, redisAddr                               string
+	brokers, redisAddr, cpuProfile                   string
+	verbose                                          bool
+	goroutineDump                                    string
 }
 
 const loadConfig = `
@@ -181,7 +186,19 @@ func produceDeposits(ctx context.Context, o options, topic string) error {
 // one postback per deposit.
 func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker) (float64, time.Duration, error) {
 	before := tr.Count()
-	svc, err := service.New(cfg, zap.NewNop(), service.Options{})
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	m := metrics.New(nil)
+	svc, err := service.New(cfg, zap.NewNop(), service.Options{Metrics: m})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -193,6 +210,7 @@ func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracke
 
 	var first time.Time
 	firstCount := int64(0)
+	lastReport := time.Now()
 	deadline := time.Now().Add(o.timeout)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -204,6 +222,17 @@ func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracke
 		if n >= int64(o.deposits) {
 			last := time.Now()
 			return float64(n-firstCount) / last.Sub(first).Seconds(), last.Sub(start), nil
+		}
+		if o.goroutineDump != "" && n >= int64(o.deposits/2) {
+			if f, err := os.Create(o.goroutineDump); err == nil {
+				_ = pprof.Lookup("goroutine").WriteTo(f, 1)
+				f.Close()
+			}
+			o.goroutineDump = ""
+		}
+		if o.verbose && time.Since(lastReport) >= time.Second {
+			lastReport = time.Now()
+			fmt.Fprintf(os.Stderr, "  … %d postbacks, in flight %.0f\n", n, gaugeValue(m))
 		}
 		if time.Now().After(deadline) {
 			return 0, 0, fmt.Errorf("timed out after %s with %d of %d postbacks", o.timeout, n, o.deposits)
@@ -275,4 +304,12 @@ func runNaive(ctx context.Context, o options, cfg *config.Config, trackerURL, ru
 		}
 	}
 	return float64(o.naive-1) / time.Since(start).Seconds(), nil
+}
+
+func gaugeValue(m *metrics.Metrics) float64 {
+	var d dto.Metric
+	if err := m.InFlight.Write(&d); err != nil {
+		return -1
+	}
+	return d.GetGauge().GetValue()
 }

@@ -189,6 +189,7 @@ func (s *Service) Run(ctx context.Context) error {
 // close releases the clients; safe to call twice.
 func (s *Service) close() {
 	s.closeOnce.Do(func() {
+		s.pipeline.Close()
 		if err := s.writer.Close(); err != nil {
 			s.log.Warn("close kafka writer", zap.Error(err))
 		}

@@ -1,0 +1,176 @@
+// Package batch turns many concurrent single calls into few batch calls
+// ("group commit"): while one batch is executing, new calls queue up, and the
+// next batch takes everything queued, up to a maximum. Under low load a call
+// runs alone at once (no linger, no added latency); under high load round
+// trips are shared by many calls. postbackd uses it to pipeline its Redis
+// scripts across the events in flight.
+package batch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned by Do after Close.
+var ErrClosed = errors.New("batch: closed")
+
+// Exec executes a batch. It returns one result per request, in order, or an
+// error for the whole batch; the coalescer then runs each request of that
+// batch alone, so that only the calls whose own request fails get an error.
+type Exec[Req, Res any] func(ctx context.Context, reqs []Req) ([]Res, error)
+
+// Coalescer batches concurrent calls of one operation. It is safe for
+// concurrent use.
+type Coalescer[Req, Res any] struct {
+	exec    Exec[Req, Res]
+	max     int
+	timeout time.Duration
+	queue   chan *call[Req, Res]
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+type call[Req, Res any] struct {
+	req  Req
+	res  Res
+	err  error
+	done chan struct{}
+}
+
+// Options tune a Coalescer.
+type Options struct {
+	// Max is the largest batch (default 128).
+	Max int
+	// Concurrency is how many batches may execute at once (default 4):
+	// more than one keeps the pipe full while a batch is on the wire.
+	Concurrency int
+	// Timeout bounds one batch execution (default 10s). A batch is shared
+	// by many callers, so it runs under its own deadline, not theirs.
+	Timeout time.Duration
+}
+
+// New starts a coalescer; Close stops it.
+func New[Req, Res any](exec Exec[Req, Res], o Options) *Coalescer[Req, Res] {
+	if o.Max <= 0 {
+		o.Max = 128
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	c := &Coalescer[Req, Res]{
+		exec: exec, max: o.Max, timeout: o.Timeout,
+		queue: make(chan *call[Req, Res], o.Max*o.Concurrency),
+		done:  make(chan struct{}),
+	}
+	c.wg.Add(o.Concurrency)
+	for range o.Concurrency {
+		go c.loop()
+	}
+	return c
+}
+
+// Do runs req in some batch and returns its result. If ctx ends first Do
+// returns ctx.Err(), but the request may still be executed: operations
+// batched here must be safe to repeat.
+func (c *Coalescer[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
+	var zero Res
+	cl := &call[Req, Res]{req: req, done: make(chan struct{})}
+	select {
+	case c.queue <- cl:
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-c.done:
+		return zero, ErrClosed
+	}
+	select {
+	case <-cl.done:
+		return cl.res, cl.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-c.done:
+		// Closed while queued: no loop may be left to take the call.
+		return zero, ErrClosed
+	}
+}
+
+// Close stops the coalescer after the batches in progress; queued calls
+// that were not taken fail with ErrClosed. Safe to call twice.
+func (c *Coalescer[Req, Res]) Close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.wg.Wait()
+		for {
+			select {
+			case cl := <-c.queue:
+				cl.err = ErrClosed
+				close(cl.done)
+			default:
+				return
+			}
+		}
+	})
+}
+
+func (c *Coalescer[Req, Res]) loop() {
+	defer c.wg.Done()
+	calls := make([]*call[Req, Res], 0, c.max)
+	reqs := make([]Req, 0, c.max)
+	for {
+		select {
+		case <-c.done:
+			return
+		case first := <-c.queue:
+			calls = append(calls[:0], first)
+		}
+	fill:
+		for len(calls) < c.max {
+			select {
+			case cl := <-c.queue:
+				calls = append(calls, cl)
+			default:
+				break fill
+			}
+		}
+		reqs = reqs[:0]
+		for _, cl := range calls {
+			reqs = append(reqs, cl.req)
+		}
+		res, err := c.run(reqs)
+		if err != nil && len(calls) > 1 {
+			// One bad request must not fail its neighbours: run each alone.
+			for _, cl := range calls {
+				r, err := c.run([]Req{cl.req})
+				if err == nil {
+					cl.res = r[0]
+				}
+				cl.err = err
+				close(cl.done)
+			}
+			continue
+		}
+		for i, cl := range calls {
+			if err != nil {
+				cl.err = err
+			} else {
+				cl.res = res[i]
+			}
+			close(cl.done)
+		}
+	}
+}
+
+func (c *Coalescer[Req, Res]) run(reqs []Req) ([]Res, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	res, err := c.exec(ctx, reqs)
+	if err == nil && len(res) != len(reqs) {
+		err = errors.New("batch: exec returned a result count different from the request count")
+	}
+	return res, err
+}

@@ -1,0 +1,164 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestCoalescerResultsInOrder(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	c := New(func(_ context.Context, reqs []int) ([]int, error) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		out := make([]int, len(reqs))
+		for i, r := range reqs {
+			out[i] = r * 2
+		}
+		return out, nil
+	}, Options{Max: 16, Concurrency: 2})
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := c.Do(context.Background(), i)
+			if err != nil || got != i*2 {
+				t.Errorf("Do(%d) = %d, %v; want %d", i, got, err, i*2)
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, s := range sizes {
+		if s > 16 {
+			t.Fatalf("batch of %d exceeds Max 16", s)
+		}
+		total += s
+	}
+	if total != 500 {
+		t.Fatalf("executed %d requests, want 500", total)
+	}
+}
+
+// While one batch is blocked, calls queue and leave together in the next.
+func TestCoalescerBatchesWhileBusy(t *testing.T) {
+	release := make(chan struct{})
+	sizes := make(chan int, 10)
+	c := New(func(_ context.Context, reqs []string) ([]string, error) {
+		sizes <- len(reqs)
+		if reqs[0] == "first" {
+			<-release
+		}
+		return reqs, nil
+	}, Options{Max: 100, Concurrency: 1})
+	defer c.Close()
+	go func() { _, _ = c.Do(context.Background(), "first") }()
+	if n := <-sizes; n != 1 {
+		t.Fatalf("first batch has %d calls, want 1", n)
+	}
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = c.Do(context.Background(), "next") }()
+	}
+	// Wait until all ten are queued behind the blocked batch.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(c.queue) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d calls queued", len(c.queue))
+		}
+		time.Sleep(time.Millisecond) // polling a condition, bounded by deadline
+	}
+	close(release)
+	wg.Wait()
+	if n := <-sizes; n != 10 {
+		t.Fatalf("second batch has %d calls, want all 10 queued ones", n)
+	}
+}
+
+func TestCoalescerErrorReachesEveryCaller(t *testing.T) {
+	boom := errors.New("boom")
+	c := New(func(context.Context, []int) ([]int, error) { return nil, boom }, Options{})
+	defer c.Close()
+	if _, err := c.Do(context.Background(), 1); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+}
+
+// A batch that fails is re-run request by request: only the bad one fails.
+func TestCoalescerIsolatesABadRequest(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	c := New(func(_ context.Context, reqs []int) ([]int, error) {
+		if reqs[0] == 0 {
+			started <- struct{}{}
+			<-release
+		}
+		for _, r := range reqs {
+			if r < 0 {
+				return nil, errors.New("negative")
+			}
+		}
+		return reqs, nil
+	}, Options{Concurrency: 1})
+	defer c.Close()
+	go func() { _, _ = c.Do(context.Background(), 0) }()
+	<-started
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	for i := range 5 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = c.Do(context.Background(), i-2) }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(c.queue) < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d calls queued", len(c.queue))
+		}
+		time.Sleep(time.Millisecond) // polling a condition, bounded by deadline
+	}
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if (i-2 < 0) != (err != nil) {
+			t.Errorf("request %d: err = %v", i-2, err)
+		}
+	}
+}
+
+func TestCoalescerClosed(t *testing.T) {
+	c := New(func(_ context.Context, r []int) ([]int, error) { return r, nil }, Options{})
+	c.Close()
+	c.Close()
+	if _, err := c.Do(context.Background(), 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+}
+
+func TestCoalescerCallerContext(t *testing.T) {
+	block := make(chan struct{})
+	c := New(func(_ context.Context, r []int) ([]int, error) { <-block; return r, nil }, Options{Concurrency: 1})
+	defer c.Close()
+	defer close(block)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Do(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+func BenchmarkCoalescer(b *testing.B) {
+	c := New(func(_ context.Context, r []int) ([]int, error) { return r, nil }, Options{})
+	defer c.Close()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = c.Do(context.Background(), 1)
+		}
+	})
+}
