@@ -129,7 +129,7 @@ func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback) {
 
 // auditEvent records the outcome of an event that makes no postback (or
 // none that could be built).
-func (p *Pipeline) auditEvent(out *outputs, ev event.Event, src event.Source, network, goal string, outcome record.Outcome, reason string) {
+func (p *Pipeline) auditEvent(out *outputs, ev event.Event, src event.Source, network, goal string, outcome record.Outcome, reason, detail string) {
 	env := ev.Common()
 	occurred := env.OccurredAt.UTC()
 	a := record.Audit{
@@ -143,6 +143,7 @@ func (p *Pipeline) auditEvent(out *outputs, ev event.Event, src event.Source, ne
 		Goal:          goal,
 		Outcome:       outcome,
 		Reason:        reason,
+		Error:         detail,
 		OccurredAt:    &occurred,
 		RecordedAt:    p.now().UTC(),
 	}
@@ -195,5 +196,5 @@ func (p *Pipeline) deadLetterEvent(out *outputs, m consumer.Message, src event.S
 		Reason: reason, Error: detail, Source: src, EventID: env.EventID, EventKind: ev.EventKind(),
 		ClickID: env.ClickID, Key: string(m.Key), Value: string(m.Value),
 	})
-	p.auditEvent(out, ev, src, "", "", record.OutcomeDeadLettered, reason)
+	p.auditEvent(out, ev, src, "", "", record.OutcomeDeadLettered, reason, detail)
 }

@@ -18,7 +18,7 @@ var hundred = decimal.NewFromInt(100)
 
 func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant config.Merchant, src event.Source, out *outputs) error {
 	if d.Status != event.DepositSucceeded {
-		p.auditEvent(out, d, src, "", "", record.OutcomeSkipped, "deposit_"+string(d.Status))
+		p.auditEvent(out, d, src, "", "", record.OutcomeSkipped, "deposit_"+string(d.Status), "")
 		return nil
 	}
 	partner, params, err := p.resolve(ctx, &d.Envelope, merchant)
@@ -55,7 +55,7 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 
 func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant config.Merchant, src event.Source, out *outputs) error {
 	if merchant.Deal != "hybrid" {
-		p.auditEvent(out, r, src, "", string(postback.GoalRevshare), record.OutcomeSkipped, "deal_not_hybrid")
+		p.auditEvent(out, r, src, "", string(postback.GoalRevshare), record.OutcomeSkipped, "deal_not_hybrid", "")
 		return nil
 	}
 	partner, params, err := p.resolve(ctx, &r.Envelope, merchant)
@@ -139,13 +139,13 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 			// Another qualification with the same status decided it before:
 			// a no-op. (The deciding event itself, redelivered, goes on so
 			// that a send cut short by a crash is completed.)
-			p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "duplicate_qualification")
+			p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "duplicate_qualification", "")
 			return nil
 		}
 		return p.sendStatusChange(ctx, q, merchant, src, res.FTD.EventID, res.FTD.Amount, res.FTD.Currency, out)
 	case dedupe.DecideConflict:
-		p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped,
-			"qualification_conflict: already "+res.ExistingStatus)
+		p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "qualification_conflict",
+			"the FTD of this click is already "+res.ExistingStatus)
 		return nil
 	case dedupe.DecideWait:
 		if res.Repeated {
@@ -218,6 +218,6 @@ func (p *Pipeline) deadLetterParked(parked *dedupe.Parked, reason, detail string
 		Reason: reason, Error: detail, Source: pq.Source, EventID: pq.Event.EventID,
 		EventKind: event.KindQualification, ClickID: pq.Event.ClickID,
 	})
-	p.auditEvent(out, &pq.Event, pq.Source, "", string(postback.GoalFTDStatus), record.OutcomeDeadLettered, reason)
+	p.auditEvent(out, &pq.Event, pq.Source, "", string(postback.GoalFTDStatus), record.OutcomeDeadLettered, reason, detail)
 	return nil
 }

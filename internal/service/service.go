@@ -145,6 +145,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing was consumed
+		}
 		return fmt.Errorf("start: %w", err)
 	}
 
