@@ -116,8 +116,10 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 }
 
 // topics lists every topic the service reads or writes.
-func (s *Service) topics() []string {
-	t := s.cfg.Topics
+func (s *Service) topics() []string { return allTopics(s.cfg) }
+
+func allTopics(cfg *config.Config) []string {
+	t := cfg.Topics
 	return []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ}
 }
 
@@ -208,8 +210,7 @@ func CreateTopics(ctx context.Context, cfg *config.Config, partitions, replicati
 	if err != nil {
 		return err
 	}
-	t := cfg.Topics
-	return kc.createTopics(ctx, []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ}, partitions, replication)
+	return kc.createTopics(ctx, allTopics(cfg), partitions, replication)
 }
 
 // CheckTopics reports the topics of cfg that do not exist.
@@ -218,6 +219,5 @@ func CheckTopics(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	t := cfg.Topics
-	return kc.checkTopics(ctx, []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ})
+	return kc.checkTopics(ctx, allTopics(cfg))
 }
