@@ -1,0 +1,157 @@
+package service
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/postbackd/postbackd/config"
+)
+
+// These tests prove that the security settings of the configuration reach
+// the wire: kfake and miniredis enforce SASL, TLS and passwords for real.
+
+func securityConfig(brokers []string) *config.Config {
+	cfg := &config.Config{Kafka: config.Kafka{Brokers: brokers}}
+	cfg.SetDefaults()
+	return cfg
+}
+
+func TestKafkaSASL(t *testing.T) {
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser(mech, "svc", "s3cret"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for _, tc := range []struct {
+				password string
+				wantOK   bool
+			}{{"s3cret", true}, {"wrong", false}} {
+				cfg := securityConfig(c.ListenAddrs())
+				cfg.Kafka.SASL = config.SASL{Mechanism: mech, Username: "svc", Password: config.SecretRef{Value: tc.password}}
+				err := CreateTopics(ctx, cfg, 1, 1)
+				if tc.wantOK && err != nil {
+					t.Fatalf("right password: %v", err)
+				}
+				if !tc.wantOK && err == nil {
+					t.Fatal("wrong password: topics were created")
+				}
+			}
+			cfg := securityConfig(c.ListenAddrs())
+			cfg.Kafka.SASL = config.SASL{Mechanism: mech, Username: "svc", Password: config.SecretRef{Value: "s3cret"}}
+			if err := CheckTopics(ctx, cfg); err != nil {
+				t.Fatalf("check after create: %v", err)
+			}
+		})
+	}
+}
+
+// selfSigned writes a CA-less self-signed certificate for 127.0.0.1 and
+// returns the server TLS config and the PEM file path clients trust.
+func selfSigned(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, path
+}
+
+func TestKafkaTLS(t *testing.T) {
+	serverTLS, caFile := selfSigned(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(serverTLS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	cfg := securityConfig(c.ListenAddrs())
+	cfg.Kafka.TLS = config.TLS{Enabled: true, CAFile: caFile}
+	if err := CreateTopics(ctx, cfg, 1, 1); err != nil {
+		t.Fatalf("TLS with the right CA: %v", err)
+	}
+	untrusted := securityConfig(c.ListenAddrs())
+	untrusted.Kafka.TLS = config.TLS{Enabled: true}
+	shortCtx, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelShort()
+	if err := CheckTopics(shortCtx, untrusted); err == nil {
+		t.Fatal("TLS without trusting the server's certificate connected")
+	}
+}
+
+func TestRedisTLSAndPassword(t *testing.T) {
+	serverTLS, caFile := selfSigned(t)
+	m := miniredis.NewMiniRedis()
+	m.RequireAuth("s3cret")
+	if err := m.StartTLS(serverTLS); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name     string
+		password string
+		tls      config.TLS
+		wantOK   bool
+	}{
+		{"tls and password", "s3cret", config.TLS{Enabled: true, CAFile: caFile}, true},
+		{"wrong password", "nope", config.TLS{Enabled: true, CAFile: caFile}, false},
+		{"untrusted certificate", "s3cret", config.TLS{Enabled: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, err := newRedis(config.Redis{Addrs: []string{m.Addr()}, Password: config.SecretRef{Value: tc.password}, TLS: tc.tls, PoolSize: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			err = rc.Ping(ctx).Err()
+			if tc.wantOK != (err == nil) {
+				t.Fatalf("ping: %v (want ok %v)", err, tc.wantOK)
+			}
+		})
+	}
+}
