@@ -83,7 +83,7 @@ func (p *Pipeline) auditAttempt(out *outputs, pb postback.Postback, outcome reco
 	}
 	p.emitAudit(out, a)
 	if pb.Goal == postback.GoalFTDStatus && outcome == record.OutcomeDelivered {
-		p.emitConfirmation(out, pb)
+		p.emitConfirmation(out, pb, false)
 	}
 }
 
@@ -102,7 +102,7 @@ func (p *Pipeline) auditDelivered(out *outputs, pb postback.Postback, d dedupe.D
 	}
 	p.emitAudit(out, a)
 	if pb.Goal == postback.GoalFTDStatus {
-		p.emitConfirmation(out, pb)
+		p.emitConfirmation(out, pb, replayed)
 	}
 }
 
@@ -111,7 +111,7 @@ func (p *Pipeline) emitAudit(out *outputs, a record.Audit) {
 	out.add(p.cfg.Topics.Dispatched, a.ClickID, a)
 }
 
-func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback) {
+func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback, replayed bool) {
 	out.add(p.cfg.Topics.Confirmed, pb.ClickID, record.Confirmation{
 		SchemaVersion:        record.SchemaVersion,
 		ClickID:              pb.ClickID,
@@ -124,6 +124,7 @@ func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback) {
 		Currency:             pb.Currency,
 		PostbackID:           pb.ID,
 		ConfirmedAt:          p.now().UTC(),
+		Replayed:             replayed,
 	})
 }
 
@@ -170,17 +171,22 @@ func (p *Pipeline) deadLetter(out *outputs, d record.DeadLetter) {
 
 // deadLetterInput dead-letters a message that could not be decoded: the raw
 // message goes with it so it can be fixed and replayed.
-func (p *Pipeline) deadLetterInput(out *outputs, m consumer.Message, src event.Source, kind event.Kind, reason, detail string) {
+// eventID and clickID are what could be read of the message (may be empty).
+func (p *Pipeline) deadLetterInput(out *outputs, m consumer.Message, src event.Source, kind event.Kind, eventID, clickID, reason, detail string) {
+	if clickID == "" {
+		clickID = string(m.Key)
+	}
 	p.deadLetter(out, record.DeadLetter{
-		Reason: reason, Error: detail, Source: src, EventKind: kind,
-		ClickID: string(m.Key), Key: string(m.Key), Value: string(m.Value),
+		Reason: reason, Error: detail, Source: src, EventKind: kind, EventID: eventID,
+		ClickID: clickID, Key: string(m.Key), Value: string(m.Value),
 	})
 	now := p.now().UTC()
 	p.emitAudit(out, record.Audit{
 		SchemaVersion: record.SchemaVersion,
+		EventID:       eventID,
 		EventKind:     kind,
 		Source:        src,
-		ClickID:       string(m.Key),
+		ClickID:       clickID,
 		Outcome:       record.OutcomeDeadLettered,
 		Reason:        reason,
 		Error:         detail,

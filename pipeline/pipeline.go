@@ -160,17 +160,17 @@ func (p *Pipeline) Handle(ctx context.Context, m consumer.Message) error {
 func (p *Pipeline) handle(ctx context.Context, m consumer.Message, src event.Source, out *outputs) (string, error) {
 	kind, ok := p.kinds[m.Topic]
 	if !ok {
-		p.deadLetterInput(out, m, src, "", "unknown_topic", fmt.Sprintf("topic %q is not an input topic", m.Topic))
+		p.deadLetterInput(out, m, src, "", "", "", "unknown_topic", fmt.Sprintf("topic %q is not an input topic", m.Topic))
 		return "invalid", nil
 	}
 	ev, err := p.decoder.Decode(kind, m.Value)
 	if err != nil {
-		reason := "undecodable"
+		reason, eventID, clickID := "undecodable", "", ""
 		var inv *event.InvalidError
 		if errors.As(err, &inv) {
-			reason = inv.Reason
+			reason, eventID, clickID = inv.Reason, inv.EventID, inv.ClickID
 		}
-		p.deadLetterInput(out, m, src, kind, reason, err.Error())
+		p.deadLetterInput(out, m, src, kind, eventID, clickID, reason, err.Error())
 		return "invalid", nil
 	}
 	env := ev.Common()

@@ -82,6 +82,10 @@ type Confirmation struct {
 	Currency             string    `json:"currency"`
 	PostbackID           string    `json:"postback_id"`
 	ConfirmedAt          time.Time `json:"confirmed_at"`
+	// Replayed is set when the record is re-emitted for a status change that
+	// was already delivered (a redelivered event, or a crash before the first
+	// write): confirmations are at-least-once, keyed by PostbackID.
+	Replayed bool `json:"replayed,omitempty"`
 }
 
 // DeadLetter is one record of postbacks.dlq, keyed by click_id when known.

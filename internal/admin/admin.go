@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,7 @@ type Server struct {
 }
 
 // New listens on addr (":0" picks a free port; see Addr) and routes the
-// endpoints. checks are run, each with a short timeout, on every /readyz.
+// endpoints. checks are run in name order, each with its own 2s timeout, on every /readyz.
 func New(addr string, reg *prometheus.Registry, checks map[string]Check) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -34,12 +35,20 @@ func New(addr string, reg *prometheus.Registry, checks map[string]Check) (*Serve
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	names := make([]string, 0, len(checks))
+	for name := range checks {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
 		status, body := http.StatusOK, ""
-		for name, check := range checks {
-			if err := check(ctx); err != nil {
+		for _, name := range names {
+			// Each check has its own deadline, so one slow dependency
+			// cannot starve the others of theirs.
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			err := checks[name](ctx)
+			cancel()
+			if err != nil {
 				status = http.StatusServiceUnavailable
 				body += name + ": " + err.Error() + "\n"
 			} else {

@@ -117,12 +117,11 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 			return nil, fmt.Errorf("produce: %w", err)
 		}
 		produced += len(phase)
-		want := script.expectedAuditAfter(i)
-		for collector.auditCount() < want {
+		for !collector.phaseDone(script, i) {
 			progress(fmt.Sprintf("phase %d/%d", i+1, len(script.phases)))
 			if time.Now().After(deadline) {
 				fmt.Fprintln(w)
-				return nil, fmt.Errorf("timed out: %d of %d outcomes audited", collector.auditCount(), want)
+				return nil, fmt.Errorf("timed out after %s: not every event of phase %d was audited", o.Timeout, i+1)
 			}
 			select {
 			case <-ctx.Done():
@@ -310,10 +309,18 @@ func (c *collector) add(topic string, v []byte) {
 	}
 }
 
-func (c *collector) auditCount() int {
+func (c *collector) phaseDone(s *script, phase int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.sum.Audit)
+	audited := make(map[string]bool, len(c.sum.Audit))
+	withoutID := 0
+	for _, a := range c.sum.Audit {
+		if a.EventID == "" {
+			withoutID++
+		}
+		audited[a.EventID] = true
+	}
+	return s.done(phase, audited, withoutID)
 }
 
 func (c *collector) snapshot() *Summary {

@@ -182,10 +182,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("Events = %d, want %d (the script's messages)", s.Events, total)
 	}
 
-	// The demo waits until it has read as many audit records as it produced
-	// events. Status-change replays add records, so it can stop before the
-	// last events are audited (typically the orphan qualification, which
-	// waits out qualification.window): the summary is then incomplete.
+	// The demo waits until every event of its script has an audit record
+	// naming it; replays of redelivered events add records on top.
 	got := map[string]int{}
 	for _, a := range s.Audit {
 		if a.EventID != "" && !isStatusReplay(a) {
@@ -201,7 +199,7 @@ func TestRun(t *testing.T) {
 	slices.Sort(missing)
 
 	t.Run("one audit record per event", func(t *testing.T) {
-		skipIfIncomplete(t, missing, statusReplays)
+		requireComplete(t, missing)
 		if n := len(s.Audit) - statusReplays; n != s.Events {
 			t.Errorf("%d audit records (leaving out %d status replays) for %d events", n, statusReplays, s.Events)
 		}
@@ -213,7 +211,7 @@ func TestRun(t *testing.T) {
 	})
 
 	t.Run("outcomes by partner and goal", func(t *testing.T) {
-		skipIfIncomplete(t, missing, statusReplays)
+		requireComplete(t, missing)
 		counts := maps.Clone(s.Counts)
 		delete(counts, [3]string{"scaleo", "ftd_status", "delivered (replay)"})
 		if !maps.Equal(counts, want.counts) {
@@ -226,7 +224,7 @@ func TestRun(t *testing.T) {
 	})
 
 	t.Run("one confirmation per casino player", func(t *testing.T) {
-		skipIfIncomplete(t, missing, statusReplays)
+		requireComplete(t, missing)
 		if len(want.confirmations) != players {
 			t.Fatalf("expect found %d qualified casino players, want %d", len(want.confirmations), players)
 		}
@@ -271,7 +269,7 @@ func TestRun(t *testing.T) {
 				t.Errorf("the script produces no %s dead letter", r)
 			}
 		}
-		skipIfIncomplete(t, missing, statusReplays)
+		requireComplete(t, missing)
 		got := map[string]int{}
 		for _, d := range s.DeadLetters {
 			got[d.Reason]++
@@ -282,7 +280,7 @@ func TestRun(t *testing.T) {
 	})
 
 	t.Run("tracker received what was accepted", func(t *testing.T) {
-		skipIfIncomplete(t, missing, statusReplays)
+		requireComplete(t, missing)
 		// The tracker records every 2xx answer: one per delivered postback
 		// (a replay is not sent again), plus each attempt the dating
 		// tracker answered 200 with an error body.
@@ -347,16 +345,13 @@ func TestRun(t *testing.T) {
 	})
 }
 
-// skipIfIncomplete skips a check of the summary's totals when the demo
-// stopped before every event was audited, naming the cause: a known bug
-// reported to the owners of internal/demo and pipeline (the demo's stop
-// condition counts records, and a redelivered FTD re-emits the status
-// change it released). Remove it once the demo waits for every event.
-func skipIfIncomplete(t *testing.T, missing []string, statusReplays int) {
+// requireComplete fails a check of the summary's totals when the demo
+// stopped before every event was audited: its stop condition promises that
+// every event of the script has an audit record naming it.
+func requireComplete(t *testing.T, missing []string) {
 	t.Helper()
 	if len(missing) > 0 {
-		t.Skipf("KNOWN BUG: the demo stopped before auditing %d event(s) %v: its stop condition counts audit records, "+
-			"and %d status-change replays of redelivered FTDs were counted in their place", len(missing), missing, statusReplays)
+		t.Fatalf("the demo stopped before auditing %d event(s): %v", len(missing), missing)
 	}
 }
 

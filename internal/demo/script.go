@@ -15,10 +15,12 @@ import (
 // once the outcomes of the previous one are audited.
 type script struct {
 	phases [][]kafka.Message
-	// audits[i] is how many audit records phase i leads to. Every input
-	// event ends in exactly one audit record in this script (no postback in
-	// it needs the delayed path).
-	audits []int
+	// ids[i] are the event ids of phase i, and unreadable[i] counts its
+	// messages too broken to have one. Every event of the script ends in at
+	// least one audit record naming it (replays of redelivered events add
+	// more), so a phase is done when each id has been audited.
+	ids        [][]string
+	unreadable []int
 }
 
 func (s *script) total() int {
@@ -29,12 +31,19 @@ func (s *script) total() int {
 	return n
 }
 
-func (s *script) expectedAuditAfter(phase int) int {
-	n := 0
+// done reports whether every event of phases 0..phase has been audited,
+// given the audited event ids and the number of audit records without one.
+func (s *script) done(phase int, audited map[string]bool, withoutID int) bool {
+	want := 0
 	for i := 0; i <= phase; i++ {
-		n += s.audits[i]
+		for _, id := range s.ids[i] {
+			if !audited[id] {
+				return false
+			}
+		}
+		want += s.unreadable[i]
 	}
-	return n
+	return withoutID >= want
 }
 
 // newScript builds journeys for players per merchant: a casino player
@@ -121,5 +130,22 @@ func newScript(players int) *script {
 		msg(config.DefaultTopicDeposits, "cas-0002", map[string]any{"merchant_id": "casino-1", "amount": "10.00", "currency": "XYZ", "status": "succeeded", "player_id": "p"}),
 		msg(config.DefaultTopicQualifications, "never-deposited", map[string]any{"merchant_id": "casino-1", "status": "approved"}),
 	)
-	return &script{phases: [][]kafka.Message{regs, rest}, audits: []int{len(regs), len(rest)}}
+	sc := &script{phases: [][]kafka.Message{regs, rest}}
+	for _, phase := range sc.phases {
+		var ids []string
+		unreadable := 0
+		for _, m := range phase {
+			var v struct {
+				EventID string `json:"event_id"`
+			}
+			if json.Unmarshal(m.Value, &v) != nil || v.EventID == "" {
+				unreadable++
+				continue
+			}
+			ids = append(ids, v.EventID)
+		}
+		sc.ids = append(sc.ids, ids)
+		sc.unreadable = append(sc.unreadable, unreadable)
+	}
+	return sc
 }
