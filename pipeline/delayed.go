@@ -67,12 +67,26 @@ func (p *Pipeline) RunDelayed(ctx context.Context) error {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 100
 	}
+	// Jobs run under jobCtx, which a stop does not cancel at once: a send
+	// in flight finishes (and is marked) instead of being cut off while the
+	// partner may already have accepted it. After the drain timeout it is
+	// cancelled all the same, so a stop stays bounded.
+	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelJobs()
+	drain := p.cfg.DrainTimeout
+	if drain <= 0 {
+		drain = 30 * time.Second
+	}
+	stopDrainTimer := context.AfterFunc(ctx, func() { time.AfterFunc(drain, cancelJobs) })
+	defer stopDrainTimer()
+
 	ticker := time.NewTicker(cfg.PollInterval)
 	defer ticker.Stop()
 	for {
-		// Drain everything due before waiting for the next tick.
-		for {
-			n, err := p.pollOnce(ctx, cfg.Lease, cfg.Batch)
+		// Drain everything due before waiting for the next tick; a stop
+		// ends the taking, not the jobs already taken.
+		for ctx.Err() == nil {
+			n, err := p.pollOnce(ctx, jobCtx, cfg.Lease, cfg.Batch)
 			if err != nil && ctx.Err() == nil {
 				p.log.Warn("delayed path poll", zap.Error(err))
 			}
@@ -88,9 +102,9 @@ func (p *Pipeline) RunDelayed(ctx context.Context) error {
 	}
 }
 
-// pollOnce takes up to batch due jobs and runs them; it returns how many it
-// took.
-func (p *Pipeline) pollOnce(ctx context.Context, lease time.Duration, batch int) (int, error) {
+// pollOnce takes up to batch due jobs (while ctx lasts) and runs them under
+// jobCtx, waiting for all of them; it returns how many it took.
+func (p *Pipeline) pollOnce(ctx, jobCtx context.Context, lease time.Duration, batch int) (int, error) {
 	jobs, err := p.store.TakeDue(ctx, p.now(), lease, batch)
 	if err != nil {
 		return 0, err
@@ -101,7 +115,7 @@ func (p *Pipeline) pollOnce(ctx context.Context, lease time.Duration, batch int)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.runJob(ctx, j); err != nil && ctx.Err() == nil {
+			if err := p.runJob(jobCtx, j); err != nil && jobCtx.Err() == nil {
 				// Not acknowledged: the lease lapses and the job comes back.
 				p.log.Warn("delayed job", zap.String("job_id", j.ID), zap.Error(err))
 			}

@@ -80,9 +80,10 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 		return resultDelivered, nil
 	}
 	if ctx.Err() != nil {
-		// Stopping: the attempt was cut short, which says nothing about the
-		// partner. Let the lease lapse and the event be redelivered.
-		_ = p.store.Release(context.WithoutCancel(ctx), pb.ClickID, pb.ID, claim.Token)
+		// Stopping, past the drain timeout: the attempt was cut short, which
+		// says nothing about the partner, who may have accepted it. Keep the
+		// claim: nobody sends it again until the lease lapses, and then it is
+		// the documented duplicate window, with the same transaction_id.
 		return 0, fmt.Errorf("send %s: %w", pb.ID, ctx.Err())
 	}
 	if err := p.store.Release(ctx, pb.ClickID, pb.ID, claim.Token); err != nil {

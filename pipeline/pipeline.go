@@ -48,6 +48,9 @@ type Config struct {
 	// QualificationWindow is how long a qualification waits for its deposit.
 	QualificationWindow time.Duration
 	Delayed             config.Delayed
+	// DrainTimeout bounds how long a stop lets delayed-path jobs in flight
+	// finish (the consumer drains input events with the same bound).
+	DrainTimeout time.Duration
 }
 
 // Pipeline handles input events. It is safe for concurrent use; the consumer

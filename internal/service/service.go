@@ -78,6 +78,7 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 	pl, err := pipeline.New(pipeline.Config{
 		Topics: cfg.Topics, Merchants: cfg.Merchants, Partners: cfg.Partners,
 		QualificationWindow: cfg.Qualification.Window, Delayed: cfg.Delayed,
+		DrainTimeout: cfg.Consumer.DrainTimeout,
 	}, pipeline.Options{Store: store, Sender: disp, Out: w, Decoder: dec, Logger: log, Metrics: m})
 	if err != nil {
 		return nil, err
