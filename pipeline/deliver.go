@@ -81,9 +81,11 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 	}
 	if ctx.Err() != nil {
 		// Stopping, past the drain timeout: the attempt was cut short, which
-		// says nothing about the partner, who may have accepted it. Keep the
-		// claim: nobody sends it again until the lease lapses, and then it is
-		// the documented duplicate window, with the same transaction_id.
+		// says nothing about the partner, who may have accepted it. Release
+		// the claim so the event's next owner retries at once rather than a
+		// lease later: if the partner did accept, that resend is the
+		// documented duplicate window, with the same transaction_id.
+		_ = p.store.Release(context.WithoutCancel(ctx), pb.ClickID, pb.ID, claim.Token)
 		return 0, fmt.Errorf("send %s: %w", pb.ID, ctx.Err())
 	}
 	if err := p.store.Release(ctx, pb.ClickID, pb.ID, claim.Token); err != nil {
