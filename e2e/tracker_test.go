@@ -121,13 +121,6 @@ func (st *scriptedTracker) inFlightNow() int {
 	return st.inFlight
 }
 
-// count is the number of postbacks accepted so far.
-func (st *scriptedTracker) count() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return len(st.accepted)
-}
-
 // distinct is the number of distinct keys accepted so far.
 func (st *scriptedTracker) distinct() int {
 	st.mu.Lock()
