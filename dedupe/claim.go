@@ -180,8 +180,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if ARGV[4] == '' then return {'ok'} end
 redis.call('HSET', KEYS[3], 'delivered', '1')
 local p = parked(KEYS[4])
-if p[1] == '' then return {'ok'} end
-if p[5] ~= '1' then
+if p[1] == '' or p[5] == '2' then return {'ok'} end
+if p[5] == '' then
   redis.call('HSET', KEYS[4], 'released', '1')
   local st = redis.call('HGET', KEYS[3], 'status')
   if not st or st == '' then
@@ -206,8 +206,10 @@ return {'taken', p}
 // MarkDelivered(ftd) returns it again, so a lost reply or a crash before the
 // status change was sent does not lose the qualification (the status
 // change's own claim makes a resend a no-op). A released record is no
-// longer parked for Qualify, TakeOrphan or TakeParked. ErrNotFTD if
-// ftd.EventID is not the click's FTD (then nothing is written).
+// longer parked for Qualify, TakeOrphan or FailFTD. A qualification
+// dead-lettered by FailFTD is never released: it went to the DLQ, even if
+// the FTD is delivered after all. ErrNotFTD if ftd.EventID is not the
+// click's FTD (then nothing is written).
 func (s *Store) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d Delivery, ftd *FTDDelivered) (*Parked, error) {
 	if clickID == "" || postbackID == "" || (ftd != nil && ftd.EventID == "") {
 		return nil, fmt.Errorf("dedupe: mark delivered: %w", ErrEmptyID)
@@ -284,10 +286,12 @@ func (s *Store) markCall(r MarkRequest) ([]string, []any, error) {
 		[]any{r.Token, b, s.ttlMS, ftdEvent}, nil
 }
 
+// parseMark reads the reply of markScript and failFTDScript: {'ok'},
+// {'notftd'} or {'taken', parked fields}.
 func parseMark(v any) (*Parked, error) {
 	a, err := asArray(v)
 	if err != nil || len(a) == 0 {
-		return nil, fmt.Errorf("unexpected mark reply %v", v)
+		return nil, fmt.Errorf("unexpected reply %v", v)
 	}
 	switch state, _ := asString(a[0]); state {
 	case "ok":
@@ -299,7 +303,7 @@ func parseMark(v any) (*Parked, error) {
 			return parseParked(a[1])
 		}
 	}
-	return nil, fmt.Errorf("unexpected mark reply %v", v)
+	return nil, fmt.Errorf("unexpected reply %v", v)
 }
 
 // releaseScript: KEYS lease; ARGV token.

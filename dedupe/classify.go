@@ -13,6 +13,10 @@ import (
 // luaPrelude is shared by the click scripts. ftd() and parked() read a
 // record as a fixed-size array with "" for missing fields, so scripts never
 // return Lua false (whose reply type differs between RESP2 and RESP3).
+// ftd(): 1 event_id, 2 amount, 3 currency, 4 occurred_at, 5 delivered,
+// 6 status, 7 status_event_id, 8 failed. parked(): 1 event_id, 2 status,
+// 3 payload, 4 parked_at, 5 released ("" waiting, "1" released to its status
+// change, "2" dead-lettered).
 const luaPrelude = `
 local function fill(v, n)
   for i = 1, n do if not v[i] then v[i] = '' end end
@@ -20,7 +24,7 @@ local function fill(v, n)
 end
 local function ftd(key)
   return fill(redis.call('HMGET', key, 'event_id', 'amount', 'currency', 'occurred_at',
-    'delivered', 'status', 'status_event_id'), 7)
+    'delivered', 'status', 'status_event_id', 'failed'), 8)
 end
 local function parked(key)
   return fill(redis.call('HMGET', key, 'event_id', 'status', 'payload', 'parked_at', 'released'), 5)
@@ -45,6 +49,10 @@ type FTDRecord struct {
 	OccurredAt time.Time
 	// Delivered is set by MarkDelivered(ftd) once the FTD postback went out.
 	Delivered bool
+	// Failure is the reason FailFTD recorded when the FTD postback was given
+	// up on ("" when it was not). It is kept when a delivery follows (a
+	// redelivered deposit the partner accepted after all): Delivered wins.
+	Failure string
 	// Status is the qualification status (approved/rejected) once decided;
 	// StatusEventID is the qualification event that decided it.
 	Status        string
@@ -158,7 +166,7 @@ func parseClassification(v any) (Classification, error) {
 
 func parseFTD(v any) (FTDRecord, error) {
 	f, err := asStrings(v)
-	if err != nil || len(f) != 7 {
+	if err != nil || len(f) != 8 {
 		return FTDRecord{}, fmt.Errorf("unexpected FTD record %v", v)
 	}
 	at, err := parseTime(f[3])
@@ -167,6 +175,6 @@ func parseFTD(v any) (FTDRecord, error) {
 	}
 	return FTDRecord{
 		EventID: f[0], Amount: f[1], Currency: f[2], OccurredAt: at,
-		Delivered: f[4] == "1", Status: f[5], StatusEventID: f[6],
+		Delivered: f[4] == "1", Status: f[5], StatusEventID: f[6], Failure: f[7],
 	}, nil
 }

@@ -133,6 +133,9 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("ClaimLeaseExpiry", func(t *testing.T) { testClaimLeaseExpiry(t, newHarness(t)) })
 	t.Run("Qualify", func(t *testing.T) { testQualify(t, newHarness(t)) })
 	t.Run("TakeOrphan", func(t *testing.T) { testTakeOrphan(t, newHarness(t)) })
+	t.Run("FailFTD", func(t *testing.T) { testFailFTD(t, newHarness(t)) })
+	t.Run("FailFTDAfterOrphan", func(t *testing.T) { testFailFTDAfterOrphan(t, newHarness(t)) })
+	t.Run("ParkedEventID", func(t *testing.T) { testParkedEventID(t, newHarness(t)) })
 	t.Run("Batches", func(t *testing.T) { testBatches(t, newHarness(t)) })
 	t.Run("ScriptCacheFlushed", func(t *testing.T) { testScriptFlush(t, newHarness(t)) })
 	t.Run("Schedule", func(t *testing.T) { testSchedule(t, newHarness(t)) })
@@ -178,17 +181,18 @@ func testEmptyIDs(t *testing.T, h *harness) {
 	ctx := context.Background()
 	s := h.store(Options{})
 	calls := map[string]func() error{
-		"SaveClick":     func() error { return s.SaveClick(ctx, "", ClickContext{}) },
-		"LoadClick":     func() error { _, _, err := s.LoadClick(ctx, ""); return err },
-		"Classify":      func() error { _, err := s.Classify(ctx, Deposit{ClickID: "c"}); return err },
-		"Claim":         func() error { _, err := s.Claim(ctx, "c", "", time.Second); return err },
-		"MarkDelivered": func() error { _, err := s.MarkDelivered(ctx, "", "p", "t", Delivery{}, nil); return err },
-		"Release":       func() error { return s.Release(ctx, "c", "", "t") },
-		"Qualify":       func() error { _, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: "e"}); return err },
-		"TakeOrphan":    func() error { _, _, err := s.TakeOrphan(ctx, "c", ""); return err },
-		"TakeParked":    func() error { _, err := s.TakeParked(ctx, ""); return err },
-		"Schedule":      func() error { return s.Schedule(ctx, "", t0, nil) },
-		"Ack":           func() error { return s.Ack(ctx, "") },
+		"SaveClick":      func() error { return s.SaveClick(ctx, "", ClickContext{}) },
+		"LoadClick":      func() error { _, _, err := s.LoadClick(ctx, ""); return err },
+		"Classify":       func() error { _, err := s.Classify(ctx, Deposit{ClickID: "c"}); return err },
+		"Claim":          func() error { _, err := s.Claim(ctx, "c", "", time.Second); return err },
+		"MarkDelivered":  func() error { _, err := s.MarkDelivered(ctx, "", "p", "t", Delivery{}, nil); return err },
+		"Release":        func() error { return s.Release(ctx, "c", "", "t") },
+		"Qualify":        func() error { _, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: "e"}); return err },
+		"TakeOrphan":     func() error { _, _, err := s.TakeOrphan(ctx, "c", ""); return err },
+		"FailFTD":        func() error { _, err := s.FailFTD(ctx, "c", "", "refused"); return err },
+		"FailFTD reason": func() error { _, err := s.FailFTD(ctx, "c", "d", ""); return err },
+		"Schedule":       func() error { return s.Schedule(ctx, "", t0, nil) },
+		"Ack":            func() error { return s.Ack(ctx, "") },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, ErrEmptyID) {
@@ -521,11 +525,16 @@ func testQualify(t *testing.T, h *harness) {
 	if p, err := s.MarkDelivered(ctx, "early", pb, cl.Token, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil || p == nil || p.EventID != "q1" {
 		t.Fatalf("second MarkDelivered(ftd) = %+v, %v; want q1 again", p, err)
 	}
-	if p, err := s.TakeParked(ctx, "early"); err != nil || p != nil {
-		t.Fatalf("TakeParked after release = %+v, %v; want nothing parked", p, err)
+	// A delivered FTD is not failed, and a released qualification is not
+	// dead-lettered.
+	if p, err := s.FailFTD(ctx, "early", "d1", "refused"); err != nil || p != nil {
+		t.Fatalf("FailFTD after release = %+v, %v; want nothing", p, err)
 	}
 	r = q("early", "q2", A)
 	check("same status after release", r, DecideSend, true, true, "")
+	if r.FTD.Failure != "" {
+		t.Errorf("FTD after FailFTD on a delivered FTD %+v, want no failure", r.FTD)
+	}
 	if r.FTD.Status != A || r.FTD.StatusEventID != "q1" || !r.FTD.Delivered || r.FTD.Amount != "25.00" || r.FTD.Currency != "BRL" {
 		t.Errorf("FTD after release %+v, want approved by q1, delivered, 25.00 BRL", r.FTD)
 	}
@@ -570,7 +579,7 @@ func testTakeOrphan(t *testing.T, h *harness) {
 	}{
 		{"nothing parked", func() {}, "none", "q1", OrphanGone, ""},
 		{"no FTD: taken", func() { park("orphan", "q1") }, "orphan", "q1", OrphanTaken, "resume-q1"},
-		{"taken twice", func() {}, "orphan", "q1", OrphanGone, ""},
+		{"taken twice: the same orphan again", func() {}, "orphan", "q1", OrphanTaken, "resume-q1"},
 		{"other event parked", func() { park("other", "q1") }, "other", "q2", OrphanGone, ""},
 		{"FTD not delivered: pending", func() {
 			park("pending", "q1")
@@ -590,16 +599,219 @@ func testTakeOrphan(t *testing.T, h *harness) {
 			t.Errorf("%s: %+v %s, want %s with payload %q", st.name, p, state, st.want, st.wantPay)
 		}
 	}
-	// TakeParked takes it regardless of the FTD (dead-lettered FTD), once.
-	p, err := s.TakeParked(ctx, "pending")
-	if err != nil || p == nil || p.EventID != "q1" || string(p.Payload) != "resume-q1" {
-		t.Fatalf("TakeParked = %+v, %v; want q1", p, err)
+	// A taken orphan keeps its TTL under its own key and frees the parking
+	// place: a later qualification of the click parks afresh.
+	if ttl := h.client.PTTL(ctx, s.clickKey("orphan", "orphan", "q1")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
+		t.Errorf("orphan record TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
 	}
-	if p, err := s.TakeParked(ctx, "pending"); err != nil || p != nil {
-		t.Fatalf("TakeParked twice = %+v, %v; want nil", p, err)
+	if r, err := s.Qualify(ctx, Qualification{ClickID: "orphan", EventID: "q2", Status: postback.StatusRejected, At: t0}); err != nil ||
+		r.Decision != DecideWait || r.Repeated || r.ParkedEventID != "q2" {
+		t.Fatalf("qualify after the orphan: %+v, %v; want q2 parked afresh", r, err)
 	}
-	if _, st, err := s.TakeOrphan(ctx, "pending", "q1"); err != nil || st != OrphanGone {
-		t.Fatalf("TakeOrphan after TakeParked: %s, %v; want gone", st, err)
+	if p, st, err := s.TakeOrphan(ctx, "orphan", "q1"); err != nil || st != OrphanTaken || p == nil || string(p.Payload) != "resume-q1" {
+		t.Fatalf("TakeOrphan(q1) with q2 parked: %+v %s %v; want q1 again", p, st, err)
+	}
+	// A redelivered orphan parks again: its wait starts over and the next
+	// TakeOrphan judges the new wait.
+	if r, err := s.Qualify(ctx, Qualification{ClickID: "other", EventID: "q1", Status: postback.StatusApproved, Payload: []byte("again"), At: t0}); err != nil ||
+		r.Decision != DecideWait || !r.Repeated || r.ParkedEventID != "q1" {
+		t.Fatalf("redelivered parked q1: %+v, %v; want wait, repeated, q1 parked", r, err)
+	}
+	if p, st, err := s.TakeOrphan(ctx, "other", "q1"); err != nil || st != OrphanTaken || string(p.Payload) != "resume-q1" {
+		t.Fatalf("TakeOrphan(other q1): %+v %s %v; want taken", p, st, err)
+	}
+	if r, err := s.Qualify(ctx, Qualification{ClickID: "other", EventID: "q1", Status: postback.StatusApproved, Payload: []byte("again"), At: t0.Add(time.Hour)}); err != nil ||
+		r.Decision != DecideWait || r.Repeated || r.ParkedEventID != "q1" || !r.ParkedAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("q1 redelivered after its orphan: %+v, %v; want parked afresh", r, err)
+	}
+	if h.client.Exists(ctx, s.clickKey("other", "orphan", "q1")).Val() != 0 {
+		t.Error("the orphan record survived its event parking again")
+	}
+	if p, st, err := s.TakeOrphan(ctx, "other", "q1"); err != nil || st != OrphanTaken || string(p.Payload) != "again" {
+		t.Fatalf("TakeOrphan after q1 parked again: %+v %s %v; want the new wait taken", p, st, err)
+	}
+
+	// A failed FTD counts as no FTD. (FailFTD dead-letters what is parked
+	// itself, so a waiting qualification beside a failed FTD is written by
+	// hand here.)
+	park("failed", "q1")
+	if _, err := s.Classify(ctx, Deposit{ClickID: "failed", EventID: "d1", Amount: "1", Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.HSet(ctx, s.clickKey("failed", "ftd"), "failed", "refused").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p, st, err := s.TakeOrphan(ctx, "failed", "q1"); err != nil || st != OrphanTaken || p == nil || p.EventID != "q1" {
+		t.Fatalf("TakeOrphan beside a failed FTD: %+v %s %v; want taken", p, st, err)
+	}
+}
+
+// testFailFTD: FailFTD marks the FTD failed and dead-letters the waiting
+// qualification, idempotently; what follows a failure.
+func testFailFTD(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	const A, R = postback.StatusApproved, postback.StatusRejected
+	qualify := func(click, event, status string) QualifyResult {
+		t.Helper()
+		r, err := s.Qualify(ctx, Qualification{ClickID: click, EventID: event, Status: status, Payload: []byte("resume-" + event), At: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	classify := func(click, event string) {
+		t.Helper()
+		if _, err := s.Classify(ctx, Deposit{ClickID: click, EventID: event, Amount: "5.00", Currency: "EUR", OccurredAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ftd := func(click string) FTDRecord {
+		t.Helper()
+		c, err := s.Classify(ctx, Deposit{ClickID: click, EventID: "probe", Amount: "1", Currency: "EUR"})
+		if err != nil || c.Goal != postback.GoalRD {
+			t.Fatalf("probe deposit: %+v, %v; want rdep", c, err)
+		}
+		return c.FTD
+	}
+
+	// Not the FTD: refused, nothing written.
+	if _, err := s.FailFTD(ctx, "none", "d1", "refused"); !errors.Is(err, ErrNotFTD) {
+		t.Fatalf("FailFTD without an FTD record: %v, want ErrNotFTD", err)
+	}
+	if h.client.Exists(ctx, s.clickKey("none", "ftd")).Val() != 0 {
+		t.Fatal("FailFTD without an FTD record created one")
+	}
+	classify("wrong", "d1")
+	if _, err := s.FailFTD(ctx, "wrong", "d2", "refused"); !errors.Is(err, ErrNotFTD) {
+		t.Fatalf("FailFTD naming another deposit: %v, want ErrNotFTD", err)
+	}
+	if f := ftd("wrong"); f.Failure != "" {
+		t.Fatalf("FTD after a refused FailFTD: %+v, want not failed", f)
+	}
+
+	// Failed with nothing parked: later qualifications are decided at once.
+	classify("bare", "d1")
+	for i, reason := range []string{"refused", "again"} {
+		if p, err := s.FailFTD(ctx, "bare", "d1", reason); err != nil || p != nil {
+			t.Fatalf("FailFTD #%d with nothing parked: %+v, %v; want nil", i+1, p, err)
+		}
+	}
+	for _, st := range []string{A, R, A} {
+		r := qualify("bare", "q1", st)
+		if r.Decision != DecideFTDFailed || r.Repeated || r.ParkedEventID != "" || r.FTD.Failure != "refused" || r.FTD.EventID != "d1" {
+			t.Errorf("qualify %s after the failure: %+v; want ftd_failed (first reason kept), nothing parked", st, r)
+		}
+	}
+	if h.client.Exists(ctx, s.clickKey("bare", "parked")).Val() != 0 {
+		t.Error("a qualification was parked beside a failed FTD")
+	}
+	if p, st, err := s.TakeOrphan(ctx, "bare", "q1"); err != nil || st != OrphanGone || p != nil {
+		t.Errorf("TakeOrphan beside a failed FTD, nothing parked: %+v %s %v; want gone", p, st, err)
+	}
+
+	// Failed with a qualification waiting: it is dead-lettered, and handed
+	// back on every repeat.
+	if r := qualify("waiting", "q1", A); r.Decision != DecideWait {
+		t.Fatalf("park: %+v", r)
+	}
+	classify("waiting", "d1")
+	for i, reason := range []string{"refused", "too_old", "refused"} {
+		p, err := s.FailFTD(ctx, "waiting", "d1", reason)
+		if err != nil || p == nil || p.EventID != "q1" || p.Status != A || string(p.Payload) != "resume-q1" || !p.ParkedAt.Equal(t0) {
+			t.Fatalf("FailFTD #%d: %+v, %v; want q1 with its payload", i+1, p, err)
+		}
+	}
+	if f := ftd("waiting"); f.Failure != "refused" || f.Delivered || f.Status != "" {
+		t.Errorf("FTD after FailFTD: %+v, want failed (first reason), undelivered, no status", f)
+	}
+	if ttl := h.client.PTTL(ctx, s.clickKey("waiting", "parked")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
+		t.Errorf("dead-lettered record TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
+	}
+	for _, tc := range []struct{ event, status string }{{"q1", A}, {"q2", A}, {"q3", R}} {
+		if r := qualify("waiting", tc.event, tc.status); r.Decision != DecideFTDFailed || r.Repeated || r.ParkedEventID != "" {
+			t.Errorf("qualify %s %s after the failure: %+v; want ftd_failed, not waiting", tc.event, tc.status, r)
+		}
+	}
+	if p, st, err := s.TakeOrphan(ctx, "waiting", "q1"); err != nil || st != OrphanGone || p != nil {
+		t.Errorf("TakeOrphan of a qualification dead-lettered with its FTD: %+v %s %v; want gone", p, st, err)
+	}
+	if p, err := s.FailFTD(ctx, "waiting", "d1", "refused"); err != nil || p == nil || p.EventID != "q1" {
+		t.Errorf("FailFTD after TakeOrphan: %+v, %v; want q1 still", p, err)
+	}
+
+	// The FTD delivered after all (a redelivered deposit the partner took):
+	// a delivery is a fact, but the dead-lettered qualification stays so.
+	if p := deliverFTD(t, s, "waiting", "d1"); p != nil {
+		t.Fatalf("MarkDelivered(ftd) released %+v, dead-lettered before", p)
+	}
+	if rel := h.client.HGet(ctx, s.clickKey("waiting", "parked"), "released").Val(); rel != "2" {
+		t.Errorf("parked record released=%q after the delivery, want 2 (dead-lettered)", rel)
+	}
+	if p, err := s.FailFTD(ctx, "waiting", "d1", "refused"); err != nil || p != nil {
+		t.Errorf("FailFTD of a delivered FTD: %+v, %v; want nil", p, err)
+	}
+	r := qualify("waiting", "q4", R)
+	if r.Decision != DecideSend || r.Repeated || !r.FTD.Delivered || r.FTD.Status != R || r.FTD.StatusEventID != "q4" {
+		t.Errorf("qualify after the late delivery: %+v; want send, q4 deciding", r)
+	}
+}
+
+// testFailFTDAfterOrphan: a qualification dead-lettered as an orphan is not
+// dead-lettered again by its FTD's failure, and the reverse.
+func testFailFTDAfterOrphan(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	if r, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: "q1", Status: postback.StatusApproved, Payload: []byte("p1"), At: t0}); err != nil || r.Decision != DecideWait {
+		t.Fatalf("park: %+v, %v", r, err)
+	}
+	if p, st, err := s.TakeOrphan(ctx, "c", "q1"); err != nil || st != OrphanTaken || p == nil {
+		t.Fatalf("TakeOrphan: %+v %s %v", p, st, err)
+	}
+	if _, err := s.Classify(ctx, Deposit{ClickID: "c", EventID: "d1", Amount: "1", Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.FailFTD(ctx, "c", "d1", "refused"); err != nil || p != nil {
+		t.Fatalf("FailFTD after the orphan: %+v, %v; want nil (dead-lettered as an orphan)", p, err)
+	}
+	if p, st, err := s.TakeOrphan(ctx, "c", "q1"); err != nil || st != OrphanTaken || string(p.Payload) != "p1" {
+		t.Fatalf("TakeOrphan repeated after FailFTD: %+v %s %v; want q1 again", p, st, err)
+	}
+}
+
+// testParkedEventID: Qualify names the waiting qualification, so a
+// redelivery of the parked event is told from another one of its status.
+func testParkedEventID(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	const A, R = postback.StatusApproved, postback.StatusRejected
+	for _, st := range []struct {
+		name, event, status string
+		at                  time.Time
+		want                Decision
+		repeated            bool
+		parked              string
+	}{
+		{"first parks", "q1", A, t0, DecideWait, false, "q1"},
+		{"redelivered", "q1", A, t0.Add(time.Minute), DecideWait, true, "q1"},
+		{"same status, other event", "q2", A, t0.Add(time.Minute), DecideWait, true, "q1"},
+		{"other status", "q3", R, t0.Add(time.Minute), DecideConflict, false, "q1"},
+	} {
+		r, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: st.event, Status: st.status, At: st.at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Decision != st.want || r.Repeated != st.repeated || r.ParkedEventID != st.parked || !r.ParkedAt.Equal(t0) {
+			t.Errorf("%s: %+v; want %s repeated %v, parked %s at %s", st.name, r, st.want, st.repeated, st.parked, t0)
+		}
+	}
+	p := deliverFTD(t, s, "c", "d1")
+	if p == nil || p.EventID != "q1" {
+		t.Fatalf("released %+v, want q1 (the first)", p)
+	}
+	if r, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: "q2", Status: A, At: t0}); err != nil ||
+		r.Decision != DecideSend || !r.Repeated || r.FTD.StatusEventID != "q1" || r.ParkedEventID != "" {
+		t.Fatalf("q2 after the release: %+v, %v; want send, repeated, decided by q1", r, err)
 	}
 }
 

@@ -154,7 +154,7 @@ func TestKeySlots(t *testing.T) {
 				return err
 			},
 			func() error { _, _, err := s.TakeOrphan(ctx, click, "q"); return err },
-			func() error { _, err := s.TakeParked(ctx, click); return err },
+			func() error { _, err := s.FailFTD(ctx, click, ev, "refused"); return err },
 		}
 		for _, op := range ops {
 			if err := op(); err != nil {

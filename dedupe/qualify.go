@@ -17,12 +17,16 @@ const (
 	// status change for QualifyResult.FTD.
 	DecideSend Decision = iota + 1
 	// DecideWait: the FTD is missing or not yet delivered; the qualification
-	// is parked until MarkDelivered(ftd) releases it or the wait window ends
-	// (TakeOrphan).
+	// is parked until MarkDelivered(ftd) releases it, FailFTD dead-letters
+	// it, or the wait window ends (TakeOrphan).
 	DecideWait
 	// DecideConflict: the FTD (or a parked qualification) holds another
 	// status; nothing changed.
 	DecideConflict
+	// DecideFTDFailed: the FTD was given up on (FailFTD; QualifyResult.FTD.
+	// Failure says why) and will never be delivered, so no status change can
+	// follow; nothing was parked. Dead-letter the qualification.
+	DecideFTDFailed
 )
 
 func (d Decision) String() string {
@@ -33,6 +37,8 @@ func (d Decision) String() string {
 		return "wait"
 	case DecideConflict:
 		return "conflict"
+	case DecideFTDFailed:
+		return "ftd_failed"
 	}
 	return "Decision(" + strconv.Itoa(int(d)) + ")"
 }
@@ -41,15 +47,16 @@ func (d Decision) String() string {
 type OrphanState int
 
 const (
-	// OrphanTaken: the parked qualification was taken; its FTD never came
-	// (dead-letter it).
+	// OrphanTaken: the parked qualification was dead-lettered as an orphan
+	// (now, or by an earlier call: a repeat returns it again); its FTD never
+	// came, or failed. Dead-letter it.
 	OrphanTaken OrphanState = iota + 1
-	// OrphanFTDPending: the FTD exists but is not delivered yet; the
-	// qualification stays parked (extend the wait).
+	// OrphanFTDPending: the FTD exists but is not delivered (nor failed)
+	// yet; the qualification stays parked (extend the wait).
 	OrphanFTDPending
 	// OrphanGone: nothing parked under that event id: it was released with
-	// its FTD, taken before, or another event of the same status holds the
-	// parking place.
+	// its FTD, dead-lettered with a failed FTD (FailFTD), or another event
+	// of the same status holds the parking place.
 	OrphanGone
 )
 
@@ -85,9 +92,16 @@ type QualifyResult struct {
 	// ExistingStatus is the status that conflicts (DecideConflict only).
 	ExistingStatus string
 	// Repeated: DecideSend with the status already recorded, or DecideWait
-	// with a parked qualification of the same status already there (the
-	// first one is kept).
+	// with a qualification of the same status already parked (the first one
+	// is kept: ParkedEventID tells whether that is this event itself).
 	Repeated bool
+	// ParkedEventID and ParkedAt describe the qualification waiting for the
+	// FTD: on DecideWait the one parked (this event, or the first one when
+	// Repeated), on DecideConflict with a parked qualification that one;
+	// otherwise empty. A redelivery of the parked event itself is
+	// DecideWait, Repeated, with ParkedEventID equal to its own event id.
+	ParkedEventID string
+	ParkedAt      time.Time
 }
 
 // Parked is a qualification waiting for its FTD.
@@ -98,52 +112,61 @@ type Parked struct {
 	ParkedAt time.Time
 }
 
-// qualifyScript: KEYS ftd, parked; ARGV event_id, status, payload, at,
-// ttl_ms. Returns {decision, repeated, existing_status, ftd fields}.
+// qualifyScript: KEYS ftd, parked, orphan (of this event); ARGV event_id,
+// status, payload, at, ttl_ms. Returns {decision, repeated, existing_status,
+// ftd fields, parked_event_id, parked_at}.
 //
 // Invariant kept by the scripts: a status is recorded on the FTD record only
-// once it is delivered, and nothing is parked once it is delivered.
+// once it is delivered; nothing waits (parked, unreleased) once it is
+// delivered or failed. A delivered FTD wins over a failed one. Only a
+// waiting record holds the parking place: a released or dead-lettered one
+// left there (it cannot be, by the invariant, unless records were edited by
+// hand) is replaced.
 var qualifyScript = redis.NewScript(luaPrelude + `
 local rec = ftd(KEYS[1])
 if rec[1] ~= '' and rec[6] ~= '' then
-  if rec[6] ~= ARGV[2] then return {'conflict', '0', rec[6], rec} end
-  return {'send', '1', '', rec}
+  if rec[6] ~= ARGV[2] then return {'conflict', '0', rec[6], rec, '', ''} end
+  return {'send', '1', '', rec, '', ''}
 end
 if rec[1] ~= '' and rec[5] == '1' then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'status_event_id', ARGV[1])
-  return {'send', '0', '', ftd(KEYS[1])}
+  return {'send', '0', '', ftd(KEYS[1]), '', ''}
 end
+if rec[1] ~= '' and rec[8] ~= '' then return {'ftdfailed', '0', '', rec, '', ''} end
 local p = parked(KEYS[2])
-if p[1] ~= '' then
-  if p[2] ~= ARGV[2] then return {'conflict', '0', p[2], rec} end
-  return {'wait', '1', '', rec}
+if p[1] ~= '' and p[5] == '' then
+  if p[2] ~= ARGV[2] then return {'conflict', '0', p[2], rec, p[1], p[4]} end
+  return {'wait', '1', '', rec, p[1], p[4]}
 end
+redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[2], 'event_id', ARGV[1], 'status', ARGV[2], 'payload', ARGV[3], 'parked_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {'wait', '0', '', rec}
+return {'wait', '0', '', rec, ARGV[1], ARGV[4]}
 `)
 
 // Qualify decides a status change against the click's FTD record, in one
 // atomic round trip (see Decision). Safe to call twice: a repeat returns the
-// same decision with Repeated set and changes nothing. A parked
-// qualification lives for RecordTTL at most; the caller's wait window
-// (TakeOrphan) must be shorter.
+// same decision (with Repeated set for DecideSend and DecideWait) and
+// changes nothing. A parked qualification lives for RecordTTL at most; the
+// caller's wait window (TakeOrphan) must be shorter. Parking an event that
+// was dead-lettered as an orphan before (a late redelivery) makes it wait
+// again: its orphan record is dropped, so TakeOrphan judges the new wait.
 func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, error) {
 	if q.ClickID == "" || q.EventID == "" || q.Status == "" {
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", ErrEmptyID)
 	}
 	defer s.observe("qualify", time.Now())
 	v, err := qualifyScript.Run(ctx, s.rdb,
-		[]string{s.clickKey(q.ClickID, "ftd"), s.clickKey(q.ClickID, "parked")},
+		[]string{s.clickKey(q.ClickID, "ftd"), s.clickKey(q.ClickID, "parked"), s.clickKey(q.ClickID, "orphan", q.EventID)},
 		q.EventID, q.Status, q.Payload, formatTime(q.At), s.ttlMS).Result()
 	if err != nil {
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
 	}
 	a, err := asArray(v)
-	if err != nil || len(a) != 4 {
+	if err != nil || len(a) != 6 {
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: unexpected reply %v", v)
 	}
-	f, err := asStrings(a[:3])
+	f, err := asStrings(append(a[:3:3], a[4:]...))
 	if err != nil {
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
 	}
@@ -151,7 +174,14 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 	if err != nil {
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
 	}
-	r := QualifyResult{FTD: rec, FTDExists: rec.Exists(), ExistingStatus: f[2], Repeated: f[1] == "1"}
+	parkedAt, err := parseTime(f[4])
+	if err != nil {
+		return QualifyResult{}, fmt.Errorf("dedupe: qualify: parked_at: %w", err)
+	}
+	r := QualifyResult{
+		FTD: rec, FTDExists: rec.Exists(), ExistingStatus: f[2], Repeated: f[1] == "1",
+		ParkedEventID: f[3], ParkedAt: parkedAt,
+	}
 	switch f[0] {
 	case "send":
 		r.Decision = DecideSend
@@ -159,34 +189,50 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 		r.Decision = DecideWait
 	case "conflict":
 		r.Decision = DecideConflict
+	case "ftdfailed":
+		r.Decision = DecideFTDFailed
 	default:
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: unexpected decision %q", f[0])
 	}
 	return r, nil
 }
 
-// takeOrphanScript: KEYS ftd, parked; ARGV event_id.
+// takeOrphanScript: KEYS ftd, parked, orphan (of this event); ARGV event_id.
+//
+// Taking moves the parked record to the event's orphan key (RENAME keeps
+// its TTL) marked dead-lettered, instead of deleting it: a repeat finds it
+// there and returns it again, and the parking place is free for a later
+// qualification of the click, as it was before the orphan.
 var takeOrphanScript = redis.NewScript(luaPrelude + `
+local o = parked(KEYS[3])
+if o[1] ~= '' then return {'taken', o} end
 local p = parked(KEYS[2])
-if p[1] == '' or p[1] ~= ARGV[1] or p[5] == '1' then return {'gone'} end
+if p[1] == '' or p[1] ~= ARGV[1] or p[5] ~= '' then return {'gone'} end
 local rec = ftd(KEYS[1])
-if rec[1] ~= '' and rec[5] ~= '1' then return {'pending'} end
-redis.call('DEL', KEYS[2])
+if rec[1] ~= '' and rec[5] ~= '1' and rec[8] == '' then return {'pending'} end
+redis.call('HSET', KEYS[2], 'released', '2')
+redis.call('RENAME', KEYS[2], KEYS[3])
 return {'taken', p}
 `)
 
 // TakeOrphan is called when a parked qualification's wait window ends. It
-// takes the qualification parked under eventID unless its FTD exists and is
-// still undelivered (OrphanFTDPending: extend the wait). With the scripts'
-// invariant, a taken orphan means the FTD never arrived. Safe to call twice:
-// the second call reports OrphanGone.
+// dead-letters the qualification parked under eventID unless its FTD exists
+// and is still undelivered and not failed (OrphanFTDPending: extend the
+// wait); a failed FTD counts as no FTD. With the scripts' invariant, a taken
+// orphan means the FTD never arrived. Idempotent rather than a delete: the
+// dead-lettered record stays (for what was left of its RecordTTL) and a
+// repeated call returns it again (OrphanTaken), so a crash or a failed
+// output write before its dead letter was written does not lose it: the
+// retry writes it again (at least once). A qualification dead-lettered by
+// FailFTD or released by MarkDelivered is OrphanGone.
 func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parked, OrphanState, error) {
 	if clickID == "" || eventID == "" {
 		return nil, 0, fmt.Errorf("dedupe: take orphan: %w", ErrEmptyID)
 	}
 	defer s.observe("take_orphan", time.Now())
 	v, err := takeOrphanScript.Run(ctx, s.rdb,
-		[]string{s.clickKey(clickID, "ftd"), s.clickKey(clickID, "parked")}, eventID).Result()
+		[]string{s.clickKey(clickID, "ftd"), s.clickKey(clickID, "parked"), s.clickKey(clickID, "orphan", eventID)},
+		eventID).Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("dedupe: take orphan: %w", err)
 	}
@@ -211,32 +257,48 @@ func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parke
 	return nil, 0, fmt.Errorf("dedupe: take orphan: unexpected reply %v", v)
 }
 
-// takeParkedScript: KEYS parked.
-var takeParkedScript = redis.NewScript(luaPrelude + `
-local p = parked(KEYS[1])
-if p[1] == '' or p[5] == '1' then return {} end
-redis.call('DEL', KEYS[1])
-return p
+// failFTDScript: KEYS ftd, parked; ARGV ftd_event_id, reason. Returns
+// {'notftd'}, {'ok'} or {'taken', parked fields}.
+var failFTDScript = redis.NewScript(luaPrelude + `
+local rec = ftd(KEYS[1])
+if rec[1] == '' or rec[1] ~= ARGV[1] then return {'notftd'} end
+if rec[5] == '1' then return {'ok'} end
+if rec[8] == '' then redis.call('HSET', KEYS[1], 'failed', ARGV[2]) end
+local p = parked(KEYS[2])
+if p[1] == '' or p[5] == '1' then return {'ok'} end
+if p[5] == '' then redis.call('HSET', KEYS[2], 'released', '2') end
+return {'taken', p}
 `)
 
-// TakeParked takes (deletes and returns) the click's parked qualification
-// whatever the FTD's state: used when the FTD was dead-lettered and will
-// never be delivered. Nil when nothing is parked; safe to call twice.
-func (s *Store) TakeParked(ctx context.Context, clickID string) (*Parked, error) {
-	if clickID == "" {
-		return nil, fmt.Errorf("dedupe: take parked: %w", ErrEmptyID)
+// FailFTD records that the click's FTD postback (deposit ftdEventID) will
+// never be delivered (refused, too old, or its partner has no ftd goal), and
+// dead-letters the qualification waiting for it, if any, returning it: its
+// status change can never be sent. Both in one script, so no qualification
+// parks in between. From then on Qualify answers DecideFTDFailed (nothing
+// is parked) and the FTD record's Failure holds reason (the first one
+// recorded is kept). Like MarkDelivered's release, dead-lettering is a mark,
+// not a delete: the record stays (for what is left of its RecordTTL) and a
+// repeated FailFTD returns it again, so a crash or a failed output write
+// before its dead letter was written does not lose it (written at least
+// once). A dead-lettered qualification is never released by a later
+// MarkDelivered(ftd) and is OrphanGone for TakeOrphan.
+//
+// A delivered FTD is not failed (a delivery is a fact): FailFTD then
+// changes nothing and returns nil. ErrNotFTD if ftdEventID is not the
+// click's FTD (then nothing is written).
+func (s *Store) FailFTD(ctx context.Context, clickID, ftdEventID, reason string) (*Parked, error) {
+	if clickID == "" || ftdEventID == "" || reason == "" {
+		return nil, fmt.Errorf("dedupe: fail ftd: %w", ErrEmptyID)
 	}
-	defer s.observe("take_parked", time.Now())
-	v, err := takeParkedScript.Run(ctx, s.rdb, []string{s.clickKey(clickID, "parked")}).Result()
+	defer s.observe("fail_ftd", time.Now())
+	v, err := failFTDScript.Run(ctx, s.rdb,
+		[]string{s.clickKey(clickID, "ftd"), s.clickKey(clickID, "parked")}, ftdEventID, reason).Result()
 	if err != nil {
-		return nil, fmt.Errorf("dedupe: take parked: %w", err)
+		return nil, fmt.Errorf("dedupe: fail ftd: %w", err)
 	}
-	if a, ok := v.([]any); ok && len(a) == 0 {
-		return nil, nil
-	}
-	p, err := parseParked(v)
+	p, err := parseMark(v)
 	if err != nil {
-		return nil, fmt.Errorf("dedupe: take parked: %w", err)
+		return nil, fmt.Errorf("dedupe: fail ftd: %w", err)
 	}
 	return p, nil
 }

@@ -21,13 +21,14 @@ import (
 // Errors callers must tell apart. Everything else is a Redis or decoding
 // error, wrapped with the operation's name.
 var (
-	// ErrEmptyID: a click, event, postback or job id was empty. Empty ids
-	// would make distinct records collide, so they are refused before any
+	// ErrEmptyID: a click, event, postback or job id (or FailFTD's reason)
+	// was empty. Empty ids would make distinct records collide, and an empty
+	// reason would read as "not failed", so they are refused before any
 	// Redis call.
 	ErrEmptyID = errors.New("dedupe: empty id")
-	// ErrNotFTD: MarkDelivered was told the postback was the click's FTD,
-	// but the click's FTD record has another event id (or none). Nothing
-	// was written; the delivery is not recorded either.
+	// ErrNotFTD: MarkDelivered or FailFTD was told the postback was the
+	// click's FTD, but the click's FTD record has another event id (or
+	// none). Nothing was written; the delivery is not recorded either.
 	ErrNotFTD = errors.New("dedupe: not the click's FTD")
 )
 
