@@ -148,9 +148,10 @@ func (p *Pipeline) claimLease(partner string) time.Duration {
 	return n*(c.Timeout+c.Retry.MaxInterval) + 10*time.Second
 }
 
-// giveUp dead-letters pb. An FTD that is given up on also releases a
-// qualification waiting for it, to the DLQ: its status change can never be
-// sent.
+// giveUp dead-letters pb. An FTD that is given up on is recorded as failed
+// in Redis (FailFTD): a qualification waiting for it follows it to the DLQ,
+// and one that comes later is dead-lettered at once, as its status change
+// can never be sent.
 func (p *Pipeline) giveUp(ctx context.Context, pb postback.Postback, reason string, res dispatcher.Result, out *outputs) error {
 	detail := reason
 	if res.Err != nil {
@@ -162,7 +163,7 @@ func (p *Pipeline) giveUp(ctx context.Context, pb postback.Postback, reason stri
 	})
 	p.auditAttempt(out, pb, record.OutcomeDeadLettered, reason, res, nil)
 	if pb.Goal == postback.GoalFTD {
-		return p.failParked(ctx, pb, "ftd_dead_lettered", out)
+		return p.failParked(ctx, pb, reasonFTDDeadLettered, out)
 	}
 	return nil
 }

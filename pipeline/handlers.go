@@ -45,7 +45,7 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 			// Nothing will ever be delivered for this FTD, so a status change
 			// can never follow: release a waiting qualification to the DLQ
 			// rather than let it sit until its window passes.
-			return p.failParked(ctx, pb, "ftd_not_sent", out)
+			return p.failParked(ctx, pb, reasonFTDNotSent, out)
 		}
 		return nil
 	}
@@ -148,12 +148,30 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 			"the FTD of this click is already "+res.ExistingStatus)
 		return nil
 	case dedupe.DecideWait:
-		if res.Repeated {
+		if res.Repeated && res.ParkedEventID != q.EventID {
+			// Another qualification with the same status waits already; it
+			// is the one the FTD's delivery releases.
+			p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "duplicate_qualification", "")
 			return nil
 		}
-		// The qualification is parked; the FTD's delivery releases it. This
-		// job is the deadline: if no FTD has come by then, it is an orphan.
-		return p.scheduleOrphanCheck(ctx, q.ClickID, q.EventID, p.now().Add(p.cfg.QualificationWindow))
+		// This qualification is parked (now, or before: a redelivery); the
+		// FTD's delivery releases it and writes its outcome. This job is the
+		// deadline: if no FTD has come by then, it is an orphan. Scheduling
+		// is idempotent by job id and due from the parking time, so a
+		// redelivery after a crash between Qualify and here schedules the
+		// same deadline rather than leaving the wait without one.
+		parkedAt := res.ParkedAt
+		if parkedAt.IsZero() { // not written by this version: wait a full window
+			parkedAt = p.now()
+		}
+		return p.scheduleOrphanCheck(ctx, q.ClickID, q.EventID, parkedAt.Add(p.cfg.QualificationWindow))
+	case dedupe.DecideFTDFailed:
+		// The FTD was given up on (Redis remembers it): no status change can
+		// ever be sent. Nothing was parked; a redelivery decides the same
+		// and writes the dead letter again (at least once).
+		reason := ftdFailureReason(res.FTD.Failure)
+		p.deadLetterQualification(out, q, src, reason, ftdNotDeliveredDetail(q.ClickID, res.FTD.EventID))
+		return nil
 	default:
 		return fmt.Errorf("qualify: unknown decision %v", res.Decision)
 	}
@@ -199,25 +217,63 @@ func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd 
 	return p.sendStatusChange(ctx, &pq.Event, merchant, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
 }
 
-// failParked dead-letters a qualification waiting for an FTD that will never
-// be delivered.
+// Dead-letter reasons of a qualification whose FTD will never be delivered,
+// one per cause. The reason is also what FailFTD records on the FTD record,
+// so a qualification that comes after the failure gets the same one.
+const (
+	// reasonFTDDeadLettered: the FTD postback was given up on (refused by
+	// the partner, or older than its maximum age).
+	reasonFTDDeadLettered = "ftd_dead_lettered"
+	// reasonFTDNotSent: the FTD's partner has no ftd goal, so it was never
+	// sent.
+	reasonFTDNotSent = "ftd_not_sent"
+)
+
+// ftdFailureReason maps the failure FailFTD recorded to the qualification's
+// dead-letter reason; an unknown one (written by another version) is the
+// general reasonFTDDeadLettered.
+func ftdFailureReason(failure string) string {
+	if failure == reasonFTDNotSent {
+		return reasonFTDNotSent
+	}
+	return reasonFTDDeadLettered
+}
+
+func ftdNotDeliveredDetail(clickID, ftdEventID string) string {
+	return "the FTD " + ftdEventID + " of click " + clickID + " was not delivered"
+}
+
+// failParked records that the FTD ftd will never be delivered and
+// dead-letters the qualification waiting for it, if any. The order makes a
+// crash harmless: FailFTD's mark in Redis comes first and is repeatable (a
+// repeat hands the same qualification back), the dead letter and audit
+// record are written by the caller's flush after it; if that never happens
+// the FTD event is handled again, and so is this.
 func (p *Pipeline) failParked(ctx context.Context, ftd postback.Postback, reason string, out *outputs) error {
-	parked, err := p.store.TakeParked(ctx, ftd.ClickID)
+	parked, err := p.store.FailFTD(ctx, ftd.ClickID, ftd.EventID, reason)
 	if err != nil || parked == nil {
 		return err
 	}
-	return p.deadLetterParked(parked, reason, "the FTD of click "+ftd.ClickID+" was not delivered", out)
+	return p.deadLetterParked(parked, reason, ftdNotDeliveredDetail(ftd.ClickID, ftd.EventID), out)
 }
 
+// deadLetterParked writes the dead letter and audit record of a parked
+// qualification, resumed from its payload.
 func (p *Pipeline) deadLetterParked(parked *dedupe.Parked, reason, detail string, out *outputs) error {
 	var pq parkedQualification
 	if err := json.Unmarshal(parked.Payload, &pq); err != nil {
 		return fmt.Errorf("decode parked qualification %q: %w", parked.EventID, err)
 	}
-	p.deadLetter(out, record.DeadLetter{
-		Reason: reason, Error: detail, Source: pq.Source, EventID: pq.Event.EventID,
-		EventKind: event.KindQualification, ClickID: pq.Event.ClickID,
-	})
-	p.auditEvent(out, &pq.Event, pq.Source, "", string(postback.GoalFTDStatus), record.OutcomeDeadLettered, reason, detail)
+	p.deadLetterQualification(out, &pq.Event, pq.Source, reason, detail)
 	return nil
+}
+
+// deadLetterQualification writes a qualification's dead letter and its
+// audit record (outcome dead_lettered).
+func (p *Pipeline) deadLetterQualification(out *outputs, q *event.Qualification, src event.Source, reason, detail string) {
+	p.deadLetter(out, record.DeadLetter{
+		Reason: reason, Error: detail, Source: src, EventID: q.EventID,
+		EventKind: event.KindQualification, ClickID: q.ClickID,
+	})
+	p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeDeadLettered, reason, detail)
 }
