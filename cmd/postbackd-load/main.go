@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -46,6 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	brokers := fs.String("brokers", getenv("KAFKA_BROKERS"), "Kafka bootstrap brokers (comma separated)")
 	redisAddr := fs.String("redis", getenv("REDIS_ADDR"), "Redis address")
 	fs.StringVar(&o.goroutineDump, "goroutines", "", "write a goroutine dump half way through the postbackd phase")
+	fs.DurationVar(&o.latencyFor, "latency", 5*time.Second, "how long to offer half the measured rate for the latency probe (0: skip)")
 	fs.BoolVar(&o.verbose, "v", false, "print progress every second")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the postbackd phase to this file")
 	if err := fs.Parse(args); err != nil {

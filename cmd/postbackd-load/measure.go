@@ -31,6 +31,7 @@ type options struct {
 	timeout                                          time.Duration
 	brokers, redisAddr, cpuProfile                   string
 	verbose                                          bool
+	latencyFor                                       time.Duration
 	goroutineDump                                    string
 }
 
@@ -64,7 +65,8 @@ func measure(ctx context.Context, o options, w io.Writer) error {
 		o.timeout = time.Duration(o.deposits/500+60) * time.Second
 	}
 	run := suffix()
-	tr := tracker.New(tracker.Options{CountOnly: true})
+	probe := newLatencyProbe()
+	tr := tracker.New(tracker.Options{CountOnly: true, OnRequest: probe.observe})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -102,7 +104,7 @@ func measure(ctx context.Context, o options, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "  naive baseline: %.0f postbacks/s over %d events\n", naiveRate, o.naive)
 
-	rate, wall, err := runPostbackd(ctx, o, cfg, tr)
+	rate, wall, lat, err := runPostbackd(ctx, o, cfg, tr, probe)
 	if err != nil {
 		return fmt.Errorf("postbackd: %w", err)
 	}
@@ -112,6 +114,10 @@ func measure(ctx context.Context, o options, w io.Writer) error {
 	fmt.Fprintf(w, "%-34s %12.0f %9.2fx %11.2fx\n", "naive: one at a time, sync audit", naiveRate, 1.0, naiveRate/httpRate)
 	fmt.Fprintf(w, "%-34s %12.0f %9.2fx %11.2fx\n", "postbackd", rate, rate/naiveRate, rate/httpRate)
 	fmt.Fprintf(w, "%-34s %12.0f %9.2fx %11.2fx\n", "raw HTTP leg, 1 connection", httpRate, httpRate/naiveRate, 1.0)
+	if lat.n > 0 {
+		fmt.Fprintf(w, "\nlatency, publication to tracker, at %.0f deposits/s (%.0f%% of the measured throughput), %d deposits: p50 %s, p95 %s, p99 %s\n",
+			lat.rate, 100*lat.rate/rate, lat.n, lat.p50.Round(100*time.Microsecond), lat.p95.Round(100*time.Microsecond), lat.p99.Round(100*time.Microsecond))
+	}
 	return nil
 }
 
@@ -183,8 +189,25 @@ func produceDeposits(ctx context.Context, o options, topic string) error {
 }
 
 // runPostbackd runs the service in-process until the tracker has received
-// one postback per deposit.
-func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker) (float64, time.Duration, error) {
+// one postback per deposit, then (with the service still running and the
+// backlog gone) offers the latency probe half the measured rate.
+func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker, probe *latencyProbe) (float64, time.Duration, latencyResult, error) {
+	var lat latencyResult
+	rate, wall, err := runThroughput(ctx, o, cfg, tr, func(ctx context.Context, rate float64) error {
+		if o.latencyFor <= 0 {
+			return nil
+		}
+		var err error
+		lat, err = probe.run(ctx, cfg.Kafka.Brokers, cfg.Topics.Deposits, rate/2, o.latencyFor, o.timeout)
+		return err
+	})
+	return rate, wall, lat, err
+}
+
+// runThroughput starts the service, waits until the tracker has one
+// postback per deposit, and calls then (service still running) with the
+// measured rate before stopping it.
+func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker, then func(context.Context, float64) error) (float64, time.Duration, error) {
 	before := tr.Count()
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -221,7 +244,8 @@ func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracke
 		}
 		if n >= int64(o.deposits) {
 			last := time.Now()
-			return float64(n-firstCount) / last.Sub(first).Seconds(), last.Sub(start), nil
+			rate := float64(n-firstCount) / last.Sub(first).Seconds()
+			return rate, last.Sub(start), then(ctx, rate)
 		}
 		if o.goroutineDump != "" && n >= int64(o.deposits/2) {
 			if f, err := os.Create(o.goroutineDump); err == nil {
