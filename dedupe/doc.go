@@ -25,13 +25,37 @@
 //	P:{c:<click>}:ctx                 STRING  click context JSON           TTL RecordTTL
 //	P:{c:<click>}:ftd                 HASH    FTD record                    never expires
 //	    event_id amount currency occurred_at delivered(0|1) status status_event_id
+//	    failed(""|reason)
 //	P:{c:<click>}:ans:<event_id>      STRING  classification "ftd"|"rdep"  TTL RecordTTL
 //	P:{c:<click>}:lease:<postback_id> STRING  claim token                  TTL the lease
 //	P:{c:<click>}:done:<postback_id>  STRING  Delivery JSON                TTL RecordTTL
 //	P:{c:<click>}:parked              HASH    parked qualification         TTL RecordTTL
-//	    event_id status payload parked_at released(""|1)
+//	    event_id status payload parked_at released(""|1|2)
+//	P:{c:<click>}:orphan:<event_id>   HASH    dead-lettered orphan         TTL what the parked one had left
+//	    the parked record's fields, released=2
 //	{P:q:<n>}:due                     ZSET    job id -> due (unix ms)      n = fnv32a(id) % Shards
 //	{P:q:<n>}:jobs                    HASH    job id -> "<due ms>|payload"
+//
+// # States
+//
+// The FTD record is undelivered (delivered 0, failed ""), delivered
+// (delivered 1, by MarkDelivered(ftd)) or failed (failed = the reason given
+// to FailFTD). A delivered FTD is never failed afterwards; one delivered
+// after it failed (a redelivered deposit the partner accepted after all)
+// counts as delivered: a delivery is a fact. Its status is recorded once it
+// is delivered.
+//
+// The parked record is waiting (released ""), released to its status change
+// (released 1, by MarkDelivered(ftd)) or dead-lettered because its FTD
+// failed (released 2, by FailFTD). Neither end state is deleted: both stay
+// until the record's TTL so that repeating the call that ended the wait
+// returns the record again, and a crash between the Redis change and the
+// output written for it loses nothing (the output is written at least
+// once). Only a waiting record holds the parking place for Qualify. An
+// orphan (a wait whose window passed with no FTD, TakeOrphan) is renamed
+// to its event's orphan key with released 2, which frees the parking place
+// for a later qualification of the click, exactly as a delete would, and
+// keeps the record for repeats.
 //
 // The schedule is spread over Shards key pairs so no single key grows
 // without bound and a Cluster spreads the load; each shard's script touches
@@ -48,18 +72,27 @@
 //     postback, each with a random token. MarkDelivered records the delivery
 //     even after the lease expired, keeps the first record, drops the lease
 //     only if the token still holds it. With ftd set it marks the FTD record
-//     delivered and releases the parked qualification (marks it released and
-//     returns it, again on every repeat), recording its status on the FTD
-//     record, in the same script. Release with a stale token is a no-op. All
+//     delivered and releases the waiting qualification (marks it released
+//     and returns it, again on every repeat; never a dead-lettered one),
+//     recording its status on the FTD record, in the same script. Release with a stale token is a no-op. All
 //     safe to call twice.
 //   - Qualify: Send when the delivered FTD has no status yet (it is recorded)
-//     or the same status (Repeated); Conflict when the FTD or a parked
-//     qualification has another status; otherwise Wait, parking the first
-//     qualification (a same-status repeat is Repeated and keeps the first).
-//     Invariant: a status is recorded only on a delivered FTD, and nothing
-//     stays parked (unreleased) once the FTD is delivered.
-//   - TakeOrphan / TakeParked: take (delete) a parked, unreleased
-//     qualification at most once.
+//     or the same status (Repeated); Conflict when the FTD or a waiting
+//     qualification has another status; FTDFailed (nothing parked) when the
+//     undelivered FTD failed; otherwise Wait, parking the first
+//     qualification (a same-status repeat is Repeated and keeps the first;
+//     ParkedEventID names it, so a redelivery of the parked event is told
+//     from another qualification). Invariant: a status is recorded only on a
+//     delivered FTD, and nothing waits once the FTD is delivered or failed.
+//   - FailFTD: marks the undelivered FTD failed (the first reason is kept)
+//     and the waiting qualification dead-lettered, returning it, in one
+//     script; a repeat returns the same qualification again. No-op on a
+//     delivered FTD; ErrNotFTD (nothing written) for another event id.
+//   - TakeOrphan: dead-letters the waiting qualification of that event when
+//     there is no FTD, or it failed; FTDPending while the FTD is
+//     undelivered; a repeat returns the same orphan again. A qualification
+//     released or dead-lettered by FailFTD is Gone for it, and an orphan is
+//     not dead-lettered again by FailFTD nor released by MarkDelivered.
 //   - Schedule is idempotent by id (replaces due and payload); TakeDue
 //     leases what it returns (the job reappears after the lease unless it is
 //     acked or rescheduled), so a job may be returned twice; Ack is safe to
@@ -68,7 +101,8 @@
 // # TTLs
 //
 // Classification answers, delivered marks, click contexts and parked
-// qualifications live RecordTTL (default 7 days), which must exceed the
-// longest redelivery or retry horizon. FTD records and scheduled jobs never
+// qualifications (waiting, released or dead-lettered, orphans included:
+// the TTL runs from parking) live RecordTTL (default 7 days), which must
+// exceed the longest redelivery or retry horizon. FTD records and scheduled jobs never
 // expire (jobs until acked). Leases live as long as the caller asks.
 package dedupe
