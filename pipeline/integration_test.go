@@ -631,3 +631,151 @@ func TestFailingPartnerStallsNothingElse(t *testing.T) {
 		wantRequests(t, h.accepted(c), map[string]string{"path": "/beta/conv", "goal_alias": "signup"})
 	}
 }
+
+// TestQualificationFTDFailure: a qualification whose FTD will never be
+// delivered goes to the DLQ (whether it waited for the FTD or came after
+// it), and only one status change is ever sent for a click however many
+// qualifications of that status wait for its FTD.
+func TestQualificationFTDFailure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{})
+	refuse := func(*http.Request) (int, string) { return http.StatusBadRequest, "unknown click" }
+	parkedKey := func(click string) string { return h.prefix + ":{c:" + click + "}:parked" }
+	waitParked := func(t *testing.T, click string) {
+		t.Helper()
+		waitUntil(t, "the qualification to be parked", func() bool {
+			return h.redis.Exists(context.Background(), parkedKey(click)).Val() == 1
+		})
+	}
+	dlqOf := func(click string) []record.DeadLetter {
+		return h.col.deadLetters(func(d record.DeadLetter) bool { return d.ClickID == click })
+	}
+	// wantQualDeadLettered asserts the qualification's only audit record and
+	// its DLQ record.
+	wantQualDeadLettered := func(t *testing.T, click, idQ string) {
+		t.Helper()
+		a := h.col.audits(byEvent(idQ))
+		if len(a) != 1 || a[0].Outcome != record.OutcomeDeadLettered || a[0].Reason != "ftd_dead_lettered" ||
+			a[0].Goal != "ftd_status" || a[0].Source.Topic != h.topics.Qualifications {
+			t.Errorf("qualification %s: want one dead_lettered ftd_dead_lettered ftd_status record, got %+v", idQ, a)
+		}
+		var d []record.DeadLetter
+		for _, r := range dlqOf(click) {
+			if r.EventID == idQ {
+				d = append(d, r)
+			}
+		}
+		if len(d) != 1 || d[0].Reason != "ftd_dead_lettered" || d[0].EventKind != "qualification" ||
+			d[0].Source.Topic != h.topics.Qualifications || !strings.Contains(d[0].Error, "not delivered") {
+			t.Errorf("qualification %s: want one DLQ record ftd_dead_lettered, got %+v", idQ, d)
+		}
+	}
+
+	t.Run("FTD refused while a qualification waits", func(t *testing.T) {
+		t.Parallel()
+		const click = "refused-ftd-waiting"
+		h.onClick(click, refuse)
+		idQ := h.send(t, h.topics.Qualifications, click, qualification("casino", "approved"))
+		waitParked(t, click)
+		idD := h.send(t, h.topics.Deposits, click, deposit("casino", "10", "EUR", "succeeded"))
+		waitUntil(t, "two DLQ records", func() bool { return len(dlqOf(click)) >= 2 })
+		h.barrier(t, "casino", click)
+
+		d := dlqOf(click)
+		if len(d) != 2 {
+			t.Fatalf("got %d DLQ records, want 2 (the FTD and the qualification): %+v", len(d), d)
+		}
+		if a := h.col.audits(byEvent(idD)); len(a) != 1 || a[0].Outcome != record.OutcomeDeadLettered || a[0].Reason != "postback_refused" {
+			t.Errorf("the FTD: want one dead_lettered postback_refused record, got %+v", a)
+		}
+		wantQualDeadLettered(t, click, idQ)
+		// Dead-lettered, not deleted: a retry after a crash finds it again.
+		if rel := h.redis.HGet(context.Background(), parkedKey(click), "released").Val(); rel != "2" {
+			t.Errorf("parked record released=%q, want 2 (dead-lettered)", rel)
+		}
+		if got := h.attemptsFor(click); len(got) != 1 || got[0].Path != "/alpha/conv" {
+			t.Errorf("want the FTD's one attempt and no status change, got%s", describe(got))
+		}
+	})
+
+	t.Run("qualification after its FTD was refused", func(t *testing.T) {
+		t.Parallel()
+		const click = "refused-ftd-then-qual"
+		h.onClick(click, refuse)
+		idD := h.send(t, h.topics.Deposits, click, deposit("casino", "11", "EUR", "succeeded"))
+		waitUntil(t, "the FTD's DLQ record", func() bool { return len(dlqOf(click)) >= 1 })
+		idQ := h.send(t, h.topics.Qualifications, click, qualification("casino", "rejected"))
+		h.waitEventAudit(t, idQ)
+		h.barrier(t, "casino", click)
+
+		d := dlqOf(click)
+		if len(d) != 2 || d[0].EventID != idD || d[0].Reason != "postback_refused" {
+			t.Fatalf("want the FTD's postback_refused then the qualification's DLQ record, got %+v", d)
+		}
+		wantQualDeadLettered(t, click, idQ)
+		if h.redis.Exists(context.Background(), parkedKey(click)).Val() != 0 {
+			t.Error("the qualification was parked although its FTD had failed")
+		}
+		if n := len(h.attemptsFor(click)); n != 1 {
+			t.Errorf("tracker saw %d attempts, want 1 (the refused FTD)", n)
+		}
+	})
+
+	t.Run("a second qualification of the same status while the first waits", func(t *testing.T) {
+		t.Parallel()
+		const click = "two-waiting"
+		idQ1 := h.send(t, h.topics.Qualifications, click, qualification("casino", "approved"))
+		waitParked(t, click)
+		idQ2 := h.send(t, h.topics.Qualifications, click, qualification("casino", "approved"))
+		a2 := h.waitEventAudit(t, idQ2)
+		if a2.Outcome != record.OutcomeSkipped || a2.Reason != "duplicate_qualification" || a2.Goal != "ftd_status" {
+			t.Errorf("the second qualification: want skipped duplicate_qualification, got %+v", a2)
+		}
+		if a1 := h.col.audits(byEvent(idQ1)); len(a1) != 0 {
+			t.Errorf("the waiting qualification has records before its FTD: %+v", a1)
+		}
+		idD := h.send(t, h.topics.Deposits, click, deposit("casino", "12", "EUR", "succeeded"))
+		h.waitAudits(t, "the status change", 1, and(byClick(click), goalIs("ftd_status"), sent))
+		waitUntil(t, "the confirmation", func() bool {
+			return len(h.col.confirmations(func(c record.Confirmation) bool { return c.ClickID == click })) > 0
+		})
+		h.barrier(t, "casino", click)
+
+		wantRequests(t, h.accepted(click),
+			map[string]string{"path": "/alpha/conv", "goal_alias": "ftd", "conv_status": "pending"},
+			map[string]string{"path": "/alpha/conv-change", "conv_status": "1", "amount": "12.00"})
+		st := h.col.audits(and(byClick(click), goalIs("ftd_status"), sent))
+		if len(st) != 1 || st[0].EventID != idQ1 {
+			t.Errorf("want one sent status change, of %s, got %+v", idQ1, st)
+		}
+		if a := h.col.audits(byEvent(idQ2)); len(a) != 1 {
+			t.Errorf("the second qualification: want exactly its skipped record, got %+v", a)
+		}
+		confs := h.col.confirmations(func(c record.Confirmation) bool { return c.ClickID == click })
+		if len(confs) != 1 || confs[0].QualificationEventID != idQ1 || confs[0].FTDEventID != idD {
+			t.Errorf("want one confirmation of %s for FTD %s, got %+v", idQ1, idD, confs)
+		}
+		if len(h.col.deadLetters(func(d record.DeadLetter) bool { return d.ClickID == click })) != 0 {
+			t.Error("DLQ records for a click whose qualification was sent")
+		}
+	})
+
+	t.Run("a redelivered waiting qualification is no duplicate", func(t *testing.T) {
+		t.Parallel()
+		const click = "waiting-redelivered"
+		m, idQ := h.msg(h.topics.Qualifications, click, qualification("casino", "rejected"))
+		h.produce(t, m, m)
+		waitParked(t, click)
+		h.send(t, h.topics.Deposits, click, deposit("casino", "13", "EUR", "succeeded"))
+		h.waitAudits(t, "the status change", 1, and(byEvent(idQ), sent))
+		h.barrier(t, "casino", click)
+		// Both copies were handled before the deposit (one partition, in
+		// order): neither may be audited as a duplicate of the other.
+		if a := h.col.audits(byEvent(idQ)); len(a) != 1 || !sent(a[0]) || a[0].Goal != "ftd_status" {
+			t.Errorf("want the qualification's one delivered status change, got %+v", a)
+		}
+		wantRequests(t, h.accepted(click),
+			map[string]string{"path": "/alpha/conv"},
+			map[string]string{"path": "/alpha/conv-change", "conv_status": "0"})
+	})
+}
