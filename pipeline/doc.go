@@ -23,7 +23,9 @@
 // sent only after its FTD was delivered: a qualification that finds no
 // delivered FTD is parked in Redis and released atomically by the FTD's
 // MarkDelivered; if its window passes with no FTD at all it goes to the DLQ
-// as an orphan.
+// as an orphan, and if the FTD is given up on (FailFTD) it goes to the DLQ at
+// once. Every such Redis transition is repeatable and returns the same
+// qualification again, so the dead letter written after it is at-least-once.
 //
 // The delayed retry path: after a partner's quick in-place tries fail (or its
 // breaker is open) the postback is stored in a sharded Redis schedule with a
