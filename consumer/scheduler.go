@@ -47,10 +47,12 @@ func (s *scheduler) acquire(ctx context.Context) error {
 }
 
 func (s *scheduler) release() {
-	<-s.slots
+	// Report first, then free the slot: the other order lets an acquire in
+	// between count one more in flight than the bound for a moment.
 	if s.onRelease != nil {
 		s.onRelease()
 	}
+	<-s.slots
 }
 
 // dispatch queues job behind every earlier job of the same key and runs it

@@ -53,7 +53,9 @@ func (p *Pipeline) scheduleOrphanCheck(ctx context.Context, clickID, eventID str
 
 // RunDelayed works the delayed path until ctx is done: every poll interval it
 // takes the due jobs (under a lease, so a job taken by a process that dies
-// is handed out again when the lease lapses) and runs them concurrently. A
+// is handed out again when the lease lapses) and runs them concurrently, at
+// most delayed.batch at a time. On stop it takes no more jobs and returns
+// once those running have finished (or the drain timeout cut them short). A
 // job is acknowledged only after its outcome is durable, exactly like an
 // input event's offset.
 func (p *Pipeline) RunDelayed(ctx context.Context) error {
@@ -80,49 +82,59 @@ func (p *Pipeline) RunDelayed(ctx context.Context) error {
 	stopDrainTimer := context.AfterFunc(ctx, func() { time.AfterFunc(drain, cancelJobs) })
 	defer stopDrainTimer()
 
+	// A pool of cfg.Batch job slots, refilled as jobs finish: one slow
+	// partner's jobs hold only their own slots, never the next poll.
+	slots := make(chan struct{}, cfg.Batch)
+	var jobs sync.WaitGroup
 	ticker := time.NewTicker(cfg.PollInterval)
 	defer ticker.Stop()
 	for {
-		// Drain everything due before waiting for the next tick; a stop
-		// ends the taking, not the jobs already taken.
+		// Take everything due that fits before waiting for the next tick; a
+		// stop ends the taking, not the jobs already taken.
 		for ctx.Err() == nil {
-			n, err := p.pollOnce(ctx, jobCtx, cfg.Lease, cfg.Batch)
+			free := cap(slots) - len(slots)
+			if free == 0 {
+				break
+			}
+			n, err := p.takeJobs(ctx, jobCtx, cfg.Lease, free, slots, &jobs)
 			if err != nil && ctx.Err() == nil {
 				p.log.Warn("delayed path poll", zap.Error(err))
 			}
-			if err != nil || n < cfg.Batch {
+			if err != nil || n < free {
 				break
 			}
 		}
 		select {
 		case <-ctx.Done():
+			jobs.Wait()
 			return nil
 		case <-ticker.C:
 		}
 	}
 }
 
-// pollOnce takes up to batch due jobs (while ctx lasts) and runs them under
-// jobCtx, waiting for all of them; it returns how many it took.
-func (p *Pipeline) pollOnce(ctx, jobCtx context.Context, lease time.Duration, batch int) (int, error) {
-	jobs, err := p.store.TakeDue(ctx, p.now(), lease, batch)
+// takeJobs takes up to max due jobs (while ctx lasts) and starts each in a
+// slot of its own under jobCtx; it returns how many it took. The caller has
+// at least max free slots.
+func (p *Pipeline) takeJobs(ctx, jobCtx context.Context, lease time.Duration, max int, slots chan struct{}, jobs *sync.WaitGroup) (int, error) {
+	taken, err := p.store.TakeDue(ctx, p.now(), lease, max)
 	if err != nil {
 		return 0, err
 	}
-	p.metrics.DelayedJobs.WithLabelValues("taken").Add(float64(len(jobs)))
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		wg.Add(1)
+	p.metrics.DelayedJobs.WithLabelValues("taken").Add(float64(len(taken)))
+	for _, j := range taken {
+		slots <- struct{}{}
+		jobs.Add(1)
 		go func() {
-			defer wg.Done()
+			defer jobs.Done()
+			defer func() { <-slots }()
 			if err := p.runJob(jobCtx, j); err != nil && jobCtx.Err() == nil {
 				// Not acknowledged: the lease lapses and the job comes back.
 				p.log.Warn("delayed job", zap.String("job_id", j.ID), zap.Error(err))
 			}
 		}()
 	}
-	wg.Wait()
-	return len(jobs), nil
+	return len(taken), nil
 }
 
 func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,7 +60,14 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 		return resultDelivered, nil
 	}
 
-	res := p.sender.Send(ctx, pb)
+	// The whole send, rate-limit wait and quick retries included, must end
+	// inside the claim's lease: past it another worker could claim and send
+	// too. The dispatcher refuses a rate-limit wait that would overrun this
+	// deadline (a retryable failure: the delayed path takes it).
+	lease := p.claimLease(pb.Partner)
+	sendCtx, cancelSend := context.WithTimeout(ctx, lease-leaseMargin)
+	res := p.sender.Send(sendCtx, pb)
+	cancelSend()
 	pb.Attempts += res.Attempts
 	if res.Delivered {
 		var ftd *dedupe.FTDDelivered
@@ -67,7 +75,7 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 			ftd = &dedupe.FTDDelivered{EventID: pb.EventID}
 		}
 		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL}
-		parked, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, claim.Token, d, ftd)
+		parked, err := p.markDelivered(ctx, pb, claim.Token, d, ftd, lease)
 		if err != nil {
 			return 0, err
 		}
@@ -139,13 +147,39 @@ func (p *Pipeline) claim(ctx context.Context, pb postback.Postback) (dedupe.Clai
 	}
 }
 
+// leaseMargin is kept between the end of a send (its deadline) and the end
+// of its claim's lease, for the delivered mark to reach Redis.
+const leaseMargin = 5 * time.Second
+
 // claimLease outlives one full in-place attempt of the partner: every quick
-// try at its timeout plus the backoff between them, with a margin. A lease
-// that expired mid-send would let a second worker send too.
+// try at its timeout plus the backoff between them (jitter can stretch an
+// interval to 1.5x), with a margin. deliver bounds the send by it, so a
+// lease cannot expire mid-send and let a second worker send too.
 func (p *Pipeline) claimLease(partner string) time.Duration {
 	c := p.cfg.Partners[partner]
 	n := time.Duration(max(c.Retry.QuickAttempts, 1))
-	return n*(c.Timeout+c.Retry.MaxInterval) + 10*time.Second
+	return n*(c.Timeout+c.Retry.MaxInterval*3/2) + 2*leaseMargin
+}
+
+// markDelivered records a delivery the partner accepted. A failure here
+// (a Redis blip, a stop) must not turn into a resend: the mark is safe to
+// repeat, so it is retried under a context a stop does not cancel, for as
+// long as the claim's lease keeps other workers off the postback.
+func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered, lease time.Duration) (*dedupe.Parked, error) {
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lease)
+	defer cancel()
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(50*time.Millisecond), backoff.WithMaxInterval(time.Second), backoff.WithMaxElapsedTime(0)), mctx)
+	var parked *dedupe.Parked
+	err := backoff.Retry(func() error {
+		var err error
+		parked, err = p.store.MarkDelivered(mctx, pb.ClickID, pb.ID, token, d, ftd)
+		if errors.Is(err, dedupe.ErrNotFTD) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, b)
+	return parked, err
 }
 
 // giveUp dead-letters pb. An FTD that is given up on is recorded as failed

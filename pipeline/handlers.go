@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/shopspring/decimal"
@@ -123,6 +124,12 @@ type parkedQualification struct {
 }
 
 func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualification, merchant config.Merchant, src event.Source, out *outputs) error {
+	// Resolve the partner before anything is parked: a qualification whose
+	// status change could never be sent goes to the DLQ now (unknown_partner,
+	// via handle), not after it has waited and been released.
+	if _, _, err := p.resolve(ctx, &q.Envelope, merchant); err != nil {
+		return err
+	}
 	payload, err := json.Marshal(parkedQualification{Event: *q, Source: src})
 	if err != nil {
 		return fmt.Errorf("marshal qualification: %w", err)
@@ -214,7 +221,14 @@ func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd 
 	if !ok {
 		merchant = config.Merchant{DefaultPartner: ftd.Partner}
 	}
-	return p.sendStatusChange(ctx, &pq.Event, merchant, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
+	err := p.sendStatusChange(ctx, &pq.Event, merchant, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
+	if errors.Is(err, errUnknownPartner) {
+		// Its partner went away while it waited (configuration changed).
+		// The qualification is released in Redis already: dead-letter it
+		// here, in its own name, rather than fail the FTD that released it.
+		return p.deadLetterParked(parked, "unknown_partner", err.Error(), out)
+	}
+	return err
 }
 
 // Dead-letter reasons of a qualification whose FTD will never be delivered,

@@ -143,8 +143,17 @@ func (c *Coalescer[Req, Res]) loop() {
 		}
 		res, err := c.run(reqs)
 		if err != nil && len(calls) > 1 {
-			// One bad request must not fail its neighbours: run each alone.
+			// One bad request must not fail its neighbours: run each alone,
+			// unless the coalescer is closing (a stop must stay bounded even
+			// while the backend hangs).
 			for _, cl := range calls {
+				select {
+				case <-c.done:
+					cl.err = ErrClosed
+					close(cl.done)
+					continue
+				default:
+				}
 				r, err := c.run([]Req{cl.req})
 				if err == nil {
 					cl.res = r[0]
