@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"time"
+	"unicode/utf8"
 
 	"github.com/postbackd/postbackd/consumer"
 	"github.com/postbackd/postbackd/dedupe"
@@ -176,10 +177,12 @@ func (p *Pipeline) deadLetterInput(out *outputs, m consumer.Message, src event.S
 	if clickID == "" {
 		clickID = string(m.Key)
 	}
-	p.deadLetter(out, record.DeadLetter{
+	d := record.DeadLetter{
 		Reason: reason, Error: detail, Source: src, EventKind: kind, EventID: eventID,
-		ClickID: clickID, Key: string(m.Key), Value: string(m.Value),
-	})
+		ClickID: clickID, Key: string(m.Key),
+	}
+	setDeadLetterValue(&d, m.Value)
+	p.deadLetter(out, d)
 	now := p.now().UTC()
 	p.emitAudit(out, record.Audit{
 		SchemaVersion: record.SchemaVersion,
@@ -198,9 +201,27 @@ func (p *Pipeline) deadLetterInput(out *outputs, m consumer.Message, src event.S
 // (unknown merchant or partner).
 func (p *Pipeline) deadLetterEvent(out *outputs, m consumer.Message, src event.Source, ev event.Event, reason, detail string) {
 	env := ev.Common()
-	p.deadLetter(out, record.DeadLetter{
+	d := record.DeadLetter{
 		Reason: reason, Error: detail, Source: src, EventID: env.EventID, EventKind: ev.EventKind(),
-		ClickID: env.ClickID, Key: string(m.Key), Value: string(m.Value),
-	})
+		ClickID: env.ClickID, Key: string(m.Key),
+	}
+	setDeadLetterValue(&d, m.Value)
+	p.deadLetter(out, d)
 	p.auditEvent(out, ev, src, "", "", record.OutcomeDeadLettered, reason, detail)
+}
+
+// setDeadLetterValue keeps the source message in d, cut to
+// record.MaxDeadLetterValue bytes (at a UTF-8 boundary) so the dead letter
+// always fits the DLQ topic; the source coordinates lead to the whole value.
+func setDeadLetterValue(d *record.DeadLetter, v []byte) {
+	d.ValueSize = len(v)
+	if len(v) <= record.MaxDeadLetterValue {
+		d.Value = string(v)
+		return
+	}
+	cut := record.MaxDeadLetterValue
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	d.Value, d.ValueTruncated = string(v[:cut]), true
 }

@@ -16,6 +16,10 @@ import (
 // SchemaVersion is the version of every output record defined here.
 const SchemaVersion = 1
 
+// MaxDeadLetterValue caps DeadLetter.Value (64 KiB). JSON escaping can grow
+// it up to six times, which still fits Kafka's default 1 MB message size.
+const MaxDeadLetterValue = 64 << 10
+
 // Outcome is what became of a postback (or of an event that makes none).
 type Outcome string
 
@@ -102,6 +106,11 @@ type DeadLetter struct {
 	// Key and Value are the source message as received, for invalid input.
 	Key   string `json:"key,omitempty"`
 	Value string `json:"value,omitempty"`
+	// ValueTruncated says Value holds only the first MaxDeadLetterValue
+	// bytes: a dead letter must fit the DLQ topic's message size, or the
+	// partition it came from would stall retrying the write.
+	ValueTruncated bool `json:"value_truncated,omitempty"`
+	ValueSize      int  `json:"value_size,omitempty"`
 	// Postback is the postback given up on (values only, no secret).
 	Postback   any       `json:"postback,omitempty"`
 	Attempts   int       `json:"attempts,omitempty"`
