@@ -66,6 +66,10 @@ var claimScript = redis.NewScript(`
 local d = redis.call('GET', KEYS[2])
 if d then return {'delivered', d} end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'acquired', ''} end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'acquired', ''}
+end
 return {'held', tostring(redis.call('PTTL', KEYS[1]))}
 `)
 
@@ -104,12 +108,22 @@ type ClaimRequest struct {
 	ClickID    string
 	PostbackID string
 	Lease      time.Duration
+	// Token, when set (NewClaimToken), makes the claim re-entrant: a claim
+	// with the token that already holds the lease acquires it again (and
+	// renews it). A caller that retries a claim whose answer it lost passes
+	// the same token, so the lease it may have taken is not orphaned.
+	// Empty: a fresh token.
+	Token string
 }
+
+// NewClaimToken returns a random claim token for ClaimRequest.Token.
+func NewClaimToken() (string, error) { return newToken() }
 
 // ClaimBatch claims many postbacks in one pipelined round trip, each exactly
 // as Claim, results in the order of reqs. On error (naming the first failed
 // claim) some leases may have been acquired without the caller learning
-// their tokens: those postbacks are claimable again once the lease expires.
+// their tokens: a retry with the same ClaimRequest.Token gets them back;
+// without one they are claimable again once the lease expires.
 func (s *Store) ClaimBatch(ctx context.Context, reqs []ClaimRequest) ([]ClaimResult, error) {
 	calls := make([]scriptCall, len(reqs))
 	tokens := make([]string, len(reqs))
@@ -120,9 +134,12 @@ func (s *Store) ClaimBatch(ctx context.Context, reqs []ClaimRequest) ([]ClaimRes
 		if r.Lease < time.Millisecond {
 			return nil, fmt.Errorf("dedupe: claim batch: claim %d: lease %s below 1ms", i, r.Lease)
 		}
-		t, err := newToken()
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: claim batch: token: %w", err)
+		t := r.Token
+		if t == "" {
+			var err error
+			if t, err = newToken(); err != nil {
+				return nil, fmt.Errorf("dedupe: claim batch: token: %w", err)
+			}
 		}
 		tokens[i] = t
 		calls[i].keys, calls[i].args = s.claimCall(r.ClickID, r.PostbackID, t, r.Lease)

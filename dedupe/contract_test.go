@@ -999,6 +999,22 @@ func testBatches(t *testing.T, h *harness) {
 	if again, err := s.ClaimBatch(ctx, reqs); err != nil || again[3].State != ClaimHeld {
 		t.Fatalf("claim batch again: %+v, %v; want held", again, err)
 	}
+	// A claim that carries its token is re-entrant: re-run (its answer lost),
+	// it gets the lease it took back instead of waiting for it to lapse.
+	tok, err := NewClaimToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := []ClaimRequest{{ClickID: "b9", PostbackID: "p9", Lease: time.Minute, Token: tok}}
+	for round := range 2 {
+		if got, err := s.ClaimBatch(ctx, own); err != nil || got[0].State != ClaimAcquired || got[0].Token != tok {
+			t.Fatalf("own-token claim, round %d: %+v, %v; want acquired with its token", round, got, err)
+		}
+	}
+	own[0].Token = ""
+	if got, err := s.ClaimBatch(ctx, own); err != nil || got[0].State != ClaimHeld {
+		t.Fatalf("claim with another token: %+v, %v; want held", got, err)
+	}
 	marks[0].FTD = &FTDDelivered{EventID: "e0"}
 	parked, err := s.MarkDeliveredBatch(ctx, marks)
 	if err != nil {

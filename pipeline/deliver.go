@@ -130,12 +130,16 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 // the holder crashed after we committed.
 func (p *Pipeline) claim(ctx context.Context, pb postback.Postback) (dedupe.ClaimResult, error) {
 	lease := p.claimLease(pb.Partner)
+	token, err := dedupe.NewClaimToken()
+	if err != nil {
+		return dedupe.ClaimResult{}, fmt.Errorf("claim token: %w", err)
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 50 * time.Millisecond
 	b.MaxInterval = time.Second
 	b.MaxElapsedTime = 0
 	for {
-		res, err := p.store.Claim(ctx, pb.ClickID, pb.ID, lease)
+		res, err := p.store.Claim(ctx, pb.ClickID, pb.ID, token, lease)
 		if err != nil || res.State != dedupe.ClaimHeld {
 			return res, err
 		}

@@ -65,8 +65,12 @@ func (b *batchedStore) Classify(ctx context.Context, d dedupe.Deposit) (dedupe.C
 	return b.classify.Do(ctx, d)
 }
 
-func (b *batchedStore) Claim(ctx context.Context, clickID, postbackID string, lease time.Duration) (dedupe.ClaimResult, error) {
-	return b.claim.Do(ctx, dedupe.ClaimRequest{ClickID: clickID, PostbackID: postbackID, Lease: lease})
+// Claim takes the claim with the caller's token (dedupe.NewClaimToken), so
+// that re-running it — the coalescer's one-by-one fallback, or the caller's
+// own retry — finds the lease it may already have taken instead of waiting
+// a whole lease for it.
+func (b *batchedStore) Claim(ctx context.Context, clickID, postbackID, token string, lease time.Duration) (dedupe.ClaimResult, error) {
+	return b.claim.Do(ctx, dedupe.ClaimRequest{ClickID: clickID, PostbackID: postbackID, Lease: lease, Token: token})
 }
 
 func (b *batchedStore) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
