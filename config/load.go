@@ -61,14 +61,29 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
+	cfg, err := Parse(raw, filepath.Dir(path), getenv)
+	var verr *ValidationError
+	if err != nil && !errors.As(err, &verr) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, err
+}
+
+// Parse is Load for a configuration held in memory (the demo and the load
+// harness build theirs): the same steps, with relative file paths taken
+// from dir.
+func Parse(raw []byte, dir string, getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
 	cfg, err := decode(raw)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
 	}
 
 	var problems []problem
 	problems = append(problems, cfg.applyEnv(getenv)...)
-	cfg.resolvePaths(filepath.Dir(path))
+	cfg.resolvePaths(dir)
 	cfg.SetDefaults()
 	resolveProblems, unresolved := cfg.resolveSecrets(getenv)
 	problems = append(problems, resolveProblems...)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -76,7 +75,7 @@ func measure(ctx context.Context, o options, w io.Writer) error {
 	defer hs.Close()
 	trackerAddr := ln.Addr().String()
 
-	cfg, err := writeConfig(fmt.Sprintf(loadConfig, o.brokers, o.redisAddr, trackerAddr, run, o.maxInFlight))
+	cfg, err := parseConfig(fmt.Sprintf(loadConfig, o.brokers, o.redisAddr, trackerAddr, run, o.maxInFlight))
 	if err != nil {
 		return err
 	}
@@ -127,17 +126,8 @@ func suffix() string {
 	return hex.EncodeToString(b)
 }
 
-func writeConfig(yaml string) (*config.Config, error) {
-	dir, err := os.MkdirTemp("", "postbackd-load")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "load.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		return nil, err
-	}
-	return config.Load(path, func(k string) string {
+func parseConfig(yaml string) (*config.Config, error) {
+	return config.Parse([]byte(yaml), ".", func(k string) string {
 		if k == "LOAD_TOKEN" {
 			return "load-secret"
 		}

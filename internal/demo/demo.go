@@ -11,8 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -164,19 +162,11 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 }
 
 func loadConfig(kafkaAddr, redisAddr, trackerAddr string) (*config.Config, error) {
-	dir, err := os.MkdirTemp("", "postbackd-demo")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "demo.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(configTemplate, kafkaAddr, redisAddr, trackerAddr)), 0o600); err != nil {
-		return nil, err
-	}
 	// Demo tokens: real configurations read them from the environment or a
 	// file the same way; the summary shows they never leave the URL unredacted.
 	env := map[string]string{"DEMO_SCALEO_TOKEN": "demo-scaleo-secret", "DEMO_DATING_TOKEN": "demo-dating-secret"}
-	return config.Load(path, func(k string) string { return env[k] })
+	raw := fmt.Sprintf(configTemplate, kafkaAddr, redisAddr, trackerAddr)
+	return config.Parse([]byte(raw), ".", func(k string) string { return env[k] })
 }
 
 // trackerResponder plays two trackers: the first attempt of every 9th
