@@ -52,6 +52,7 @@ kafka:
   group_id: {{group}}
 redis:
   addrs: [{{redis}}]
+  cluster: {{cluster}}
   key_prefix: {{prefix}}
   pool_size: 32
 topics:
@@ -127,6 +128,8 @@ type harnessOptions struct {
 	// duplicatesAllowed names transaction ids the tracker may accept twice
 	// (the documented crash window); every other id is accepted at most once.
 	duplicatesAllowed func(txID string) bool
+	// cluster runs the service on the Redis Cluster of REDIS_CLUSTER_ADDRS.
+	cluster bool
 }
 
 // harness is one postbackd under test: its own topics, consumer group,
@@ -184,6 +187,13 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if mr != nil {
 		redisAddr = mr.Addr()
 	}
+	redisCluster := "false"
+	if o.cluster {
+		addrs := strings.Split(os.Getenv("REDIS_CLUSTER_ADDRS"), ",")
+		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+		t.Cleanup(func() { _ = cc.Close() })
+		h.redis, redisAddr, redisCluster = cc, strings.Join(addrs, ", "), "true"
+	}
 
 	base := "it-" + testinfra.Unique()
 	h.topics = config.Topics{
@@ -208,6 +218,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		"{{brokers}}", strings.Join(h.brokers, ", "),
 		"{{group}}", "g-"+base,
 		"{{redis}}", redisAddr,
+		"{{cluster}}", redisCluster,
 		"{{prefix}}", prefix,
 		"{{topic}}", base,
 		"{{drain}}", o.drain.String(),

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,7 +80,21 @@ func wantRequests(t *testing.T, got []tracker.Request, want ...map[string]string
 
 func TestPipeline(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, harnessOptions{})
+	runPipelineSuite(t, newHarness(t, harnessOptions{}))
+}
+
+// TestPipelineOnRedisCluster runs the same suite with the service on a real
+// Redis Cluster: every script's keys must share a slot, and the batched
+// pipelines must split by node.
+func TestPipelineOnRedisCluster(t *testing.T) {
+	if os.Getenv("REDIS_CLUSTER_ADDRS") == "" {
+		t.Skip("REDIS_CLUSTER_ADDRS not set: no real Redis Cluster to run the pipeline on")
+	}
+	t.Parallel()
+	runPipelineSuite(t, newHarness(t, harnessOptions{cluster: true}))
+}
+
+func runPipelineSuite(t *testing.T, h *harness) {
 
 	t.Run("redelivered deposit gives one FTD", func(t *testing.T) {
 		t.Parallel()
