@@ -22,10 +22,11 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 		p.auditEvent(out, d, src, "", "", record.OutcomeSkipped, "deposit_"+string(d.Status), "")
 		return nil
 	}
-	partner, params, err := p.resolve(ctx, &d.Envelope, merchant)
+	rt, err := p.resolve(ctx, &d.Envelope, merchant)
 	if err != nil {
 		return err
 	}
+	partner := rt.partner
 	cls, err := p.store.Classify(ctx, dedupe.Deposit{
 		ClickID: d.ClickID, EventID: d.EventID,
 		Amount: d.Amount.String(), Currency: d.Currency, OccurredAt: d.OccurredAt,
@@ -37,7 +38,7 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 	if cls.Goal == postback.GoalFTD {
 		status = postback.StatusPending
 	}
-	pb := p.newPostback(partner, cls.Goal, status, &d.Envelope, params, src)
+	pb := p.newPostback(partner, cls.Goal, status, &d.Envelope, rt.params, src)
 	pb.PlayerID = d.PlayerID
 	pb.HasAmount, pb.Amount, pb.Currency = true, d.Amount, d.Currency
 	if !p.sender.HasGoal(partner, cls.Goal) {
@@ -59,10 +60,11 @@ func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant
 		p.auditEvent(out, r, src, "", string(postback.GoalRevshare), record.OutcomeSkipped, "deal_not_hybrid", "")
 		return nil
 	}
-	partner, params, err := p.resolve(ctx, &r.Envelope, merchant)
+	rt, err := p.resolve(ctx, &r.Envelope, merchant)
 	if err != nil {
 		return err
 	}
+	partner := rt.partner
 	pct := merchant.RevsharePercent
 	if pct.IsZero() {
 		pct = hundred
@@ -72,7 +74,7 @@ func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant
 		digits = int32(d)
 	}
 	amount := r.Amount.Mul(pct).Div(hundred).Round(digits)
-	pb := p.newPostback(partner, postback.GoalRevshare, "", &r.Envelope, params, src)
+	pb := p.newPostback(partner, postback.GoalRevshare, "", &r.Envelope, rt.params, src)
 	pb.PlayerID = r.PlayerID
 	pb.HasAmount, pb.Amount, pb.Currency = true, amount, r.Currency
 	switch {
@@ -93,20 +95,22 @@ func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant
 func (p *Pipeline) handleRegistration(ctx context.Context, r *event.Registration, merchant config.Merchant, src event.Source, out *outputs) error {
 	// Remember the click first: later events of this click find their partner
 	// and params here even if this registration's own postback fails.
-	if err := p.store.SaveClick(ctx, r.ClickID, dedupe.ClickContext{
-		MerchantID: r.MerchantID, Network: r.Network, Params: r.Params, RegisteredAt: r.OccurredAt,
-	}); err != nil {
+	click := dedupe.ClickContext{MerchantID: r.MerchantID, Network: r.Network, Params: r.Params, RegisteredAt: r.OccurredAt}
+	if err := p.store.SaveClick(ctx, r.ClickID, click); err != nil {
 		return err
 	}
-	partner, params, err := p.resolve(ctx, &r.Envelope, merchant)
+	// The context just saved is the click's whole context: route from it
+	// rather than read it back.
+	rt, err := p.routeFor(&r.Envelope, click, true, merchant)
 	if err != nil {
 		return err
 	}
+	partner := rt.partner
 	goal := postback.GoalReg
 	if r.Kind == event.RegistrationTrial {
 		goal = postback.GoalTrial
 	}
-	pb := p.newPostback(partner, goal, "", &r.Envelope, params, src)
+	pb := p.newPostback(partner, goal, "", &r.Envelope, rt.params, src)
 	pb.PlayerID = r.PlayerID
 	if !p.sender.HasGoal(partner, goal) {
 		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
@@ -127,7 +131,8 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 	// Resolve the partner before anything is parked: a qualification whose
 	// status change could never be sent goes to the DLQ now (unknown_partner,
 	// via handle), not after it has waited and been released.
-	if _, _, err := p.resolve(ctx, &q.Envelope, merchant); err != nil {
+	rt, err := p.resolve(ctx, &q.Envelope, merchant)
+	if err != nil {
 		return err
 	}
 	payload, err := json.Marshal(parkedQualification{Event: *q, Source: src})
@@ -149,7 +154,7 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 			p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "duplicate_qualification", "")
 			return nil
 		}
-		return p.sendStatusChange(ctx, q, merchant, src, res.FTD.EventID, res.FTD.Amount, res.FTD.Currency, out)
+		return p.sendStatusChange(ctx, q, rt, src, res.FTD.EventID, res.FTD.Amount, res.FTD.Currency, out)
 	case dedupe.DecideConflict:
 		p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "qualification_conflict",
 			"the FTD of this click is already "+res.ExistingStatus)
@@ -187,18 +192,15 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 // sendStatusChange sends the FTD status change: the FTD's amount and
 // currency, the qualification's status. Its postback id is derived from the
 // FTD's event id and the status, so repeated qualifications map onto one send.
-func (p *Pipeline) sendStatusChange(ctx context.Context, q *event.Qualification, merchant config.Merchant, src event.Source,
+func (p *Pipeline) sendStatusChange(ctx context.Context, q *event.Qualification, rt route, src event.Source,
 	ftdEventID, amount, currency string, out *outputs) error {
-	partner, params, err := p.resolve(ctx, &q.Envelope, merchant)
-	if err != nil {
-		return err
-	}
+	partner := rt.partner
 	status := string(q.Status)
 	amt, err := decimal.NewFromString(amount)
 	if err != nil {
 		return fmt.Errorf("ftd record of click %q holds amount %q: %w", q.ClickID, amount, err)
 	}
-	pb := p.newPostback(partner, postback.GoalFTDStatus, status, &q.Envelope, params, src)
+	pb := p.newPostback(partner, postback.GoalFTDStatus, status, &q.Envelope, rt.params, src)
 	pb.ID = postback.NewID(partner, postback.GoalFTDStatus, ftdEventID, status)
 	pb.FTDEventID = ftdEventID
 	pb.HasAmount, pb.Amount, pb.Currency = true, amt, currency
@@ -221,7 +223,10 @@ func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd 
 	if !ok {
 		merchant = config.Merchant{DefaultPartner: ftd.Partner}
 	}
-	err := p.sendStatusChange(ctx, &pq.Event, merchant, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
+	rt, err := p.resolve(ctx, &pq.Event.Envelope, merchant)
+	if err == nil {
+		err = p.sendStatusChange(ctx, &pq.Event, rt, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
+	}
 	if errors.Is(err, errUnknownPartner) {
 		// Its partner went away while it waited (configuration changed).
 		// The qualification is released in Redis already: dead-letter it

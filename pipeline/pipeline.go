@@ -203,14 +203,26 @@ func (p *Pipeline) handle(ctx context.Context, m consumer.Message, src event.Sou
 
 var errUnknownPartner = errors.New("unknown partner")
 
-// resolve picks the partner and the params of an event's postbacks: the
-// event's own network, else the click's (remembered at registration), else
-// the merchant's default; params are the click's overlaid by the event's.
-func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant config.Merchant) (string, map[string]string, error) {
+// route is where an event's postbacks go: the partner and the params to
+// render.
+type route struct {
+	partner string
+	params  map[string]string
+}
+
+// resolve loads the click's context and routes the event (see routeFor).
+func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant config.Merchant) (route, error) {
 	click, found, err := p.store.LoadClick(ctx, env.ClickID)
 	if err != nil {
-		return "", nil, err
+		return route{}, err
 	}
+	return p.routeFor(env, click, found, merchant)
+}
+
+// routeFor picks the partner and the params of an event's postbacks: the
+// event's own network, else the click's (remembered at registration), else
+// the merchant's default; params are the click's overlaid by the event's.
+func (p *Pipeline) routeFor(env *event.Envelope, click dedupe.ClickContext, found bool, merchant config.Merchant) (route, error) {
 	partner := env.Network
 	if partner == "" && found {
 		partner = click.Network
@@ -219,7 +231,7 @@ func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant co
 		partner = merchant.DefaultPartner
 	}
 	if _, ok := p.cfg.Partners[partner]; !ok {
-		return "", nil, fmt.Errorf("%w %q", errUnknownPartner, partner)
+		return route{}, fmt.Errorf("%w %q", errUnknownPartner, partner)
 	}
 	params := env.Params
 	if found && len(click.Params) > 0 {
@@ -231,7 +243,7 @@ func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant co
 			params[k] = v
 		}
 	}
-	return partner, params, nil
+	return route{partner: partner, params: params}, nil
 }
 
 // newPostback fills what every postback of an event shares.
