@@ -157,9 +157,7 @@ func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 			return err
 		}
 		ack = res != resultScheduled
-		p.metrics.DelayedJobs.WithLabelValues(map[deliverResult]string{
-			resultDelivered: "delivered", resultScheduled: "rescheduled", resultDeadLettered: "dead_lettered",
-		}[res]).Inc()
+		p.metrics.DelayedJobs.WithLabelValues(res.String()).Inc()
 	case jobOrphanCheck:
 		parked, state, err := p.store.TakeOrphan(ctx, j.ClickID, j.EventID)
 		if err != nil {

@@ -23,6 +23,18 @@ const (
 	resultDeadLettered
 )
 
+// String is the result's label in postbackd_delayed_jobs_total.
+func (r deliverResult) String() string {
+	switch r {
+	case resultDelivered:
+		return "delivered"
+	case resultScheduled:
+		return "rescheduled"
+	default:
+		return "dead_lettered"
+	}
+}
+
 // deliver sends pb at most once in effect and records the outcome in out:
 //
 //	claim → send → mark delivered    (delivered; an FTD releases a waiting qualification)
