@@ -93,36 +93,26 @@ func (c *collector) add(topic string, m kafka.Message) {
 }
 
 func (c *collector) audits(f func(record.Audit) bool) []record.Audit {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []record.Audit
-	for _, a := range c.audit {
-		if f(a) {
-			out = append(out, a)
-		}
-	}
-	return out
+	return filtered(&c.mu, &c.audit, f)
 }
 
 func (c *collector) confirmations(f func(record.Confirmation) bool) []record.Confirmation {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []record.Confirmation
-	for _, r := range c.confirmed {
-		if f(r) {
-			out = append(out, r)
-		}
-	}
-	return out
+	return filtered(&c.mu, &c.confirmed, f)
 }
 
 func (c *collector) deadLetters(f func(record.DeadLetter) bool) []record.DeadLetter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []record.DeadLetter
-	for _, d := range c.dead {
-		if f(d) {
-			out = append(out, d)
+	return filtered(&c.mu, &c.dead, f)
+}
+
+// filtered returns the records of *all that f keeps, reading *all under mu
+// (the collector appends to it concurrently).
+func filtered[T any](mu *sync.Mutex, all *[]T, f func(T) bool) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	var out []T
+	for _, r := range *all {
+		if f(r) {
+			out = append(out, r)
 		}
 	}
 	return out
