@@ -121,9 +121,7 @@ func TestKillMember(t *testing.T) {
 	e.tracker.setSlow(2*time.Millisecond, 0)
 	total := sc.expectedDelivered()
 	e.produce(sc.phases[1])
-	if !waitFor(completeTimeout, func() bool { return e.tracker.distinct() >= total*30/100 }) {
-		t.Fatalf("tracker received only %d of %d postbacks", e.tracker.distinct(), total)
-	}
+	e.waitProgress(total, 30)
 	inFlight := e.tracker.inFlightNow()
 	killedAt := time.Now()
 	a.signal(syscall.SIGKILL)
@@ -181,15 +179,11 @@ func TestRebalanceInFlight(t *testing.T) {
 	e.tracker.setSlow(20*time.Millisecond, 4)
 	total := sc.expectedDelivered()
 	e.produce(sc.phases[1])
-	if !waitFor(completeTimeout, func() bool { return e.tracker.distinct() >= total*20/100 }) {
-		t.Fatalf("tracker received only %d of %d postbacks", e.tracker.distinct(), total)
-	}
+	e.waitProgress(total, 20)
 	atJoin := e.tracker.distinct()
 	b := e.startMember("b")
 	b.waitReady(readyTimeout)
-	if !waitFor(completeTimeout, func() bool { return e.tracker.distinct() >= total*60/100 }) {
-		t.Fatalf("tracker received only %d of %d postbacks", e.tracker.distinct(), total)
-	}
+	e.waitProgress(total, 60)
 	atStop := e.tracker.distinct()
 	a.stop(e.drainTimeout + stopMargin)
 	e.waitComplete(sc, outs, completeTimeout, b)
@@ -212,9 +206,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	e.tracker.setSlow(20*time.Millisecond, 4)
 	total := sc.expectedDelivered()
 	e.produce(sc.phases[1])
-	if !waitFor(completeTimeout, func() bool { return e.tracker.distinct() >= total*25/100 }) {
-		t.Fatalf("tracker received only %d of %d postbacks", e.tracker.distinct(), total)
-	}
+	e.waitProgress(total, 25)
 	atStop := e.tracker.distinct()
 	t0 := time.Now()
 	a.signal(syscall.SIGTERM)
@@ -276,4 +268,13 @@ func TestSIGTERMDrains(t *testing.T) {
 	e.waitComplete(sc, outs, completeTimeout, b)
 	out := e.finish(outs, b)
 	e.verify(sc, out, verifyOptions{exactOutputs: true})
+}
+
+// waitProgress waits until the tracker has received percent % of total
+// distinct postbacks, failing the test at completeTimeout.
+func (e *testEnv) waitProgress(total, percent int) {
+	e.t.Helper()
+	if !waitFor(completeTimeout, func() bool { return e.tracker.distinct() >= total*percent/100 }) {
+		e.t.Fatalf("tracker received only %d of %d postbacks, waiting for %d%%", e.tracker.distinct(), total, percent)
+	}
 }

@@ -199,11 +199,11 @@ partners:
     token: {env: ` + scaleoTokenEnv + `}
     allowed_hosts: [127.0.0.1]
     timeout: 3s
-    retry: {quick_attempts: 3, initial_interval: 10ms, max_interval: 50ms, delayed_initial: 300ms, delayed_max: 1s, max_age: 10m}
+    retry: &retry {quick_attempts: 3, initial_interval: 10ms, max_interval: 50ms, delayed_initial: 300ms, delayed_max: 1s, max_age: 10m}
     # After a restart every postback of the delayed path comes due at once;
     # those the script fails five times would keep a default breaker (20
     # failures, 30 s) open longer than a test should wait.
-    breaker: {failures: 20, cooldown: 1s}
+    breaker: &breaker {failures: 20, cooldown: 1s}
     goals:
       reg:        {url: "http://{{.Tracker}}/track/conv?g={goal}&status={conv_status}&event_id={event_id}&click_id={click_id}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
       trial:      {url: "http://{{.Tracker}}/track/conv?g={goal}&status={conv_status}&event_id={event_id}&click_id={click_id}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
@@ -215,11 +215,8 @@ partners:
     token: {env: ` + datingTokenEnv + `}
     allowed_hosts: [127.0.0.1]
     timeout: 3s
-    retry: {quick_attempts: 3, initial_interval: 10ms, max_interval: 50ms, delayed_initial: 300ms, delayed_max: 1s, max_age: 10m}
-    # After a restart every postback of the delayed path comes due at once;
-    # those the script fails five times would keep a default breaker (20
-    # failures, 30 s) open longer than a test should wait.
-    breaker: {failures: 20, cooldown: 1s}
+    retry: *retry
+    breaker: *breaker
     success: {statuses: [200], body_pattern: "^OK"}
     tracker_string: {param: tr, pattern: "trID_{id}_{affid}-{transid}-{clickid}-{extra}_trID"}
     goals:

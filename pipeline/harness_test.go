@@ -79,8 +79,8 @@ partners:
     token: {env: ALPHA_TOKEN}
     allowed_hosts: [127.0.0.1]
     timeout: 5s
-    retry: {quick_attempts: 2, initial_interval: 5ms, max_interval: 20ms, delayed_initial: 100ms, delayed_max: 200ms, max_age: 1m}
-    breaker: {failures: 1000, cooldown: 200ms}
+    retry: &retry {quick_attempts: 2, initial_interval: 5ms, max_interval: 20ms, delayed_initial: 100ms, delayed_max: 200ms, max_age: 1m}
+    breaker: &breaker {failures: 1000, cooldown: 200ms}
     status_words: {pending: pending, approved: "1", rejected: "0"}
     goals:
       reg:        {alias: registration, url: "http://{{tracker}}/alpha/conv?click_id={click_id}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
@@ -92,8 +92,8 @@ partners:
     token: {env: BETA_TOKEN}
     allowed_hosts: [127.0.0.1]
     timeout: 5s
-    retry: {quick_attempts: 2, initial_interval: 5ms, max_interval: 20ms, delayed_initial: 100ms, delayed_max: 200ms, max_age: 1m}
-    breaker: {failures: 1000, cooldown: 200ms}
+    retry: *retry
+    breaker: *breaker
     allow_negative_revshare: true
     tracker_string: {param: tr, pattern: "trID_{id}_{affid}-{transid}-{clickid}-{extra}_trID"}
     goals:
@@ -106,8 +106,8 @@ partners:
     token: {env: GAMMA_TOKEN}
     allowed_hosts: [127.0.0.1]
     timeout: 5s
-    retry: {quick_attempts: 2, initial_interval: 5ms, max_interval: 20ms, delayed_initial: 100ms, delayed_max: 200ms, max_age: 1m}
-    breaker: {failures: 1000, cooldown: 200ms}
+    retry: *retry
+    breaker: *breaker
     success: {statuses: [200], body_pattern: "^OK"}
     goals:
       ftd:  {alias: ftd, url: "http://{{tracker}}/gamma/pb?click_id={click_id}&amount={amount}&currency={currency}&conv_status={conv_status}&t={token}&transaction_id={transaction_id}"}
