@@ -551,18 +551,8 @@ func TestShutdownDrains(t *testing.T) {
 			gate := make(chan struct{})
 			var entered atomic.Int32
 			rec := newRecorder()
-			r := start(t, cfg, HandlerFunc(func(ctx context.Context, m Message) error {
-				if m.Offset >= 20 { // the first 20 of each partition pass at once
-					entered.Add(1)
-					select {
-					case <-gate:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-				}
-				rec.record(m)
-				return nil
-			}))
+			// The first 20 of each partition pass at once.
+			r := start(t, cfg, gatedHandler(20, gate, &entered, rec))
 			waitUntil(t, joinWait, func() bool { return entered.Load() >= 50 }, "handlers in flight")
 			f.waitCommitted(t, map[int]int64{0: 20, 1: 20, 2: 20, 3: 20}, "the free prefix committed")
 			stopped := make(chan time.Duration, 1)
@@ -625,18 +615,7 @@ func TestDrainLongerThanSessionTimeout(t *testing.T) {
 	gate := make(chan struct{})
 	var entered atomic.Int32
 	rec := newRecorder()
-	r := start(t, cfg, HandlerFunc(func(ctx context.Context, m Message) error {
-		if m.Offset >= 10 {
-			entered.Add(1)
-			select {
-			case <-gate:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		rec.record(m)
-		return nil
-	}))
+	r := start(t, cfg, gatedHandler(10, gate, &entered, rec))
 	waitUntil(t, joinWait, func() bool { return entered.Load() > 0 }, "handlers in flight")
 	f.waitCommitted(t, map[int]int64{0: 10, 1: 10, 2: 10, 3: 10}, "the free prefix committed")
 	stopped := make(chan time.Duration, 1)
@@ -721,4 +700,21 @@ func TestCloseIdempotent(t *testing.T) {
 	if err := c.Run(context.Background()); !errors.Is(err, ErrAlreadyRun) {
 		t.Fatalf("second Run: %v, want ErrAlreadyRun", err)
 	}
+}
+
+// gatedHandler records every message; those at offset from and beyond first
+// count themselves in entered, then wait for gate (or their context).
+func gatedHandler(from int64, gate <-chan struct{}, entered *atomic.Int32, rec *recorder) Handler {
+	return HandlerFunc(func(ctx context.Context, m Message) error {
+		if m.Offset >= from {
+			entered.Add(1)
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		rec.record(m)
+		return nil
+	})
 }
