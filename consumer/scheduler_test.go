@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/postbackd/postbackd/internal/testinfra"
 )
 
 // TestSchedulerKeyOrder submits interleaved jobs of many keys and checks each
@@ -183,11 +185,5 @@ func TestSchedulerInFlightBound(t *testing.T) {
 
 func waitUntil(t testing.TB, d time.Duration, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
+	testinfra.WaitUntil(t, d, what, cond)
 }

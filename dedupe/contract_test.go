@@ -48,13 +48,7 @@ func (h *harness) afterExpiry(t *testing.T, d time.Duration, what string, cond f
 		}
 		return
 	}
-	deadline := time.Now().Add(d + 5*time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %s", what, d+5*time.Second)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by deadline
-	}
+	testinfra.WaitUntil(t, d+5*time.Second, what, cond)
 }
 
 // TestContract runs the contract suite against every backend available:

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/postbackd/postbackd/internal/testinfra"
 )
 
 // binary is the postbackd binary TestMain built ("" when the infrastructure
@@ -474,16 +476,7 @@ func (m *member) waitReady(timeout time.Duration) {
 // waitFor polls cond until it holds or timeout passes; it reports whether
 // cond held.
 func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval of a condition with a deadline
-	}
+	return testinfra.Eventually(timeout, cond)
 }
 
 // tail returns the last n lines of a file.

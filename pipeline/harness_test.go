@@ -456,13 +456,7 @@ const waitTimeout = 30 * time.Second
 // waitUntil polls cond until it holds or waitTimeout passes.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval of a deadline-bounded wait
-	}
+	testinfra.WaitUntil(t, waitTimeout, what, cond)
 }
 
 // waitAccepted waits until the tracker accepted n requests for click.

@@ -288,13 +288,7 @@ func logLines(t *testing.T, out string) []logLine {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by deadline
-	}
+	testinfra.WaitUntil(t, d, what, cond)
 }
 
 // TestRunEndToEnd runs `postbackd run` against Kafka, Redis and a recording

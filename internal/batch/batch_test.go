@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postbackd/postbackd/internal/testinfra"
 )
 
 func TestCoalescerResultsInOrder(t *testing.T) {
@@ -68,13 +70,7 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 		go func() { defer wg.Done(); _, _ = c.Do(context.Background(), "next") }()
 	}
 	// Wait until all ten are queued behind the blocked batch.
-	deadline := time.Now().Add(5 * time.Second)
-	for len(c.queue) < 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d calls queued", len(c.queue))
-		}
-		time.Sleep(time.Millisecond) // polling a condition, bounded by deadline
-	}
+	testinfra.WaitUntil(t, 5*time.Second, "10 calls queued", func() bool { return len(c.queue) >= 10 })
 	close(release)
 	wg.Wait()
 	if n := <-sizes; n != 10 {
@@ -121,13 +117,7 @@ func TestCoalescerIsolatesABadRequest(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); _, errs[i] = c.Do(context.Background(), i-2) }()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(c.queue) < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d calls queued", len(c.queue))
-		}
-		time.Sleep(time.Millisecond) // polling a condition, bounded by deadline
-	}
+	testinfra.WaitUntil(t, 5*time.Second, "5 calls queued", func() bool { return len(c.queue) >= 5 })
 	close(release)
 	wg.Wait()
 	for i, err := range errs {

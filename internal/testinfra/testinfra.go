@@ -118,3 +118,25 @@ func CreateTopicsErr(brokers []string, partitions int, topics ...string) error {
 	}
 	return nil
 }
+
+// Eventually polls cond every few milliseconds until it holds (true) or d
+// has passed (false, after one last look). It is how tests wait for work
+// done elsewhere: on a condition with a deadline, never a bare sleep.
+func Eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return cond()
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+	return true
+}
+
+// WaitUntil is Eventually that fails the test, naming what it waited for.
+func WaitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Eventually(d, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
