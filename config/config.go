@@ -209,10 +209,27 @@ type TrackerString struct {
 
 // Merchant is one advertiser whose events postbackd turns into postbacks.
 type Merchant struct {
+	// DefaultPartner routes the events of a click that no event attributed
+	// to a network. Optional: without one, such events go to the DLQ.
 	DefaultPartner string `yaml:"default_partner"`
+	// AttributionWait is how long a deposit or revenue event of a click that
+	// has no network yet (and names none) waits in Redis for one, typically
+	// brought by the click's registration on another topic, before it is
+	// routed by DefaultPartner (default 1m, or half of qualification.window
+	// when that is shorter; 0 turns waiting off). Nil only before
+	// SetDefaults: an explicit 0 is kept.
+	AttributionWait *time.Duration `yaml:"attribution_wait"`
 	Deal           string `yaml:"deal"` // "cpa" (default) or "hybrid"
 	// RevsharePercent multiplies revenue for revshare postbacks (default 100).
 	RevsharePercent decimal.Decimal `yaml:"revshare_percent"`
+}
+
+// Wait is AttributionWait, 0 when unset.
+func (m Merchant) Wait() time.Duration {
+	if m.AttributionWait == nil {
+		return 0
+	}
+	return *m.AttributionWait
 }
 
 // SecretRef names where a secret comes from: an environment variable or a

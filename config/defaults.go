@@ -25,6 +25,16 @@ const (
 	DefaultDelayedBatch     = 100
 	DefaultDelayedShards    = 16
 	DefaultQualWindow       = 24 * time.Hour
+	// DefaultAttributionWait covers the skew between the input topics of a
+	// healthy consumer group, a member's restart included (seconds to tens
+	// of seconds), with room to spare; a click whose registration arrives
+	// is released at once, so the window costs latency only for clicks that
+	// never get a network, which then go to the default partner a minute
+	// late rather than at once to a partner that may be the wrong one.
+	DefaultAttributionWait = time.Minute
+	// HorizonMargin is what redis.record_ttl must exceed the longest horizon
+	// by (see Config.Horizon).
+	HorizonMargin = time.Hour
 	DefaultAdminAddr        = ":9090"
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "json"
@@ -126,6 +136,12 @@ func (c *Config) SetDefaults() {
 	}
 	for name, m := range c.Merchants {
 		setString(&m.Deal, DefaultDeal)
+		if m.AttributionWait == nil {
+			// Shorter than the qualification window, which validation
+			// requires, also when only the window was set short.
+			w := min(DefaultAttributionWait, c.Qualification.Window/2)
+			m.AttributionWait = &w
+		}
 		if m.RevsharePercent.IsZero() {
 			m.RevsharePercent = DefaultRevsharePercent
 		}

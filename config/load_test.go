@@ -124,6 +124,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"partners.net.goals.ftd.alias", p.Goals[postback.GoalFTD].Alias, "ftd"},
 		{"merchants.m1.deal", m.Deal, "cpa"},
 		{"merchants.m1.revshare_percent", m.RevsharePercent.String(), "100"},
+		{"merchants.m1.attribution_wait", m.Wait(), time.Minute},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {
@@ -136,7 +137,7 @@ func TestLoadDefaults(t *testing.T) {
 func TestLoadKeepsExplicitValues(t *testing.T) {
 	cfg := mustLoad(t, `
 kafka: {brokers: ["k:9092"], group_id: g, client_id: c}
-redis: {addrs: ["r:6379"], pool_size: 7, key_prefix: x, record_ttl: 1h}
+redis: {addrs: ["r:6379"], pool_size: 7, key_prefix: x, record_ttl: 12h}
 topics: {deposits: d, revenue: rv, registrations: rg, qualifications: q, dispatched: ds, confirmed: cf, dlq: dl}
 consumer: {max_in_flight: 9, commit_interval: 1s, drain_timeout: 2s, session_timeout: 3s, rebalance_timeout: 4s, start_offset: latest}
 delayed: {poll_interval: 5s, lease: 6m, batch: 8, shards: 2}
@@ -154,12 +155,12 @@ partners:
     breaker: {failures: 3, cooldown: 1m}
     status_words: {approved: "1"}
 merchants:
-  m1: {default_partner: net, deal: hybrid, revshare_percent: 35.5}
+  m1: {default_partner: net, deal: hybrid, revshare_percent: 35.5, attribution_wait: 0s}
 `, nil)
 	p := cfg.Partners["net"]
 	want := Config{
 		Kafka:         Kafka{Brokers: []string{"k:9092"}, GroupID: "g", ClientID: "c"},
-		Redis:         Redis{Addrs: []string{"r:6379"}, PoolSize: 7, KeyPrefix: "x", RecordTTL: time.Hour},
+		Redis:         Redis{Addrs: []string{"r:6379"}, PoolSize: 7, KeyPrefix: "x", RecordTTL: 12 * time.Hour},
 		Topics:        Topics{"d", "rv", "rg", "q", "ds", "cf", "dl"},
 		Consumer:      Consumer{9, time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, "latest"},
 		Delayed:       Delayed{5 * time.Second, 6 * time.Minute, 8, 2},
@@ -180,6 +181,9 @@ merchants:
 	}
 	if !cfg.Merchants["m1"].RevsharePercent.Equal(want.Merchants["m1"].RevsharePercent) {
 		t.Errorf("revshare_percent = %s, want 35.5", cfg.Merchants["m1"].RevsharePercent)
+	}
+	if w := cfg.Merchants["m1"].AttributionWait; w == nil || *w != 0 {
+		t.Errorf("attribution_wait = %v, want an explicit 0 kept", w)
 	}
 	// decimal.Decimal compares by value, not by reflect.DeepEqual.
 	cfg.Merchants["m1"] = want.Merchants["m1"]

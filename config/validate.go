@@ -108,7 +108,50 @@ func (c *Config) problems(unresolved map[string]bool) []problem {
 	c.validateRuntime(v)
 	c.validatePartners(v)
 	c.validateMerchants(v)
+	c.validateHorizon(v)
 	return v.problems
+}
+
+// Horizon is the longest time after an event was first handled that
+// anything can still refer to its Redis records: a postback retried on the
+// delayed path until the longest retry.max_age, a qualification waiting
+// qualification.window for its deposit, and that deposit waiting the longest
+// attribution_wait for its click's network. It names the keys that make it
+// up. redis.record_ttl must exceed it by HorizonMargin, or a late retry,
+// redelivery or release meets a forgotten answer, claim or route.
+func (c *Config) Horizon() (time.Duration, []string) {
+	var maxAge, wait time.Duration
+	ageKey, waitKey := "", ""
+	for _, name := range sortedKeys(c.Partners) {
+		if a := c.Partners[name].Retry.MaxAge; a > maxAge {
+			maxAge, ageKey = a, "partners."+name+".retry.max_age"
+		}
+	}
+	for _, name := range sortedKeys(c.Merchants) {
+		if w := c.Merchants[name].Wait(); w > wait {
+			wait, waitKey = w, "merchants."+name+".attribution_wait"
+		}
+	}
+	terms := []string{}
+	if ageKey != "" {
+		terms = append(terms, fmt.Sprintf("%s (%s)", ageKey, maxAge))
+	}
+	terms = append(terms, fmt.Sprintf("qualification.window (%s)", c.Qualification.Window))
+	if waitKey != "" {
+		terms = append(terms, fmt.Sprintf("%s (%s)", waitKey, wait))
+	}
+	return maxAge + c.Qualification.Window + wait, terms
+}
+
+func (c *Config) validateHorizon(v *validator) {
+	if c.Redis.RecordTTL <= 0 {
+		return // reported by validateRedis
+	}
+	h, terms := c.Horizon()
+	if need := h + HorizonMargin; c.Redis.RecordTTL < need {
+		v.add("redis.record_ttl", "%s is shorter than the longest time a record can still be needed, %s = %s + a margin of %s = %s",
+			c.Redis.RecordTTL, strings.Join(terms, " + "), h, HorizonMargin, need)
+	}
 }
 
 func (c *Config) validateKafka(v *validator) {
@@ -473,11 +516,19 @@ func (c *Config) validateMerchants(v *validator) {
 		}
 		switch _, ok := c.Partners[m.DefaultPartner]; {
 		case m.DefaultPartner == "":
-			v.add(base+".default_partner", "required")
+			// Optional: events routed by nothing else go to the DLQ.
 		case !ok:
 			v.add(base+".default_partner", "names no configured partner: %q (have %s)", m.DefaultPartner, quoteList(sortedKeys(c.Partners)))
 		}
 		v.oneOf(base+".deal", m.Deal, DealCPA, DealHybrid)
+		switch w := m.Wait(); {
+		case w < 0:
+			v.add(base+".attribution_wait", "must not be negative (0 turns waiting off), got %s", w)
+		case w >= c.Qualification.Window && c.Qualification.Window > 0:
+			// A qualification of the waiting deposit would be dead-lettered
+			// as an orphan before its FTD is even classified.
+			v.add(base+".attribution_wait", "%s must be shorter than qualification.window (%s)", w, c.Qualification.Window)
+		}
 		if !m.RevsharePercent.IsPositive() || m.RevsharePercent.GreaterThan(MaxRevsharePercent) {
 			v.add(base+".revshare_percent", "must be in (0, 1000], got %s", m.RevsharePercent)
 		}

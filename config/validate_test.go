@@ -232,8 +232,35 @@ func TestValidateRules(t *testing.T) {
 		}, []string{
 			`merchants.m1.default_partner: names no configured partner: "nope" (have "net")`,
 		}},
-		{"empty default partner", func(c *Config) { c.Merchants["m1"] = Merchant{Deal: DealCPA, RevsharePercent: DefaultRevsharePercent} }, []string{
-			"merchants.m1.default_partner: required",
+		{"no default partner: optional", func(c *Config) { c.Merchants["m1"] = Merchant{Deal: DealCPA, RevsharePercent: DefaultRevsharePercent} }, nil},
+		{"negative attribution wait", func(c *Config) { c.Merchants["m1"] = withWait(c.Merchants["m1"], -time.Second) }, []string{
+			"merchants.m1.attribution_wait: must not be negative (0 turns waiting off), got -1s",
+		}},
+		{"attribution wait off", func(c *Config) { c.Merchants["m1"] = withWait(c.Merchants["m1"], 0) }, nil},
+		{"attribution wait as long as the qualification window", func(c *Config) {
+			c.Merchants["m1"] = withWait(c.Merchants["m1"], c.Qualification.Window)
+		}, []string{
+			"merchants.m1.attribution_wait: 24h0m0s must be shorter than qualification.window (24h0m0s)",
+		}},
+
+		// horizons: record_ttl must outlive everything that still refers to a record
+		{"record ttl shorter than the horizon", func(c *Config) {
+			c.Redis.RecordTTL = 48 * time.Hour
+			c.Merchants["m2"] = withWait(Merchant{DefaultPartner: "net", Deal: DealCPA, RevsharePercent: DefaultRevsharePercent}, 10*time.Minute)
+		}, []string{
+			"redis.record_ttl: 48h0m0s is shorter than the longest time a record can still be needed, " +
+				"partners.net.retry.max_age (24h0m0s) + qualification.window (24h0m0s) + merchants.m2.attribution_wait (10m0s) = 48h10m0s + a margin of 1h0m0s = 49h10m0s",
+		}},
+		{"record ttl just long enough", func(c *Config) {
+			c.Redis.RecordTTL = 49*time.Hour + time.Minute
+		}, nil},
+		{"record ttl names the longest max age", func(c *Config) {
+			c.Redis.RecordTTL = 72 * time.Hour
+			p := c.Partners["net"]
+			p.Retry.MaxAge = 48 * time.Hour
+			c.Partners["net"] = p
+		}, []string{
+			"redis.record_ttl: 72h0m0s is shorter than the longest time a record can still be needed, partners.net.retry.max_age (48h0m0s) + qualification.window (24h0m0s) + merchants.m1.attribution_wait (1m0s)",
 		}},
 		{"unknown deal", func(c *Config) {
 			c.Merchants["m1"] = Merchant{DefaultPartner: "net", Deal: "revshare", RevsharePercent: DefaultRevsharePercent}
@@ -339,4 +366,9 @@ func TestKnownMacro(t *testing.T) {
 	if KnownMacro(Partner{})("tr.id") {
 		t.Error("a partner without a tracker pattern must not know tr.id")
 	}
+}
+
+func withWait(m Merchant, d time.Duration) Merchant {
+	m.AttributionWait = &d
+	return m
 }

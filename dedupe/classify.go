@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 // record as a fixed-size array with "" for missing fields, so scripts never
 // return Lua false (whose reply type differs between RESP2 and RESP3).
 // ftd(): 1 event_id, 2 amount, 3 currency, 4 occurred_at, 5 delivered,
-// 6 status, 7 status_event_id, 8 failed. parked(): 1 event_id, 2 status,
+// 6 status, 7 status_event_id, 8 failed, 9 route_partner, 10 route_via,
+// 11 route_params (JSON, "" none). parked(): 1 event_id, 2 status,
 // 3 payload, 4 parked_at, 5 released ("" waiting, "1" released to its status
 // change, "2" dead-lettered).
 const luaPrelude = `
@@ -24,7 +26,7 @@ local function fill(v, n)
 end
 local function ftd(key)
   return fill(redis.call('HMGET', key, 'event_id', 'amount', 'currency', 'occurred_at',
-    'delivered', 'status', 'status_event_id', 'failed'), 8)
+    'delivered', 'status', 'status_event_id', 'failed', 'route_partner', 'route_via', 'route_params'), 11)
 end
 local function parked(key)
   return fill(redis.call('HMGET', key, 'event_id', 'status', 'payload', 'parked_at', 'released'), 5)
@@ -38,6 +40,10 @@ type Deposit struct {
 	Amount     string // decimal string, stored as given
 	Currency   string
 	OccurredAt time.Time
+	// Route is the route the deposit's postback is sent with. When the
+	// deposit is the FTD it is stored with the record, so the status change
+	// goes where the FTD went, whatever happens to the click afterwards.
+	Route Route
 }
 
 // FTDRecord is the click's first deposit. It never expires: it is what makes
@@ -57,6 +63,9 @@ type FTDRecord struct {
 	// StatusEventID is the qualification event that decided it.
 	Status        string
 	StatusEventID string
+	// Route is the route the FTD was classified with (Deposit.Route); its
+	// Partner is "" for a record written by a version that did not keep it.
+	Route Route
 }
 
 // Exists reports whether r is a stored record (the zero value is not).
@@ -72,7 +81,8 @@ type Classification struct {
 }
 
 // classifyScript: KEYS ftd, answer; ARGV event_id, amount, currency,
-// occurred_at, ttl_ms. Returns {goal, repeated, ftd fields}.
+// occurred_at, ttl_ms, route_partner, route_via, route_params. Returns
+// {goal, repeated, ftd fields}.
 //
 // An answer stored under the event id wins. Without one (first time, or the
 // answer expired) the FTD record decides: its own event id is ftd again,
@@ -88,7 +98,8 @@ if rec[1] == ARGV[1] then
   rep = '1'
 elseif rec[1] == '' then
   redis.call('HSET', KEYS[1], 'event_id', ARGV[1], 'amount', ARGV[2], 'currency', ARGV[3],
-    'occurred_at', ARGV[4], 'delivered', '0', 'status', '', 'status_event_id', '')
+    'occurred_at', ARGV[4], 'delivered', '0', 'status', '', 'status_event_id', '',
+    'route_partner', ARGV[6], 'route_via', ARGV[7], 'route_params', ARGV[8])
   goal = 'ftd'
   rec = ftd(KEYS[1])
 end
@@ -98,7 +109,7 @@ return {goal, rep, rec}
 
 // Classify decides, atomically and in one round trip, whether d is the
 // click's FTD or an rdep, and remembers the answer under d.EventID for
-// RecordTTL. Safe to call twice: a redelivered deposit gets the same answer
+// RecordTTL. A new FTD record keeps d.Route (the conversion's route). Safe to call twice: a redelivered deposit gets the same answer
 // with Repeated set, and concurrent first deposits of one click (different
 // event ids) yield exactly one FTD.
 func (s *Store) Classify(ctx context.Context, d Deposit) (Classification, error) {
@@ -146,8 +157,15 @@ func (s *Store) ClassifyBatch(ctx context.Context, ds []Deposit) ([]Classificati
 }
 
 func (s *Store) classifyCall(d Deposit) ([]string, []any) {
+	params := ""
+	if len(d.Route.Params) > 0 {
+		// A map of strings always marshals.
+		b, _ := json.Marshal(d.Route.Params)
+		params = string(b)
+	}
 	return []string{s.clickKey(d.ClickID, "ftd"), s.clickKey(d.ClickID, "ans", d.EventID)},
-		[]any{d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS}
+		[]any{d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS,
+			d.Route.Partner, string(d.Route.Via), params}
 }
 
 func parseClassification(v any) (Classification, error) {
@@ -166,15 +184,22 @@ func parseClassification(v any) (Classification, error) {
 
 func parseFTD(v any) (FTDRecord, error) {
 	f, err := asStrings(v)
-	if err != nil || len(f) != 8 {
+	if err != nil || len(f) != 11 {
 		return FTDRecord{}, fmt.Errorf("unexpected FTD record %v", v)
 	}
 	at, err := parseTime(f[3])
 	if err != nil {
 		return FTDRecord{}, fmt.Errorf("FTD occurred_at: %w", err)
 	}
-	return FTDRecord{
+	r := FTDRecord{
 		EventID: f[0], Amount: f[1], Currency: f[2], OccurredAt: at,
 		Delivered: f[4] == "1", Status: f[5], StatusEventID: f[6], Failure: f[7],
-	}, nil
+		Route: Route{Partner: f[8], Via: RouteVia(f[9])},
+	}
+	if f[10] != "" {
+		if err := json.Unmarshal([]byte(f[10]), &r.Route.Params); err != nil {
+			return FTDRecord{}, fmt.Errorf("FTD route params: %w", err)
+		}
+	}
+	return r, nil
 }

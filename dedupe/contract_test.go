@@ -117,7 +117,11 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 			t.Fatalf("RedisSeconds samples by op %v, want ping and classify once", ops)
 		}
 	})
-	t.Run("ClickContext", func(t *testing.T) { testClickContext(t, newHarness(t)) })
+	t.Run("AttributeAccumulates", func(t *testing.T) { testAttributeAccumulates(t, newHarness(t)) })
+	t.Run("AttributeRoutes", func(t *testing.T) { testAttributeRoutes(t, newHarness(t)) })
+	t.Run("AttributeWaits", func(t *testing.T) { testAttributeWaits(t, newHarness(t)) })
+	t.Run("AttributeTTL", func(t *testing.T) { testAttributeTTL(t, newHarness(t)) })
+	t.Run("ClassifyKeepsRoute", func(t *testing.T) { testClassifyKeepsRoute(t, newHarness(t)) })
 	t.Run("EmptyIDs", func(t *testing.T) { testEmptyIDs(t, newHarness(t)) })
 	t.Run("Classify", func(t *testing.T) { testClassify(t, newHarness(t)) })
 	t.Run("ClassifyAfterAnswerExpired", func(t *testing.T) { testClassifyAnswerExpired(t, newHarness(t)) })
@@ -138,44 +142,14 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
 
-func testClickContext(t *testing.T, h *harness) {
-	ctx := context.Background()
-	s := h.store(Options{})
-	if _, ok, err := s.LoadClick(ctx, "nobody"); err != nil || ok {
-		t.Fatalf("LoadClick(unknown) = ok %v, err %v; want false, nil", ok, err)
-	}
-	want := ClickContext{MerchantID: "m1", Network: "scaleo", Params: map[string]string{"custom2": "x y", "trid": "trID_1_#a#_trID"}, RegisteredAt: t0}
-	if err := s.SaveClick(ctx, "clk", want); err != nil {
-		t.Fatal(err)
-	}
-	got, ok, err := s.LoadClick(ctx, "clk")
-	if err != nil || !ok {
-		t.Fatalf("LoadClick = ok %v, err %v", ok, err)
-	}
-	if got.MerchantID != want.MerchantID || got.Network != want.Network || !got.RegisteredAt.Equal(want.RegisteredAt) ||
-		len(got.Params) != 2 || got.Params["custom2"] != "x y" || got.Params["trid"] != want.Params["trid"] {
-		t.Fatalf("LoadClick = %+v, want %+v", got, want)
-	}
-	batch, found, err := s.LoadClickBatch(ctx, []string{"nobody", "clk"})
-	if err != nil || len(batch) != 2 || found[0] || !found[1] || batch[1].Network != want.Network || batch[1].Params["custom2"] != "x y" {
-		t.Fatalf("LoadClickBatch = %+v, found %v, err %v; want [none, clk]", batch, found, err)
-	}
-	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "ctx")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
-		t.Fatalf("click context TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
-	}
-	if h.fake != nil {
-		h.fake.FastForward(DefaultRecordTTL)
-		if _, ok, err := s.LoadClick(ctx, "clk"); err != nil || ok {
-			t.Fatalf("LoadClick after RecordTTL = ok %v, err %v; want expired", ok, err)
-		}
-	}
-}
-
 func testEmptyIDs(t *testing.T, h *harness) {
 	ctx := context.Background()
 	s := h.store(Options{})
 	calls := map[string]func() error{
-		"SaveClick":      func() error { return s.SaveClick(ctx, "", ClickContext{}) },
+		"Attribute":      func() error { _, err := s.Attribute(ctx, Touch{ClickID: "c"}); return err },
+		"AttributeBatch": func() error { _, err := s.AttributeBatch(ctx, []Touch{{EventID: "e"}}); return err },
+		"FinishWaiting":  func() error { return s.FinishWaiting(ctx, "c", "") },
+		"Waiting":        func() error { _, err := s.Waiting(ctx, "", "e"); return err },
 		"LoadClick":      func() error { _, _, err := s.LoadClick(ctx, ""); return err },
 		"Classify":       func() error { _, err := s.Classify(ctx, Deposit{ClickID: "c"}); return err },
 		"Claim":          func() error { _, err := s.Claim(ctx, "c", "", time.Second); return err },
@@ -571,10 +545,16 @@ func testTakeOrphan(t *testing.T, h *harness) {
 		want    OrphanState
 		wantPay string
 	}{
-		{"nothing parked", func() {}, "none", "q1", OrphanGone, ""},
+		{"nothing parked: lapsed", func() {}, "none", "q1", OrphanLapsed, ""},
 		{"no FTD: taken", func() { park("orphan", "q1") }, "orphan", "q1", OrphanTaken, "resume-q1"},
 		{"taken twice: the same orphan again", func() {}, "orphan", "q1", OrphanTaken, "resume-q1"},
-		{"other event parked", func() { park("other", "q1") }, "other", "q2", OrphanGone, ""},
+		{"other event parked: q2 lapsed", func() { park("other", "q1") }, "other", "q2", OrphanLapsed, ""},
+		{"parked record lost: lapsed", func() {
+			park("lost", "q1")
+			if err := h.client.Del(ctx, s.clickKey("lost", "parked")).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, "lost", "q1", OrphanLapsed, ""},
 		{"FTD not delivered: pending", func() {
 			park("pending", "q1")
 			if _, err := s.Classify(ctx, Deposit{ClickID: "pending", EventID: "d1", Amount: "1", Currency: "EUR"}); err != nil {
@@ -700,8 +680,8 @@ func testFailFTD(t *testing.T, h *harness) {
 	if h.client.Exists(ctx, s.clickKey("bare", "parked")).Val() != 0 {
 		t.Error("a qualification was parked beside a failed FTD")
 	}
-	if p, st, err := s.TakeOrphan(ctx, "bare", "q1"); err != nil || st != OrphanGone || p != nil {
-		t.Errorf("TakeOrphan beside a failed FTD, nothing parked: %+v %s %v; want gone", p, st, err)
+	if p, st, err := s.TakeOrphan(ctx, "bare", "q1"); err != nil || st != OrphanLapsed || p != nil {
+		t.Errorf("TakeOrphan beside a failed FTD, nothing ever parked: %+v %s %v; want lapsed", p, st, err)
 	}
 
 	// Failed with a qualification waiting: it is dead-lettered, and handed

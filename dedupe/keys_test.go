@@ -137,7 +137,16 @@ func TestKeySlots(t *testing.T) {
 		ev := "e-" + click
 		pb := postback.NewID("net", postback.GoalFTD, ev, postback.StatusPending)
 		ops := []func() error{
-			func() error { return s.SaveClick(ctx, click, ClickContext{MerchantID: "m"}) },
+			func() error {
+				_, err := s.Attribute(ctx, Touch{ClickID: click, EventID: ev, Network: "n", Params: map[string]string{"k": "v"}, Release: true})
+				return err
+			},
+			func() error {
+				_, err := s.Attribute(ctx, Touch{ClickID: click, EventID: "w", WaitPayload: []byte("p")})
+				return err
+			},
+			func() error { return s.FinishWaiting(ctx, click, "w") },
+			func() error { _, err := s.Waiting(ctx, click, "w"); return err },
 			func() error { _, _, err := s.LoadClick(ctx, click); return err },
 			func() error {
 				_, err := s.Qualify(ctx, Qualification{ClickID: click, EventID: "q", Status: "approved"})

@@ -54,10 +54,14 @@ const (
 	// OrphanFTDPending: the FTD exists but is not delivered (nor failed)
 	// yet; the qualification stays parked (extend the wait).
 	OrphanFTDPending
-	// OrphanGone: nothing parked under that event id: it was released with
-	// its FTD, dead-lettered with a failed FTD (FailFTD), or another event
-	// of the same status holds the parking place.
+	// OrphanGone: the qualification is no longer parked: it was released
+	// with its FTD, or dead-lettered with a failed FTD (FailFTD).
 	OrphanGone
+	// OrphanLapsed: nothing at all is stored of that parked qualification:
+	// its record expired (RecordTTL shorter than the wait, which
+	// configuration validation refuses) or Redis lost it. Its outcome is
+	// unknown to Redis; the caller dead-letters it from its own copy.
+	OrphanLapsed
 )
 
 func (o OrphanState) String() string {
@@ -68,6 +72,8 @@ func (o OrphanState) String() string {
 		return "ftd_pending"
 	case OrphanGone:
 		return "gone"
+	case OrphanLapsed:
+		return "lapsed"
 	}
 	return "OrphanState(" + strconv.Itoa(int(o)) + ")"
 }
@@ -207,7 +213,8 @@ var takeOrphanScript = redis.NewScript(luaPrelude + `
 local o = parked(KEYS[3])
 if o[1] ~= '' then return {'taken', o} end
 local p = parked(KEYS[2])
-if p[1] == '' or p[1] ~= ARGV[1] or p[5] ~= '' then return {'gone'} end
+if p[1] == '' or p[1] ~= ARGV[1] then return {'lapsed'} end
+if p[5] ~= '' then return {'gone'} end
 local rec = ftd(KEYS[1])
 if rec[1] ~= '' and rec[5] ~= '1' and rec[8] == '' then return {'pending'} end
 redis.call('HSET', KEYS[2], 'released', '2')
@@ -224,7 +231,8 @@ return {'taken', p}
 // repeated call returns it again (OrphanTaken), so a crash or a failed
 // output write before its dead letter was written does not lose it: the
 // retry writes it again (at least once). A qualification dead-lettered by
-// FailFTD or released by MarkDelivered is OrphanGone.
+// FailFTD or released by MarkDelivered is OrphanGone; one of which nothing
+// is stored (neither parked under eventID nor an orphan) is OrphanLapsed.
 func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parked, OrphanState, error) {
 	if clickID == "" || eventID == "" {
 		return nil, 0, fmt.Errorf("dedupe: take orphan: %w", ErrEmptyID)
@@ -243,6 +251,8 @@ func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parke
 	switch state, _ := asString(a[0]); state {
 	case "gone":
 		return nil, OrphanGone, nil
+	case "lapsed":
+		return nil, OrphanLapsed, nil
 	case "pending":
 		return nil, OrphanFTDPending, nil
 	case "taken":

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -249,87 +248,4 @@ func asStrings(v any) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// ---- click context ----
-
-// ClickContext is what a registration remembers about its click so later
-// events (deposits, revenue) reach the same partner with the same params.
-type ClickContext struct {
-	MerchantID   string            `json:"merchant_id"`
-	Network      string            `json:"network"`
-	Params       map[string]string `json:"params,omitempty"`
-	RegisteredAt time.Time         `json:"registered_at"`
-}
-
-// SaveClick stores c for the click with TTL RecordTTL. Last write wins; safe
-// to call twice (a redelivered registration writes the same value). It is a
-// single SET, so it needs no script to be atomic.
-func (s *Store) SaveClick(ctx context.Context, clickID string, c ClickContext) error {
-	if clickID == "" {
-		return fmt.Errorf("dedupe: save click: %w", ErrEmptyID)
-	}
-	defer s.observe("save_click", time.Now())
-	b, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("dedupe: save click: %w", err)
-	}
-	if err := s.rdb.Set(ctx, s.clickKey(clickID, "ctx"), b, s.opts.RecordTTL).Err(); err != nil {
-		return fmt.Errorf("dedupe: save click: %w", err)
-	}
-	return nil
-}
-
-// LoadClick returns the click's context, and false when none is stored
-// (never registered, or expired).
-func (s *Store) LoadClick(ctx context.Context, clickID string) (ClickContext, bool, error) {
-	if clickID == "" {
-		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", ErrEmptyID)
-	}
-	defer s.observe("load_click", time.Now())
-	b, err := s.rdb.Get(ctx, s.clickKey(clickID, "ctx")).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return ClickContext{}, false, nil
-	}
-	if err != nil {
-		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", err)
-	}
-	var c ClickContext
-	if err := json.Unmarshal(b, &c); err != nil {
-		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", err)
-	}
-	return c, true, nil
-}
-
-// LoadClickBatch loads many click contexts in one pipelined round trip,
-// each exactly as LoadClick; found[i] tells whether clickIDs[i] had one.
-func (s *Store) LoadClickBatch(ctx context.Context, clickIDs []string) ([]ClickContext, []bool, error) {
-	defer s.observe("load_click_batch", time.Now())
-	cmds := make([]*redis.StringCmd, len(clickIDs))
-	pipe := s.rdb.Pipeline()
-	for i, id := range clickIDs {
-		if id == "" {
-			return nil, nil, fmt.Errorf("dedupe: load click batch: click %d: %w", i, ErrEmptyID)
-		}
-		cmds[i] = pipe.Get(ctx, s.clickKey(id, "ctx"))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("dedupe: load click batch: %w", err)
-	}
-	out := make([]ClickContext, len(clickIDs))
-	found := make([]bool, len(clickIDs))
-	for i, cmd := range cmds {
-		b, err := cmd.Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("dedupe: load click batch: %w", err)
-		}
-		if err := json.Unmarshal(b, &out[i]); err != nil {
-			return nil, nil, fmt.Errorf("dedupe: load click batch: click %q: %w", clickIDs[i], err)
-		}
-		found[i] = true
-	}
-	return out, found, nil
 }

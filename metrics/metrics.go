@@ -39,6 +39,13 @@ type Metrics struct {
 	DelayedJobs *prometheus.CounterVec
 	// BreakerOpen is 1 while a partner's circuit breaker is open.
 	BreakerOpen *prometheus.GaugeVec
+	// AttributionWaits counts events that waited for their click's network,
+	// by stage: "waiting" (stored), "released" (by the event that brought
+	// the network), "deadline" (routed when the window ended).
+	AttributionWaits *prometheus.CounterVec
+	// Routes counts postbacks by how their partner was chosen (event, click,
+	// conversion, default).
+	Routes *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them (plus Go and process
@@ -81,9 +88,15 @@ func New(reg *prometheus.Registry) *Metrics {
 		BreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "postbackd_breaker_open", Help: "1 while the partner's circuit breaker is open.",
 		}, []string{"partner"}),
+		AttributionWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postbackd_attribution_waits_total", Help: "Events that waited for their click's network, by stage (waiting, released, deadline).",
+		}, []string{"stage"}),
+		Routes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postbackd_routes_total", Help: "Postback outcomes by how their partner was chosen (event, click, conversion, default).",
+		}, []string{"route"}),
 	}
 	reg.MustRegister(m.EventsConsumed, m.Postbacks, m.DispatchSeconds, m.Retries, m.DLQWrites,
-		m.InFlight, m.CommitLag, m.RedisSeconds, m.DelayedJobs, m.BreakerOpen,
+		m.InFlight, m.CommitLag, m.RedisSeconds, m.DelayedJobs, m.BreakerOpen, m.AttributionWaits, m.Routes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

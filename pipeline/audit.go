@@ -36,6 +36,8 @@ func (p *Pipeline) basePostbackAudit(pb postback.Postback, outcome record.Outcom
 		MerchantID:    pb.Merchant,
 		ClickID:       pb.ClickID,
 		Network:       pb.Partner,
+		Route:         pb.Route,
+		ClickNetwork:  pb.ClickNetwork,
 		Goal:          string(pb.Goal),
 		Status:        pb.Status,
 		Currency:      pb.Currency,
@@ -109,6 +111,9 @@ func (p *Pipeline) auditDelivered(out *outputs, pb postback.Postback, d dedupe.D
 
 func (p *Pipeline) emitAudit(out *outputs, a record.Audit) {
 	p.metrics.Postbacks.WithLabelValues(a.Network, a.Goal, string(a.Outcome)).Inc()
+	if a.Route != "" {
+		p.metrics.Routes.WithLabelValues(a.Route).Inc()
+	}
 	out.add(p.cfg.Topics.Dispatched, a.ClickID, a)
 }
 

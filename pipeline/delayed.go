@@ -20,6 +20,9 @@ const (
 	jobPostback jobKind = "postback"
 	// jobOrphanCheck is the deadline of a qualification waiting for its FTD.
 	jobOrphanCheck jobKind = "orphan_check"
+	// jobAttributionDeadline is the deadline of an event waiting for its
+	// click's network.
+	jobAttributionDeadline jobKind = "attribution_deadline"
 )
 
 // job is the payload of a delayed-path entry. It holds values only: the
@@ -29,6 +32,12 @@ type job struct {
 	Postback *postback.Postback `json:"postback,omitempty"`
 	ClickID  string             `json:"click_id,omitempty"`
 	EventID  string             `json:"event_id,omitempty"`
+	// Qualification is the parked qualification (orphan checks), so that it
+	// can be dead-lettered even if Redis forgot it.
+	Qualification *parkedQualification `json:"qualification,omitempty"`
+	// Waiting is the waiting event (attribution deadlines), for the same
+	// reason.
+	Waiting *waitingMessage `json:"waiting,omitempty"`
 }
 
 func postbackJobID(postbackID string) string { return "pb:" + postbackID }
@@ -47,8 +56,8 @@ func (p *Pipeline) schedule(ctx context.Context, id string, due time.Time, j job
 	return nil
 }
 
-func (p *Pipeline) scheduleOrphanCheck(ctx context.Context, clickID, eventID string, due time.Time) error {
-	return p.schedule(ctx, orphanJobID(clickID, eventID), due, job{Kind: jobOrphanCheck, ClickID: clickID, EventID: eventID})
+func (p *Pipeline) scheduleOrphanCheck(ctx context.Context, clickID, eventID string, pq *parkedQualification, due time.Time) error {
+	return p.schedule(ctx, orphanJobID(clickID, eventID), due, job{Kind: jobOrphanCheck, ClickID: clickID, EventID: eventID, Qualification: pq})
 }
 
 // RunDelayed works the delayed path until ctx is done: every poll interval it
@@ -174,10 +183,26 @@ func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 			// The FTD exists but is still being delivered (it may be on the
 			// delayed path itself); its delivery releases the qualification.
 			// Look again later in case it is given up on.
-			if err := p.scheduleOrphanCheck(ctx, j.ClickID, j.EventID, p.now().Add(p.cfg.QualificationWindow)); err != nil {
+			if err := p.scheduleOrphanCheck(ctx, j.ClickID, j.EventID, j.Qualification, p.now().Add(p.cfg.QualificationWindow)); err != nil {
 				return err
 			}
 			ack = false
+		case dedupe.OrphanLapsed:
+			// Redis holds nothing of it: its record expired or was lost, so
+			// neither its FTD's delivery nor anything else can release it.
+			// Dead-letter it from the job's copy rather than drop it.
+			if j.Qualification == nil {
+				p.log.Error("parked qualification lapsed and its job holds no copy (written by an older version)",
+					zap.String("click_id", j.ClickID), zap.String("event_id", j.EventID))
+				break
+			}
+			p.deadLetterQualification(&out, &j.Qualification.Event, j.Qualification.Source, "qualification_lapsed",
+				"the parked qualification of click "+j.ClickID+" was no longer in Redis when its window ended")
+			p.metrics.DelayedJobs.WithLabelValues("dead_lettered").Inc()
+		}
+	case jobAttributionDeadline:
+		if err := p.runAttributionDeadline(ctx, j, &out); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("job %s has unknown kind %q", dj.ID, j.Kind)
@@ -185,6 +210,7 @@ func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 	if err := p.flush(ctx, &out); err != nil {
 		return err
 	}
+	p.finishWaits(ctx, &out)
 	if !ack {
 		return nil
 	}

@@ -17,19 +17,23 @@ import (
 
 var hundred = decimal.NewFromInt(100)
 
-func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant config.Merchant, src event.Source, out *outputs) error {
+func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant config.Merchant, u *unit) error {
 	if d.Status != event.DepositSucceeded {
-		p.auditEvent(out, d, src, "", "", record.OutcomeSkipped, "deposit_"+string(d.Status), "")
+		// Attributed all the same: its network and params are the click's.
+		if _, err := p.attribute(ctx, d, config.Merchant{}, u); err != nil {
+			return err
+		}
+		p.auditEvent(&u.out, d, u.src, "", "", record.OutcomeSkipped, "deposit_"+string(d.Status), "")
 		return nil
 	}
-	rt, err := p.resolve(ctx, &d.Envelope, merchant)
-	if err != nil {
+	rt, ok, err := p.routeEvent(ctx, d, merchant, u)
+	if err != nil || !ok {
 		return err
 	}
-	partner := rt.partner
 	cls, err := p.store.Classify(ctx, dedupe.Deposit{
 		ClickID: d.ClickID, EventID: d.EventID,
 		Amount: d.Amount.String(), Currency: d.Currency, OccurredAt: d.OccurredAt,
+		Route: dedupe.Route{Partner: rt.partner, Via: rt.via, Params: rt.params},
 	})
 	if err != nil {
 		return err
@@ -37,34 +41,45 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 	status := ""
 	if cls.Goal == postback.GoalFTD {
 		status = postback.StatusPending
+		if r := cls.FTD.Route; r.Partner != "" && r.Partner != rt.partner {
+			// The FTD was classified with another route before (a redelivery
+			// that found the click changed, with the route memo lost): the
+			// record's route is what it was sent with, and its postback id.
+			rt = routeOf(r)
+			if _, known := p.cfg.Partners[rt.partner]; !known {
+				return fmt.Errorf("%w %q", errUnknownPartner, rt.partner)
+			}
+		}
 	}
-	pb := p.newPostback(partner, cls.Goal, status, &d.Envelope, rt.params, src)
+	pb := p.newPostback(rt, cls.Goal, status, &d.Envelope, u.src)
 	pb.PlayerID = d.PlayerID
 	pb.HasAmount, pb.Amount, pb.Currency = true, d.Amount, d.Currency
-	if !p.sender.HasGoal(partner, cls.Goal) {
-		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+	if !p.sender.HasGoal(rt.partner, cls.Goal) {
+		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
 		if cls.Goal == postback.GoalFTD {
 			// Nothing will ever be delivered for this FTD, so a status change
 			// can never follow: release a waiting qualification to the DLQ
 			// rather than let it sit until its window passes.
-			return p.failParked(ctx, pb, reasonFTDNotSent, out)
+			return p.failParked(ctx, pb, reasonFTDNotSent, &u.out)
 		}
 		return nil
 	}
-	_, err = p.deliver(ctx, pb, "", out)
+	_, err = p.deliver(ctx, pb, "", &u.out)
 	return err
 }
 
-func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant config.Merchant, src event.Source, out *outputs) error {
+func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant config.Merchant, u *unit) error {
 	if merchant.Deal != "hybrid" {
-		p.auditEvent(out, r, src, "", string(postback.GoalRevshare), record.OutcomeSkipped, "deal_not_hybrid", "")
+		if _, err := p.attribute(ctx, r, config.Merchant{}, u); err != nil {
+			return err
+		}
+		p.auditEvent(&u.out, r, u.src, "", string(postback.GoalRevshare), record.OutcomeSkipped, "deal_not_hybrid", "")
 		return nil
 	}
-	rt, err := p.resolve(ctx, &r.Envelope, merchant)
-	if err != nil {
+	rt, ok, err := p.routeEvent(ctx, r, merchant, u)
+	if err != nil || !ok {
 		return err
 	}
-	partner := rt.partner
 	pct := merchant.RevsharePercent
 	if pct.IsZero() {
 		pct = hundred
@@ -74,49 +89,43 @@ func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant
 		digits = int32(d)
 	}
 	amount := r.Amount.Mul(pct).Div(hundred).Round(digits)
-	pb := p.newPostback(partner, postback.GoalRevshare, "", &r.Envelope, rt.params, src)
+	pb := p.newPostback(rt, postback.GoalRevshare, "", &r.Envelope, u.src)
 	pb.PlayerID = r.PlayerID
 	pb.HasAmount, pb.Amount, pb.Currency = true, amount, r.Currency
 	switch {
 	case amount.IsZero():
-		p.auditPostback(out, pb, record.OutcomeSkipped, "zero_amount", nil)
+		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "zero_amount", nil)
 		return nil
-	case amount.IsNegative() && !p.cfg.Partners[partner].AllowNegativeRevshare:
-		p.auditPostback(out, pb, record.OutcomeSkipped, "negative_amount", nil)
+	case amount.IsNegative() && !p.cfg.Partners[rt.partner].AllowNegativeRevshare:
+		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "negative_amount", nil)
 		return nil
-	case !p.sender.HasGoal(partner, postback.GoalRevshare):
-		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+	case !p.sender.HasGoal(rt.partner, postback.GoalRevshare):
+		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
 		return nil
 	}
-	_, err = p.deliver(ctx, pb, "", out)
+	_, err = p.deliver(ctx, pb, "", &u.out)
 	return err
 }
 
-func (p *Pipeline) handleRegistration(ctx context.Context, r *event.Registration, merchant config.Merchant, src event.Source, out *outputs) error {
-	// Remember the click first: later events of this click find their partner
-	// and params here even if this registration's own postback fails.
-	click := dedupe.ClickContext{MerchantID: r.MerchantID, Network: r.Network, Params: r.Params, RegisteredAt: r.OccurredAt}
-	if err := p.store.SaveClick(ctx, r.ClickID, click); err != nil {
+func (p *Pipeline) handleRegistration(ctx context.Context, r *event.Registration, merchant config.Merchant, u *unit) error {
+	// The attribution adds the registration's network and params to the
+	// click first, so later events find them even if this registration's own
+	// postback fails, and it hands over the events that waited for them.
+	rt, ok, err := p.routeEvent(ctx, r, merchant, u)
+	if err != nil || !ok {
 		return err
 	}
-	// The context just saved is the click's whole context: route from it
-	// rather than read it back.
-	rt, err := p.routeFor(&r.Envelope, click, true, merchant)
-	if err != nil {
-		return err
-	}
-	partner := rt.partner
 	goal := postback.GoalReg
 	if r.Kind == event.RegistrationTrial {
 		goal = postback.GoalTrial
 	}
-	pb := p.newPostback(partner, goal, "", &r.Envelope, rt.params, src)
+	pb := p.newPostback(rt, goal, "", &r.Envelope, u.src)
 	pb.PlayerID = r.PlayerID
-	if !p.sender.HasGoal(partner, goal) {
-		p.auditPostback(out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
+	if !p.sender.HasGoal(rt.partner, goal) {
+		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
 		return nil
 	}
-	_, err = p.deliver(ctx, pb, "", out)
+	_, err = p.deliver(ctx, pb, "", &u.out)
 	return err
 }
 
@@ -127,15 +136,16 @@ type parkedQualification struct {
 	Source event.Source        `json:"source"`
 }
 
-func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualification, merchant config.Merchant, src event.Source, out *outputs) error {
-	// Resolve the partner before anything is parked: a qualification whose
-	// status change could never be sent goes to the DLQ now (unknown_partner,
-	// via handle), not after it has waited and been released.
-	rt, err := p.resolve(ctx, &q.Envelope, merchant)
+func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualification, merchant config.Merchant, u *unit) error {
+	src, out := u.src, &u.out
+	// The qualification contributes to its click like any event; its own
+	// route matters only for an FTD recorded without one (older versions).
+	attr, err := p.attribute(ctx, q, merchant, u)
 	if err != nil {
 		return err
 	}
-	payload, err := json.Marshal(parkedQualification{Event: *q, Source: src})
+	pq := &parkedQualification{Event: *q, Source: src}
+	payload, err := json.Marshal(pq)
 	if err != nil {
 		return fmt.Errorf("marshal qualification: %w", err)
 	}
@@ -152,6 +162,12 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 			// a no-op. (The deciding event itself, redelivered, goes on so
 			// that a send cut short by a crash is completed.)
 			p.auditEvent(out, q, src, "", string(postback.GoalFTDStatus), record.OutcomeSkipped, "duplicate_qualification", "")
+			return nil
+		}
+		rt, ok := p.conversionRoute(res.FTD.Route, attr)
+		if !ok {
+			p.deadLetterQualification(out, q, src, "no_route",
+				"the FTD of click "+q.ClickID+" was recorded without its route and the click has none")
 			return nil
 		}
 		return p.sendStatusChange(ctx, q, rt, src, res.FTD.EventID, res.FTD.Amount, res.FTD.Currency, out)
@@ -171,12 +187,13 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 		// deadline: if no FTD has come by then, it is an orphan. Scheduling
 		// is idempotent by job id and due from the parking time, so a
 		// redelivery after a crash between Qualify and here schedules the
-		// same deadline rather than leaving the wait without one.
+		// same deadline rather than leaving the wait without one. The job
+		// keeps a copy, so a parked record Redis lost is dead-lettered too.
 		parkedAt := res.ParkedAt
 		if parkedAt.IsZero() { // not written by this version: wait a full window
 			parkedAt = p.now()
 		}
-		return p.scheduleOrphanCheck(ctx, q.ClickID, q.EventID, parkedAt.Add(p.cfg.QualificationWindow))
+		return p.scheduleOrphanCheck(ctx, q.ClickID, q.EventID, pq, parkedAt.Add(p.cfg.QualificationWindow))
 	case dedupe.DecideFTDFailed:
 		// The FTD was given up on (Redis remembers it): no status change can
 		// ever be sent. Nothing was parked; a redelivery decides the same
@@ -189,18 +206,35 @@ func (p *Pipeline) handleQualification(ctx context.Context, q *event.Qualificati
 	}
 }
 
+// conversionRoute is the route of an FTD's status change: the route the FTD
+// was sent with, kept in its record. A record written before routes were
+// kept falls back to the click's route as the qualification found it.
+func (p *Pipeline) conversionRoute(stored dedupe.Route, attr dedupe.Attribution) (route, bool) {
+	if stored.Partner != "" {
+		return route{partner: stored.Partner, via: dedupe.RouteConversion, params: stored.Params}, true
+	}
+	if attr.State != dedupe.StateRouted {
+		return route{}, false
+	}
+	return routeOf(attr.Route), true
+}
+
 // sendStatusChange sends the FTD status change: the FTD's amount and
 // currency, the qualification's status. Its postback id is derived from the
 // FTD's event id and the status, so repeated qualifications map onto one send.
 func (p *Pipeline) sendStatusChange(ctx context.Context, q *event.Qualification, rt route, src event.Source,
 	ftdEventID, amount, currency string, out *outputs) error {
 	partner := rt.partner
+	if _, known := p.cfg.Partners[partner]; !known {
+		// Its partner went away (configuration changed since the FTD).
+		return fmt.Errorf("%w %q", errUnknownPartner, partner)
+	}
 	status := string(q.Status)
 	amt, err := decimal.NewFromString(amount)
 	if err != nil {
 		return fmt.Errorf("ftd record of click %q holds amount %q: %w", q.ClickID, amount, err)
 	}
-	pb := p.newPostback(partner, postback.GoalFTDStatus, status, &q.Envelope, rt.params, src)
+	pb := p.newPostback(rt, postback.GoalFTDStatus, status, &q.Envelope, src)
 	pb.ID = postback.NewID(partner, postback.GoalFTDStatus, ftdEventID, status)
 	pb.FTDEventID = ftdEventID
 	pb.HasAmount, pb.Amount, pb.Currency = true, amt, currency
@@ -219,14 +253,9 @@ func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd 
 	if err := json.Unmarshal(parked.Payload, &pq); err != nil {
 		return fmt.Errorf("decode parked qualification %q: %w", parked.EventID, err)
 	}
-	merchant, ok := p.cfg.Merchants[pq.Event.MerchantID]
-	if !ok {
-		merchant = config.Merchant{DefaultPartner: ftd.Partner}
-	}
-	rt, err := p.resolve(ctx, &pq.Event.Envelope, merchant)
-	if err == nil {
-		err = p.sendStatusChange(ctx, &pq.Event, rt, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
-	}
+	// The status change goes where the FTD just went, with its params.
+	rt := route{partner: ftd.Partner, via: dedupe.RouteConversion, params: ftd.Params}
+	err := p.sendStatusChange(ctx, &pq.Event, rt, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
 	if errors.Is(err, errUnknownPartner) {
 		// Its partner went away while it waited (configuration changed).
 		// The qualification is released in Redis already: dead-letter it

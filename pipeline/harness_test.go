@@ -97,11 +97,12 @@ partners:
     allow_negative_revshare: true
     tracker_string: {param: tr, pattern: "trID_{id}_{affid}-{transid}-{clickid}-{extra}_trID"}
     goals:
-      reg:        {alias: free_reg, url: "http://{{tracker}}/beta/conv?click_id={click_id}&goal_alias={goal_alias}&affid={tr.affid}&key={token}&transaction_id={transaction_id}"}
-      ftd:        {alias: signup, url: "http://{{tracker}}/beta/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&conv_status={conv_status}&affid={tr.affid}&transid={tr.transid}&custom2={param.custom2}&key={token}&transaction_id={transaction_id}"}
-      ftd_status: {alias: signup, url: "http://{{tracker}}/beta/conv-change?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&conv_status={conv_status}&key={token}&transaction_id={transaction_id}"}
-      rdep:       {alias: rebill, url: "http://{{tracker}}/beta/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&key={token}&transaction_id={transaction_id}"}
-      revshare:   {alias: revshare, url: "http://{{tracker}}/beta/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&key={token}&transaction_id={transaction_id}"}
+      reg:        {alias: free_reg, url: "http://{{tracker}}/beta/conv?click_id={click_id}&goal_alias={goal_alias}&affid={tr.affid}&offer={offer_id}&key={token}&transaction_id={transaction_id}"}
+      trial:      {alias: trial, url: "http://{{tracker}}/beta/conv?click_id={click_id}&goal_alias={goal_alias}&affid={tr.affid}&offer={offer_id}&key={token}&transaction_id={transaction_id}"}
+      ftd:        {alias: signup, url: "http://{{tracker}}/beta/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&conv_status={conv_status}&affid={tr.affid}&transid={tr.transid}&offer={offer_id}&custom2={param.custom2}&key={token}&transaction_id={transaction_id}"}
+      ftd_status: {alias: signup, url: "http://{{tracker}}/beta/conv-change?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&conv_status={conv_status}&affid={tr.affid}&offer={offer_id}&key={token}&transaction_id={transaction_id}"}
+      rdep:       {alias: rebill, url: "http://{{tracker}}/beta/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&affid={tr.affid}&offer={offer_id}&key={token}&transaction_id={transaction_id}"}
+      revshare:   {alias: revshare, url: "http://{{tracker}}/beta/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&affid={tr.affid}&offer={offer_id}&key={token}&transaction_id={transaction_id}"}
   gamma:
     token: {env: GAMMA_TOKEN}
     allowed_hosts: [127.0.0.1]
@@ -113,16 +114,23 @@ partners:
       ftd:  {alias: ftd, url: "http://{{tracker}}/gamma/pb?click_id={click_id}&amount={amount}&currency={currency}&conv_status={conv_status}&t={token}&transaction_id={transaction_id}"}
       rdep: {alias: rdep, url: "http://{{tracker}}/gamma/pb?click_id={click_id}&amount={amount}&currency={currency}&t={token}&transaction_id={transaction_id}"}
 merchants:
-  casino: {default_partner: alpha, deal: hybrid, revshare_percent: 35}
-  shop:   {default_partner: beta, deal: cpa}
-  neg:    {default_partner: beta, deal: hybrid}
-  body:   {default_partner: gamma}
+  casino: {default_partner: alpha, deal: hybrid, revshare_percent: 35, attribution_wait: 0s}
+  shop:   {default_partner: beta, deal: cpa, attribution_wait: 0s}
+  neg:    {default_partner: beta, deal: hybrid, attribution_wait: 0s}
+  body:   {default_partner: gamma, attribution_wait: 0s}
+  # Attribution: events of a click without a network or registration wait.
+  dating: {default_partner: alpha, deal: hybrid, attribution_wait: {{attribution_wait}}}
+  trk:    {default_partner: beta, deal: hybrid, attribution_wait: {{attribution_wait}}}
+  lone:   {deal: hybrid, attribution_wait: 0s}
+  lonewait: {deal: hybrid, attribution_wait: {{attribution_wait}}}
 `
 
 // harnessOptions tune one harness; zero values take the defaults.
 type harnessOptions struct {
 	window time.Duration // qualification.window, default 30s
-	drain  time.Duration // consumer.drain_timeout, default 5s
+	// attributionWait is merchant dating's attribution_wait, default 10s.
+	attributionWait time.Duration
+	drain           time.Duration // consumer.drain_timeout, default 5s
 	// noStart leaves starting the service to the test (h.start).
 	noStart bool
 	// duplicatesAllowed names transaction ids the tracker may accept twice
@@ -178,6 +186,9 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.drain == 0 {
 		o.drain = 5 * time.Second
 	}
+	if o.attributionWait == 0 {
+		o.attributionWait = min(10*time.Second, o.window/2)
+	}
 	h := &harness{t: t, opts: o, hooks: map[string]hook{}}
 	h.brokers = testinfra.Kafka(t)
 	rc, prefix, mr := testinfra.Redis(t)
@@ -223,6 +234,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		"{{topic}}", base,
 		"{{drain}}", o.drain.String(),
 		"{{window}}", o.window.String(),
+		"{{attribution_wait}}", o.attributionWait.String(),
 		"{{tracker}}", ln.Addr().String(),
 	).Replace(configTemplate)
 	h.cfgPath = filepath.Join(t.TempDir(), "postbackd.yaml")

@@ -69,7 +69,7 @@ type Pipeline struct {
 
 // Options are the pipeline's collaborators.
 type Options struct {
-	Store   *dedupe.Store
+	Store   Store
 	Sender  Sender
 	Out     Writer
 	Decoder *event.Decoder
@@ -117,10 +117,16 @@ func (p *Pipeline) InputTopics() []string {
 	return []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications}
 }
 
-// outputs collects the records one unit of work must write before it is done.
+// outputs collects the records one unit of work must write before it is done,
+// and the waiting events it handled, to be marked finished once those
+// records are written.
 type outputs struct {
-	msgs []kafka.Message
+	msgs     []kafka.Message
+	finished []finishedWait
 }
+
+// finishedWait is a waiting event whose outcome the unit's records hold.
+type finishedWait struct{ clickID, eventID string }
 
 func (o *outputs) add(topic, key string, v any) {
 	b, err := json.Marshal(v)
@@ -145,22 +151,44 @@ func (p *Pipeline) flush(ctx context.Context, o *outputs) error {
 // Handle implements consumer.Handler: see the package documentation for what
 // a nil error promises.
 func (p *Pipeline) Handle(ctx context.Context, m consumer.Message) error {
-	src := event.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
-	var out outputs
-	result, err := p.handle(ctx, m, src, &out)
+	u := &unit{msg: m, src: event.Source{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}, release: true}
+	result, err := p.handle(ctx, u)
+	if err == nil {
+		err = p.handleReleased(ctx, u)
+	}
+	if err == nil {
+		err = p.flush(ctx, &u.out)
+	}
 	if err != nil {
 		p.metrics.EventsConsumed.WithLabelValues(m.Topic, "retried").Inc()
 		return err
 	}
-	if err := p.flush(ctx, &out); err != nil {
-		p.metrics.EventsConsumed.WithLabelValues(m.Topic, "retried").Inc()
-		return err
-	}
+	p.finishWaits(ctx, &u.out)
 	p.metrics.EventsConsumed.WithLabelValues(m.Topic, result).Inc()
 	return nil
 }
 
-func (p *Pipeline) handle(ctx context.Context, m consumer.Message, src event.Source, out *outputs) (string, error) {
+// unit is one input event being handled, and what it may do.
+type unit struct {
+	msg consumer.Message
+	src event.Source
+	out outputs
+	// release: hand over the events of the click that wait for its network
+	// (see attribution.go) once it has one. Off for events that are
+	// themselves released, so that one release never nests in another.
+	release bool
+	// noWait: the event may not wait for its click's network, whatever its
+	// merchant says (it waited already).
+	noWait bool
+	// clickID is the event's click, once decoded.
+	clickID string
+	// released are the waiting events of the click that this one's
+	// attribution handed over.
+	released []dedupe.WaitingEvent
+}
+
+func (p *Pipeline) handle(ctx context.Context, u *unit) (string, error) {
+	m, src, out := u.msg, u.src, &u.out
 	kind, ok := p.kinds[m.Topic]
 	if !ok {
 		p.deadLetterInput(out, m, src, "", "", "", "unknown_topic", fmt.Sprintf("topic %q is not an input topic", m.Topic))
@@ -177,20 +205,27 @@ func (p *Pipeline) handle(ctx context.Context, m consumer.Message, src event.Sou
 		return "invalid", nil
 	}
 	env := ev.Common()
+	u.clickID = env.ClickID
 	merchant, ok := p.cfg.Merchants[env.MerchantID]
 	if !ok {
 		p.deadLetterEvent(out, m, src, ev, "unknown_merchant", fmt.Sprintf("merchant %q is not configured", env.MerchantID))
 		return "invalid", nil
 	}
+	if _, ok := p.cfg.Partners[env.Network]; env.Network != "" && !ok {
+		// Before anything reaches Redis: a network that is not a partner must
+		// never become a click's partner.
+		p.deadLetterEvent(out, m, src, ev, "unknown_partner", fmt.Sprintf("%v %q", errUnknownPartner, env.Network))
+		return "invalid", nil
+	}
 	switch e := ev.(type) {
 	case *event.Deposit:
-		err = p.handleDeposit(ctx, e, merchant, src, out)
+		err = p.handleDeposit(ctx, e, merchant, u)
 	case *event.Revenue:
-		err = p.handleRevenue(ctx, e, merchant, src, out)
+		err = p.handleRevenue(ctx, e, merchant, u)
 	case *event.Registration:
-		err = p.handleRegistration(ctx, e, merchant, src, out)
+		err = p.handleRegistration(ctx, e, merchant, u)
 	case *event.Qualification:
-		err = p.handleQualification(ctx, e, merchant, src, out)
+		err = p.handleQualification(ctx, e, merchant, u)
 	default:
 		err = fmt.Errorf("pipeline: unhandled event type %T", ev)
 	}
@@ -203,62 +238,21 @@ func (p *Pipeline) handle(ctx context.Context, m consumer.Message, src event.Sou
 
 var errUnknownPartner = errors.New("unknown partner")
 
-// route is where an event's postbacks go: the partner and the params to
-// render.
-type route struct {
-	partner string
-	params  map[string]string
-}
-
-// resolve loads the click's context and routes the event (see routeFor).
-func (p *Pipeline) resolve(ctx context.Context, env *event.Envelope, merchant config.Merchant) (route, error) {
-	click, found, err := p.store.LoadClick(ctx, env.ClickID)
-	if err != nil {
-		return route{}, err
-	}
-	return p.routeFor(env, click, found, merchant)
-}
-
-// routeFor picks the partner and the params of an event's postbacks: the
-// event's own network, else the click's (remembered at registration), else
-// the merchant's default; params are the click's overlaid by the event's.
-func (p *Pipeline) routeFor(env *event.Envelope, click dedupe.ClickContext, found bool, merchant config.Merchant) (route, error) {
-	partner := env.Network
-	if partner == "" && found {
-		partner = click.Network
-	}
-	if partner == "" {
-		partner = merchant.DefaultPartner
-	}
-	if _, ok := p.cfg.Partners[partner]; !ok {
-		return route{}, fmt.Errorf("%w %q", errUnknownPartner, partner)
-	}
-	params := env.Params
-	if found && len(click.Params) > 0 {
-		params = make(map[string]string, len(click.Params)+len(env.Params))
-		for k, v := range click.Params {
-			params[k] = v
-		}
-		for k, v := range env.Params {
-			params[k] = v
-		}
-	}
-	return route{partner: partner, params: params}, nil
-}
-
 // newPostback fills what every postback of an event shares.
-func (p *Pipeline) newPostback(partner string, goal postback.Goal, status string, env *event.Envelope, params map[string]string, src event.Source) postback.Postback {
+func (p *Pipeline) newPostback(rt route, goal postback.Goal, status string, env *event.Envelope, src event.Source) postback.Postback {
 	return postback.Postback{
-		ID:         postback.NewID(partner, goal, env.EventID, status),
-		Partner:    partner,
-		Goal:       goal,
-		Status:     status,
-		Merchant:   env.MerchantID,
-		ClickID:    env.ClickID,
-		EventID:    env.EventID,
-		Params:     params,
-		Source:     src,
-		OccurredAt: env.OccurredAt,
-		CreatedAt:  p.now(),
+		ID:           postback.NewID(rt.partner, goal, env.EventID, status),
+		Partner:      rt.partner,
+		Route:        string(rt.via),
+		ClickNetwork: rt.clickNetwork,
+		Goal:         goal,
+		Status:       status,
+		Merchant:     env.MerchantID,
+		ClickID:      env.ClickID,
+		EventID:      env.EventID,
+		Params:       rt.params,
+		Source:       src,
+		OccurredAt:   env.OccurredAt,
+		CreatedAt:    p.now(),
 	}
 }

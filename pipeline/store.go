@@ -8,57 +8,67 @@ import (
 	"github.com/postbackd/postbackd/internal/batch"
 )
 
-// batchedStore is the dedupe store with its hot-path calls coalesced across
-// the events in flight: the click lookup, the classification, the claim and
-// the delivered mark of many concurrent events share pipelined round trips
+// Store is the Redis state the pipeline works on; *dedupe.Store is the
+// implementation, and dedupe's documentation states each operation's
+// contract. The pipeline relies on every operation being safe to repeat:
+// a failed call is retried, and batched calls fall back to one by one.
+type Store interface {
+	AttributeBatch(ctx context.Context, ts []dedupe.Touch) ([]dedupe.Attribution, error)
+	FinishWaiting(ctx context.Context, clickID string, eventIDs ...string) error
+	Waiting(ctx context.Context, clickID, eventID string) (dedupe.WaitState, error)
+
+	ClassifyBatch(ctx context.Context, ds []dedupe.Deposit) ([]dedupe.Classification, error)
+	ClaimBatch(ctx context.Context, reqs []dedupe.ClaimRequest) ([]dedupe.ClaimResult, error)
+	MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error)
+	MarkDeliveredBatch(ctx context.Context, reqs []dedupe.MarkRequest) ([]*dedupe.Parked, error)
+	Release(ctx context.Context, clickID, postbackID, token string) error
+
+	Qualify(ctx context.Context, q dedupe.Qualification) (dedupe.QualifyResult, error)
+	TakeOrphan(ctx context.Context, clickID, eventID string) (*dedupe.Parked, dedupe.OrphanState, error)
+	FailFTD(ctx context.Context, clickID, ftdEventID, reason string) (*dedupe.Parked, error)
+
+	Schedule(ctx context.Context, jobID string, due time.Time, payload []byte) error
+	TakeDue(ctx context.Context, now time.Time, lease time.Duration, max int) ([]dedupe.Job, error)
+	Ack(ctx context.Context, jobID string) error
+}
+
+var _ Store = (*dedupe.Store)(nil)
+
+// batchedStore is the store with its hot-path calls coalesced across the
+// events in flight: the attribution, the classification, the claim and the
+// delivered mark of many concurrent events share pipelined round trips
 // (each script stays atomic on its own). Every call keeps the contract of
 // its dedupe.Store counterpart; all four are safe to repeat, which batching
 // requires. The rarer calls go straight to the store.
 type batchedStore struct {
-	*dedupe.Store
-	loadClick *batch.Coalescer[string, clickLookup]
+	Store
+	attribute *batch.Coalescer[dedupe.Touch, dedupe.Attribution]
 	classify  *batch.Coalescer[dedupe.Deposit, dedupe.Classification]
 	claim     *batch.Coalescer[dedupe.ClaimRequest, dedupe.ClaimResult]
 	mark      *batch.Coalescer[dedupe.MarkRequest, *dedupe.Parked]
 }
 
-type clickLookup struct {
-	ctx   dedupe.ClickContext
-	found bool
-}
-
-func newBatchedStore(s *dedupe.Store) *batchedStore {
+func newBatchedStore(s Store) *batchedStore {
 	o := batch.Options{Max: 256, Concurrency: 4}
 	return &batchedStore{
-		Store: s,
-		loadClick: batch.New(func(ctx context.Context, ids []string) ([]clickLookup, error) {
-			cs, found, err := s.LoadClickBatch(ctx, ids)
-			if err != nil {
-				return nil, err
-			}
-			out := make([]clickLookup, len(ids))
-			for i := range ids {
-				out[i] = clickLookup{ctx: cs[i], found: found[i]}
-			}
-			return out, nil
-		}, o),
-		classify: batch.New(s.ClassifyBatch, o),
-		claim:    batch.New(s.ClaimBatch, o),
-		mark:     batch.New(s.MarkDeliveredBatch, o),
+		Store:     s,
+		attribute: batch.New(s.AttributeBatch, o),
+		classify:  batch.New(s.ClassifyBatch, o),
+		claim:     batch.New(s.ClaimBatch, o),
+		mark:      batch.New(s.MarkDeliveredBatch, o),
 	}
 }
 
 // close stops the coalescers; calls after it fail with batch.ErrClosed.
 func (b *batchedStore) close() {
-	b.loadClick.Close()
+	b.attribute.Close()
 	b.classify.Close()
 	b.claim.Close()
 	b.mark.Close()
 }
 
-func (b *batchedStore) LoadClick(ctx context.Context, clickID string) (dedupe.ClickContext, bool, error) {
-	r, err := b.loadClick.Do(ctx, clickID)
-	return r.ctx, r.found, err
+func (b *batchedStore) Attribute(ctx context.Context, t dedupe.Touch) (dedupe.Attribution, error) {
+	return b.attribute.Do(ctx, t)
 }
 
 func (b *batchedStore) Classify(ctx context.Context, d dedupe.Deposit) (dedupe.Classification, error) {

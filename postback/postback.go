@@ -51,12 +51,18 @@ const (
 type Postback struct {
 	// ID is stable across redeliveries and retries (see NewID). It is the
 	// idempotency key of the send and is passed to partners as transaction_id.
-	ID       string `json:"id"`
-	Partner  string `json:"partner"`
-	Goal     Goal   `json:"goal"`
-	Status   string `json:"status,omitempty"` // StatusPending for ftd, approved/rejected for ftd_status
-	Merchant string `json:"merchant_id"`
-	ClickID  string `json:"click_id"`
+	ID      string `json:"id"`
+	Partner string `json:"partner"`
+	// Route says how Partner was chosen: event, click, conversion or
+	// default (see dedupe.RouteVia).
+	Route string `json:"route,omitempty"`
+	// ClickNetwork is the click's own partner when the event named another
+	// one (Route "event"): that event alone went elsewhere.
+	ClickNetwork string `json:"click_network,omitempty"`
+	Goal         Goal   `json:"goal"`
+	Status       string `json:"status,omitempty"` // StatusPending for ftd, approved/rejected for ftd_status
+	Merchant     string `json:"merchant_id"`
+	ClickID      string `json:"click_id"`
 	// EventID is the source event. For ftd_status it is the qualification
 	// event; FTDEventID then names the deposit whose status changes.
 	EventID    string `json:"event_id"`

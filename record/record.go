@@ -51,10 +51,14 @@ type Audit struct {
 	MerchantID    string       `json:"merchant_id,omitempty"`
 	ClickID       string       `json:"click_id,omitempty"`
 	Network       string       `json:"network,omitempty"`
-	Goal          string       `json:"goal,omitempty"`
-	Status        string       `json:"status,omitempty"`
-	Amount        string       `json:"amount,omitempty"` // decimal string as sent
-	Currency      string       `json:"currency,omitempty"`
+	// Route says how Network was chosen: event, click, conversion, default.
+	Route string `json:"route,omitempty"`
+	// ClickNetwork is the click's own partner when the event named another.
+	ClickNetwork string `json:"click_network,omitempty"`
+	Goal         string `json:"goal,omitempty"`
+	Status       string `json:"status,omitempty"`
+	Amount       string `json:"amount,omitempty"` // decimal string as sent
+	Currency     string `json:"currency,omitempty"`
 	// URL is the rendered postback URL with every secret replaced by
 	// "[REDACTED]".
 	URL           string     `json:"url,omitempty"`
