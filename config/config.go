@@ -219,7 +219,7 @@ type Merchant struct {
 	// when that is shorter; 0 turns waiting off). Nil only before
 	// SetDefaults: an explicit 0 is kept.
 	AttributionWait *time.Duration `yaml:"attribution_wait"`
-	Deal           string `yaml:"deal"` // "cpa" (default) or "hybrid"
+	Deal            string         `yaml:"deal"` // "cpa" (default) or "hybrid"
 	// RevsharePercent multiplies revenue for revshare postbacks (default 100).
 	RevsharePercent decimal.Decimal `yaml:"revshare_percent"`
 }

@@ -34,23 +34,23 @@ const (
 	DefaultAttributionWait = time.Minute
 	// HorizonMargin is what redis.record_ttl must exceed the longest horizon
 	// by (see Config.Horizon).
-	HorizonMargin = time.Hour
-	DefaultAdminAddr        = ":9090"
-	DefaultLogLevel         = "info"
-	DefaultLogFormat        = "json"
-	DefaultRedisPoolSize    = 128
-	DefaultKeyPrefix        = "pb"
-	DefaultRecordTTL        = 2160 * time.Hour
-	DefaultPartnerTimeout   = 5 * time.Second
-	DefaultQuickAttempts    = 3
-	DefaultInitialInterval  = 100 * time.Millisecond
-	DefaultMaxInterval      = time.Second
-	DefaultDelayedInitial   = 30 * time.Second
-	DefaultDelayedMax       = 30 * time.Minute
-	DefaultMaxAge           = 24 * time.Hour
-	DefaultBreakerFailures  = 20
-	DefaultBreakerCooldown  = 30 * time.Second
-	DefaultDeal             = DealCPA
+	HorizonMargin          = time.Hour
+	DefaultAdminAddr       = ":9090"
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
+	DefaultRedisPoolSize   = 128
+	DefaultKeyPrefix       = "pb"
+	DefaultRecordTTL       = 2160 * time.Hour
+	DefaultPartnerTimeout  = 5 * time.Second
+	DefaultQuickAttempts   = 3
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMaxInterval     = time.Second
+	DefaultDelayedInitial  = 30 * time.Second
+	DefaultDelayedMax      = 30 * time.Minute
+	DefaultMaxAge          = 24 * time.Hour
+	DefaultBreakerFailures = 20
+	DefaultBreakerCooldown = 30 * time.Second
+	DefaultDeal            = DealCPA
 )
 
 // Default topic names.
