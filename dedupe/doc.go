@@ -22,10 +22,12 @@
 // Variable ids come last, after a fixed kind, so keys are unambiguous for
 // any id.
 //
-//	P:{c:<click>}:ctx                 STRING  click context JSON           TTL RecordTTL
+//	P:{c:<click>}:ctx                 STRING  click context JSON           TTL RecordTTL from its last touch
+//	P:{c:<click>}:route:<event_id>    STRING  "<via>|<partner>" route memo TTL RecordTTL
+//	P:{c:<click>}:await               HASH    event_id -> payload | "-"    TTL RecordTTL (waiting events; "-" finished)
 //	P:{c:<click>}:ftd                 HASH    FTD record                    never expires
 //	    event_id amount currency occurred_at delivered(0|1) status status_event_id
-//	    failed(""|reason)
+//	    failed(""|reason) route_partner route_via route_params(JSON)
 //	P:{c:<click>}:ans:<event_id>      STRING  classification "ftd"|"rdep"  TTL RecordTTL
 //	P:{c:<click>}:lease:<postback_id> STRING  claim token                  TTL the lease
 //	P:{c:<click>}:done:<postback_id>  STRING  Delivery JSON                TTL RecordTTL
@@ -63,10 +65,21 @@
 //
 // # Contracts
 //
+//   - Attribute: the click context accumulates (first network kept, params
+//     merged key by key with the first value kept, nothing erased); the
+//     event is routed by a remembered route for its event id, else its own
+//     network, else the click's, else it waits (when allowed and the click
+//     has neither network nor registration), else the default partner,
+//     else unroutable. A route from the click or by default is remembered
+//     per event id. Parking and the arrival of a network or registration
+//     are decided in one script, so a waiting event is always handed back
+//     (Released) by the event that ends its wait; it is handed back on
+//     every such call until FinishWaiting. Safe to call twice.
 //   - Classify: an answer stored under the event id wins (Repeated); without
 //     one, a deposit whose event id is the FTD record's is ftd again (even
 //     after the answer expired); no FTD record makes the deposit the FTD
-//     (record created, never expires); otherwise rdep. Concurrent first
+//     (record created with the deposit's route, never expires); otherwise
+//     rdep. Concurrent first
 //     deposits of one click yield exactly one FTD. Safe to call twice.
 //   - Claim / MarkDelivered / Release: at most one unexpired lease per
 //     postback, each with a random token. MarkDelivered records the delivery
@@ -90,7 +103,8 @@
 //     delivered FTD; ErrNotFTD (nothing written) for another event id.
 //   - TakeOrphan: dead-letters the waiting qualification of that event when
 //     there is no FTD, or it failed; FTDPending while the FTD is
-//     undelivered; a repeat returns the same orphan again. A qualification
+//     undelivered; Lapsed when nothing of it is stored any more; a repeat
+//     returns the same orphan again. A qualification
 //     released or dead-lettered by FailFTD is Gone for it, and an orphan is
 //     not dead-lettered again by FailFTD nor released by MarkDelivered.
 //   - Schedule is idempotent by id (replaces due and payload); TakeDue
@@ -100,9 +114,10 @@
 //
 // # TTLs
 //
-// Classification answers, delivered marks, click contexts and parked
-// qualifications (waiting, released or dead-lettered, orphans included:
-// the TTL runs from parking) live RecordTTL (default 7 days), which must
-// exceed the longest redelivery or retry horizon. FTD records and scheduled jobs never
+// Classification answers, delivered marks, click contexts (from their last
+// touch), route memos, waiting events and parked qualifications (waiting,
+// released or dead-lettered, orphans included: the TTL runs from parking)
+// live RecordTTL (default 7 days), which must exceed the longest
+// redelivery, retry or wait horizon (the service's configuration checks it). FTD records and scheduled jobs never
 // expire (jobs until acked). Leases live as long as the caller asks.
 package dedupe

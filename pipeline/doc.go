@@ -19,6 +19,12 @@
 //     and the redelivered event sends again, with the same transaction_id,
 //     which partners that accept one use to drop the duplicate.
 //
+// Attribution (attribution.go): every event is routed from its click's
+// accumulated context; a deposit or revenue event of a click with neither
+// network nor registration may wait in Redis for one, released by the event
+// that brings it or routed by default at its deadline (a delayed-path job).
+// An FTD keeps its route for its status change.
+//
 // Ordering: the consumer runs one click's events in order. A status change is
 // sent only after its FTD was delivered: a qualification that finds no
 // delivered FTD is parked in Redis and released atomically by the FTD's

@@ -56,7 +56,9 @@ partners:
       ftd:  {url: "http://%[3]s/track/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&conv_status={conv_status}&token={token}&transaction_id={transaction_id}"}
       rdep: {url: "http://%[3]s/track/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
 merchants:
-  m1: {default_partner: net}
+  # The load stream has deposits only, no registrations: waiting for one
+  # (attribution_wait) would hold every click's first deposit a minute.
+  m1: {default_partner: net, attribution_wait: 0s}
 `
 
 func measure(ctx context.Context, o options, w io.Writer) error {
