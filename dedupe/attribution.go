@@ -423,6 +423,26 @@ func (s *Store) Waiting(ctx context.Context, clickID, eventID string) (WaitState
 	return WaitPending, nil
 }
 
+// PendingWaits returns the click's events that still wait (stored by
+// Attribute, not finished), in no particular order.
+func (s *Store) PendingWaits(ctx context.Context, clickID string) ([]WaitingEvent, error) {
+	if clickID == "" {
+		return nil, fmt.Errorf("dedupe: pending waits: %w", ErrEmptyID)
+	}
+	defer s.observe("pending_waits", time.Now())
+	all, err := s.rdb.HGetAll(ctx, s.clickKey(clickID, "await")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: pending waits: %w", err)
+	}
+	var out []WaitingEvent
+	for id, v := range all {
+		if v != "-" {
+			out = append(out, WaitingEvent{EventID: id, Payload: []byte(v)})
+		}
+	}
+	return out, nil
+}
+
 // LoadClick returns the click's context, and false when none is stored
 // (no event contributed to it yet, or it expired). It reads only.
 func (s *Store) LoadClick(ctx context.Context, clickID string) (ClickContext, bool, error) {

@@ -156,6 +156,9 @@ func testAttributeWaits(t *testing.T, h *harness) {
 	}
 	// Released events route by the click (they now find its network).
 	wantRoute(t, "released d1", attr(t, s, Touch{ClickID: "c", EventID: "d1"}), "gamma", RouteClick, nil)
+	if p, err := s.PendingWaits(ctx, "c"); err != nil || len(p) != 2 {
+		t.Errorf("PendingWaits = %v, %v; want d1 and d2", p, err)
+	}
 	// Handed over again until finished; finished ones never again.
 	if err := s.FinishWaiting(ctx, "c", "d1", "never-waited"); err != nil {
 		t.Fatal(err)

@@ -150,6 +150,7 @@ func testEmptyIDs(t *testing.T, h *harness) {
 		"AttributeBatch": func() error { _, err := s.AttributeBatch(ctx, []Touch{{EventID: "e"}}); return err },
 		"FinishWaiting":  func() error { return s.FinishWaiting(ctx, "c", "") },
 		"Waiting":        func() error { _, err := s.Waiting(ctx, "", "e"); return err },
+		"PendingWaits":   func() error { _, err := s.PendingWaits(ctx, ""); return err },
 		"LoadClick":      func() error { _, _, err := s.LoadClick(ctx, ""); return err },
 		"Classify":       func() error { _, err := s.Classify(ctx, Deposit{ClickID: "c"}); return err },
 		"Claim":          func() error { _, err := s.Claim(ctx, "c", "", time.Second); return err },

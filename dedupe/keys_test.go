@@ -147,6 +147,7 @@ func TestKeySlots(t *testing.T) {
 			},
 			func() error { return s.FinishWaiting(ctx, click, "w") },
 			func() error { _, err := s.Waiting(ctx, click, "w"); return err },
+			func() error { _, err := s.PendingWaits(ctx, click); return err },
 			func() error { _, _, err := s.LoadClick(ctx, click); return err },
 			func() error {
 				_, err := s.Qualify(ctx, Qualification{ClickID: click, EventID: "q", Status: "approved"})

@@ -104,6 +104,38 @@ func TestSteady(t *testing.T) {
 		sc.events, sc.expectedDelivered(), len(out.audits), len(out.dlq), len(out.confirms), elapsed.Round(time.Millisecond), e.window)
 }
 
+// checkKillDuplicates checks the duplicates the tracker saw after one kill
+// -9 at killedAt, with inFlight requests in flight then, and returns the
+// bound it held them to.
+func (e *testEnv) checkKillDuplicates(v verdict, killedAt time.Time, inFlight int) int {
+	t := e.t
+	t.Helper()
+	// The crash window is between send and mark: a duplicate's first copy
+	// must have reached the partner around the kill (a send of the killed
+	// member whose mark never reached Redis; the last requests it wrote may
+	// be read by the tracker a little after it died). markWindow bounds how
+	// long an answered postback may plausibly wait for its mark; there can
+	// be no more duplicates than requests in flight at the kill plus those
+	// answered within that window before it.
+	const markWindow, readLag = time.Second, 200 * time.Millisecond
+	bound := inFlight
+	for _, reqs := range e.tracker.snapshot() {
+		if at := reqs[0].at; at.After(killedAt.Add(-markWindow)) && !at.After(killedAt) {
+			bound++
+		}
+	}
+	for _, k := range v.duplicates {
+		if first := v.firstArrivals[k]; first.After(killedAt.Add(readLag)) || first.Before(killedAt.Add(-markWindow)) {
+			t.Errorf("postback %s was sent twice, but its first copy arrived %s from the kill, outside the send-to-mark window",
+				k, first.Sub(killedAt))
+		}
+	}
+	if len(v.duplicates) > bound {
+		t.Errorf("%d postbacks accepted twice after one kill -9, more than the %d sent around the kill", len(v.duplicates), bound)
+	}
+	return bound
+}
+
 // TestKillMember: kill -9 of one member mid-stream, then restart it. The
 // oracle still holds; the only duplicate allowed at the tracker is a repeat
 // of the same transaction id (the window between send and mark), and only a
@@ -138,31 +170,44 @@ func TestKillMember(t *testing.T) {
 	out := e.finish(outs, a2, b)
 	v := e.verify(sc, out, verifyOptions{txDuplicatesAllowed: true})
 
-	// The crash window is between send and mark: a duplicate's first copy
-	// must have reached the partner around the kill (a send of the killed
-	// member whose mark never reached Redis; the last requests it wrote may
-	// be read by the tracker a little after it died). markWindow bounds how
-	// long an answered postback may plausibly wait for its mark; there can
-	// be no more duplicates than requests in flight at the kill plus those
-	// answered within that window before it.
-	const markWindow, readLag = time.Second, 200 * time.Millisecond
-	bound := inFlight
-	for _, reqs := range e.tracker.snapshot() {
-		if at := reqs[0].at; at.After(killedAt.Add(-markWindow)) && !at.After(killedAt) {
-			bound++
-		}
-	}
-	for _, k := range v.duplicates {
-		if first := v.firstArrivals[k]; first.After(killedAt.Add(readLag)) || first.Before(killedAt.Add(-markWindow)) {
-			t.Errorf("postback %s was sent twice, but its first copy arrived %s from the kill, outside the send-to-mark window",
-				k, first.Sub(killedAt))
-		}
-	}
-	if len(v.duplicates) > bound {
-		t.Errorf("%d postbacks accepted twice after one kill -9, more than the %d sent around the kill", len(v.duplicates), bound)
-	}
+	bound := e.checkKillDuplicates(v, killedAt, inFlight)
 	t.Logf("killed a at %d/%d (%d%%) postbacks received, %d requests in flight, %d sent around the kill; duplicates at the tracker (same transaction id): %d %v",
 		atKill, total, percent(atKill, total), inFlight, bound, len(v.duplicates), v.duplicates)
+}
+
+// TestAttributionUnordered: registrations are not produced first, so a
+// click's deposits can be consumed before the registration that carries its
+// tracker string and offer; trials carry no params. Every postback must
+// still carry the click's fields (the oracle checks each URL), through a
+// kill -9 of one member mid-stream.
+func TestAttributionUnordered(t *testing.T) {
+	sc := newScript(scriptOptions{scaleoClicks: 80, datingClicks: 160, unordered: true, seed: 5})
+	e := newEnv(t, envOptions{plan: sc.plan, createTopics: true})
+	outs := e.startOutputs()
+	a, b := e.startMember("a"), e.startMember("b")
+	a.waitReady(readyTimeout)
+	b.waitReady(readyTimeout)
+	e.runPhase0(sc, outs)
+
+	total := sc.expectedDelivered()
+	e.tracker.setSlow(2*time.Millisecond, 0)
+	e.produce(sc.phases[1])
+	e.waitProgress(total, 30)
+	inFlight := e.tracker.inFlightNow()
+	killedAt := time.Now()
+	a.signal(syscall.SIGKILL)
+	if _, ok := a.wait(10 * time.Second); !ok {
+		t.Fatal("a did not die of SIGKILL")
+	}
+	e.tracker.setSlow(0, 0)
+	a2 := e.startMember("a-restarted")
+	a2.waitReady(readyTimeout)
+	e.waitComplete(sc, outs, completeTimeout, a2, b)
+	out := e.finish(outs, a2, b)
+	v := e.verify(sc, out, verifyOptions{txDuplicatesAllowed: true})
+	bound := e.checkKillDuplicates(v, killedAt, inFlight)
+	t.Logf("%d events (registrations unordered), %d postbacks; %d requests in flight at the kill, %d sent around it; duplicates at the tracker (same transaction id): %d",
+		sc.events, total, inFlight, bound, len(v.duplicates))
 }
 
 // TestRebalanceInFlight: one member works against a slow partner; a second

@@ -112,7 +112,13 @@ type scriptOptions struct {
 	// reach the DLQ only after qualification.window, so only scenarios with
 	// a short window use them.
 	orphans bool
-	seed    uint64
+	// unordered produces the registrations with the rest of the stream
+	// instead of first, so a click's deposits and revenue can be consumed
+	// before its registration (they wait for it); and every dating click
+	// that registers also sends a trial without params, as a payments
+	// platform that stores the click once does.
+	unordered bool
+	seed      uint64
 }
 
 func (s *script) expectedDelivered() int {
@@ -132,10 +138,11 @@ func pbKey(goal, status, eventID string) string { return goal + "|" + status + "
 
 // generator builds one script.
 type generator struct {
-	rng *rand.Rand
-	s   *script
-	n   int
-	at  time.Time
+	rng       *rand.Rand
+	s         *script
+	n         int
+	at        time.Time
+	unordered bool
 }
 
 func (g *generator) nextID(prefix string) string {
@@ -204,23 +211,47 @@ func newScript(o scriptOptions) *script {
 			skips: map[string]string{}, maybeSkips: map[string]string{}, redelivered: map[string]bool{},
 			confirms: map[string]expConfirm{},
 		},
-		at: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC),
+		at:        time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC),
+		unordered: o.unordered,
 	}
 	var phase0 []inMsg
 	var journeys [][]inMsg
 	for i := 0; i < o.scaleoClicks; i++ {
 		early, rest := g.scaleoClick(i, o.orphans)
+		early, rest = g.order(early, rest)
 		phase0 = append(phase0, early...)
 		journeys = append(journeys, rest)
 	}
 	for j := 0; j < o.datingClicks; j++ {
 		early, rest := g.datingClick(j)
+		early, rest = g.order(early, rest)
 		phase0 = append(phase0, early...)
 		journeys = append(journeys, rest)
 	}
 	journeys = append(journeys, g.invalidEvents())
 	g.s.phases = [][]inMsg{phase0, g.interleave(journeys)}
+	if o.unordered {
+		g.s.regEvents = nil // produced with the rest: nothing to wait for first
+	}
 	return g.s
+}
+
+// order moves a click's registrations from the early phase to the head of
+// its journey when the script is unordered; the journey's events still go
+// on four topics, so which is consumed first is anybody's guess.
+func (g *generator) order(early, rest []inMsg) ([]inMsg, []inMsg) {
+	if !g.unordered {
+		return early, rest
+	}
+	var keep, regs []inMsg
+	for _, m := range early {
+		if m.role == roleRegistrations {
+			regs = append(regs, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	return keep, append(regs, rest...)
 }
 
 // interleave merges the journeys at random while keeping each one's order,
@@ -429,7 +460,9 @@ func (g *generator) datingClick(j int) (early, rest []inMsg) {
 	if expired {
 		outcome = "dead_lettered"
 	}
-	tr := map[string]string{"affid": fmt.Sprintf("aff%d", j%13), "transid": fmt.Sprintf("tx%d", j), "clickid": fmt.Sprintf("c%d", j)}
+	// Fields the URL must carry: decoded from the tracker string, and the
+	// offer; every postback of the click, whatever event it came from.
+	tr := map[string]string{"affid": fmt.Sprintf("aff%d", j%13), "transid": fmt.Sprintf("tx%d", j), "clickid": fmt.Sprintf("c%d", j), "offer": offer}
 	regID := g.nextID("reg")
 	kind, goal := "registration", "reg"
 	if j%2 == 0 {
@@ -445,6 +478,16 @@ func (g *generator) datingClick(j int) (early, rest []inMsg) {
 	g.expect(&expPostback{partner: partnerDating, click: click, goal: goal, eventID: regID, outcome: outcome, tr: tr})
 	if expired {
 		g.s.dlq[regID] = "postback_refused"
+	}
+	if g.unordered && kind == "registration" {
+		// The trial after the registration, without params: it must not
+		// erase what the registration told.
+		id := g.nextID("trial")
+		early = append(early, g.event(roleRegistrations, click, merchantDating, id, map[string]any{"kind": "trial"}))
+		g.expect(&expPostback{partner: partnerDating, click: click, goal: "trial", eventID: id, outcome: outcome, tr: tr})
+		if expired {
+			g.s.dlq[id] = "postback_refused"
+		}
 	}
 	for k := 0; k < 1+j%3; k++ { // signup, then rebills
 		id := g.nextID("dep")

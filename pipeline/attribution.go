@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -124,6 +125,14 @@ func (p *Pipeline) attribute(ctx context.Context, ev event.Event, merchant confi
 		return a, err
 	}
 	u.released = append(u.released, a.Released...)
+	if len(u.released) > 0 && canWait(ev) {
+		// Events of the click that waited were consumed before this one: a
+		// deposit among them comes first (it may be the FTD). Others (a
+		// registration's own postback) go first and release after.
+		if err := p.handleReleased(ctx, u); err != nil {
+			return a, err
+		}
+	}
 	if a.State == dedupe.StateWaiting {
 		err = p.schedule(ctx, attributionJobID(env.ClickID, env.EventID), w.WaitUntil,
 			job{Kind: jobAttributionDeadline, ClickID: env.ClickID, EventID: env.EventID, Waiting: &w})
@@ -143,27 +152,66 @@ func canWait(ev event.Event) bool {
 }
 
 // handleReleased handles the waiting events u's attribution handed over,
-// each as if consumed again (its own source coordinates), into u's outputs.
-// They are marked finished after u's records are written (finishWaits).
+// each as if consumed again (its own source coordinates), into u's outputs,
+// in the order they were consumed (see inOrder). They are marked finished
+// after u's records are written (finishWaits).
 func (p *Pipeline) handleReleased(ctx context.Context, u *unit) error {
-	for _, w := range u.released {
-		var wm waitingMessage
-		if err := json.Unmarshal(w.Payload, &wm); err != nil {
-			// Written by this code: unreadable means corrupted. Its deadline
-			// job holds its own copy and handles it then.
-			p.log.Error("waiting event unreadable; left to its deadline", zap.String("event_id", w.EventID), zap.Error(err))
-			continue
-		}
-		r := &unit{msg: wm.message(), src: event.Source{Topic: wm.Topic, Partition: wm.Partition, Offset: wm.Offset}, noWait: true}
-		r.out = u.out
-		if _, err := p.handle(ctx, r); err != nil {
+	released := u.released
+	u.released = nil
+	for _, w := range p.inOrder(released) {
+		if err := p.handleWaiting(ctx, u, w); err != nil {
 			return err
 		}
-		u.out = r.out
-		u.out.finished = append(u.out.finished, finishedWait{clickID: u.clickID, eventID: w.EventID})
 		p.metrics.AttributionWaits.WithLabelValues("released").Inc()
 	}
 	return nil
+}
+
+// handleWaiting handles one waiting event into u's outputs and marks it to
+// be finished once they are written.
+func (p *Pipeline) handleWaiting(ctx context.Context, u *unit, w decodedWait) error {
+	r := &unit{msg: w.msg.message(), src: event.Source{Topic: w.msg.Topic, Partition: w.msg.Partition, Offset: w.msg.Offset}, noWait: true}
+	r.out = u.out
+	if _, err := p.handle(ctx, r); err != nil {
+		return err
+	}
+	u.out = r.out
+	u.out.finished = append(u.out.finished, finishedWait{clickID: u.clickID, eventID: w.eventID})
+	return nil
+}
+
+// decodedWait is a waiting event read back.
+type decodedWait struct {
+	eventID string
+	msg     waitingMessage
+}
+
+// inOrder decodes waiting events and sorts them as they were consumed
+// (topic, partition, offset): a click's deposits share a partition, so the
+// first one consumed is classified first and is the FTD, as if none had
+// waited. One that does not decode (corrupted) is left to its deadline job,
+// which holds its own copy.
+func (p *Pipeline) inOrder(ws []dedupe.WaitingEvent) []decodedWait {
+	out := make([]decodedWait, 0, len(ws))
+	for _, w := range ws {
+		var m waitingMessage
+		if err := json.Unmarshal(w.Payload, &m); err != nil {
+			p.log.Error("waiting event unreadable; left to its deadline", zap.String("event_id", w.EventID), zap.Error(err))
+			continue
+		}
+		out = append(out, decodedWait{eventID: w.EventID, msg: m})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].msg, out[j].msg
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		if a.Partition != b.Partition {
+			return a.Partition < b.Partition
+		}
+		return a.Offset < b.Offset
+	})
+	return out
 }
 
 // finishWaits marks the waiting events whose outcome was just written as
@@ -181,10 +229,14 @@ func (p *Pipeline) finishWaits(ctx context.Context, out *outputs) {
 func attributionJobID(clickID, eventID string) string { return "aw:" + clickID + ":" + eventID }
 
 // runAttributionDeadline routes a waiting event whose window has passed
-// without a network for its click, unless it was released already. If
-// Redis forgot it (its record lapsed) it is handled all the same from the
-// job's copy: a repeat sends nothing twice, and a lapsed wait leaves a
-// trace rather than nothing.
+// without a network or registration for its click, unless it was released
+// already. It handles every event of the click that still waits, in the
+// order they were consumed, not only its own: the deadline jobs of one
+// click's deposits run concurrently, and the first deposit must be
+// classified first. (Two jobs handling the same events send nothing twice:
+// the claims see to it.) If Redis forgot the job's own event (its record
+// lapsed) it is handled all the same from the job's copy: a lapsed wait
+// leaves a trace rather than nothing.
 func (p *Pipeline) runAttributionDeadline(ctx context.Context, j job, out *outputs) error {
 	if j.Waiting == nil {
 		return fmt.Errorf("attribution job for %s has no event", j.EventID)
@@ -193,20 +245,26 @@ func (p *Pipeline) runAttributionDeadline(ctx context.Context, j job, out *outpu
 	if err != nil || state == dedupe.WaitFinished {
 		return err
 	}
+	pending, err := p.store.PendingWaits(ctx, j.ClickID)
+	if err != nil {
+		return err
+	}
 	if state == dedupe.WaitMissing {
 		p.log.Warn("waiting event's record lapsed; handling it from its deadline job",
 			zap.String("click_id", j.ClickID), zap.String("event_id", j.EventID))
+		own, err := json.Marshal(j.Waiting)
+		if err != nil {
+			return fmt.Errorf("marshal waiting event: %w", err)
+		}
+		pending = append(pending, dedupe.WaitingEvent{EventID: j.EventID, Payload: own})
 	}
-	u := &unit{msg: j.Waiting.message(), src: event.Source{Topic: j.Waiting.Topic, Partition: j.Waiting.Partition, Offset: j.Waiting.Offset}, noWait: true, release: true}
-	u.out = *out
-	if _, err := p.handle(ctx, u); err != nil {
-		return err
+	u := &unit{clickID: j.ClickID, out: *out}
+	for _, w := range p.inOrder(pending) {
+		if err := p.handleWaiting(ctx, u, w); err != nil {
+			return err
+		}
+		p.metrics.AttributionWaits.WithLabelValues("deadline").Inc()
 	}
-	if err := p.handleReleased(ctx, u); err != nil {
-		return err
-	}
-	u.out.finished = append(u.out.finished, finishedWait{clickID: j.ClickID, eventID: j.EventID})
 	*out = u.out
-	p.metrics.AttributionWaits.WithLabelValues("deadline").Inc()
 	return nil
 }

@@ -6,6 +6,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"os"
 	"strings"
@@ -229,6 +230,37 @@ func runAttributionSuite(t *testing.T, h *harness) {
 		}
 	})
 
+	t.Run("deposits that waited are classified in the order they were consumed", func(t *testing.T) {
+		t.Parallel()
+		const click = "waited-order"
+		amounts := []string{"11.00", "22.00", "33.00", "44.00", "55.00"}
+		var msgs []kafka.Message
+		for i, a := range amounts {
+			// Event ids descending: a store that hands waiting events back
+			// sorted by id returns them backwards.
+			d := deposit("dating", a, "USD", "succeeded")
+			d["event_id"] = fmt.Sprintf("waited-order-%d", 9-i)
+			msgs = append(msgs, h.msgOf(h.topics.Deposits, click, d))
+		}
+		h.produce(t, msgs...)
+		waitUntil(t, "five deposits waiting", func() bool {
+			return h.redis.HLen(context.Background(), h.clickKey(click, "await")).Val() == int64(len(amounts))
+		})
+		h.send(t, h.topics.Registrations, click, registration("dating", "registration", "beta", trackerString("1")))
+		got := h.waitAccepted(t, click, 1+len(amounts))
+		var deposits []tracker.Request
+		for _, r := range got {
+			if r.Query.Get("goal_alias") != "free_reg" {
+				deposits = append(deposits, r)
+			}
+		}
+		want := []map[string]string{{"goal_alias": "signup", "amount": amounts[0], "affid": "aff1"}}
+		for _, a := range amounts[1:] {
+			want = append(want, map[string]string{"goal_alias": "rebill", "amount": a, "affid": "aff1"})
+		}
+		wantRequests(t, deposits, want...)
+	})
+
 	t.Run("deposit before its registration, waiting off: the default partner at once", func(t *testing.T) {
 		t.Parallel()
 		const click = "early-deposit-nowait"
@@ -338,6 +370,23 @@ func TestAttributionDeadline(t *testing.T) {
 			t.Errorf("audit %+v; want alpha by default", a[0])
 		}
 		wantRequests(t, h.accepted(click), map[string]string{"path": "/alpha/conv", "goal_alias": "ftd", "custom2": "c2"})
+	})
+
+	t.Run("deposits routed at the deadline keep their order", func(t *testing.T) {
+		t.Parallel()
+		const click = "deadline-order"
+		amounts := []string{"1.00", "2.00", "3.00", "4.00", "5.00", "6.00"}
+		var msgs []kafka.Message
+		for _, a := range amounts {
+			msgs = append(msgs, h.msgOf(h.topics.Deposits, click, deposit("dating", a, "USD", "succeeded")))
+		}
+		h.produce(t, msgs...)
+		got := h.waitAccepted(t, click, len(amounts))
+		want := []map[string]string{{"path": "/alpha/conv", "goal_alias": "ftd", "amount": amounts[0]}}
+		for _, a := range amounts[1:] {
+			want = append(want, map[string]string{"path": "/alpha/conv", "goal_alias": "rdep", "amount": a})
+		}
+		wantRequests(t, got, want...)
 	})
 
 	t.Run("no default partner: the DLQ after the window", func(t *testing.T) {

@@ -16,6 +16,7 @@ type Store interface {
 	AttributeBatch(ctx context.Context, ts []dedupe.Touch) ([]dedupe.Attribution, error)
 	FinishWaiting(ctx context.Context, clickID string, eventIDs ...string) error
 	Waiting(ctx context.Context, clickID, eventID string) (dedupe.WaitState, error)
+	PendingWaits(ctx context.Context, clickID string) ([]dedupe.WaitingEvent, error)
 
 	ClassifyBatch(ctx context.Context, ds []dedupe.Deposit) ([]dedupe.Classification, error)
 	ClaimBatch(ctx context.Context, reqs []dedupe.ClaimRequest) ([]dedupe.ClaimResult, error)
