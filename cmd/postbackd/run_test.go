@@ -108,6 +108,8 @@ func TestRunReportsEveryConfigProblem(t *testing.T) {
 		{"txid={transaction_id}\"\n      trial:", "txid={transaction_id}&x={nope}\"\n      trial:", "partners.local.goals.reg.url"},
 		{"timeout: 2s", "timeout: -1s", "partners.local.timeout"},
 		{`addr: "127.0.0.1:9090"`, `addr: "127.0.0.1:99999"`, "admin.addr"},
+		{"pool_size: 64", "pool_size: 64\n  record_ttl: 30m", "redis.record_ttl"},
+		{"    deal: hybrid", "    deal: hybrid\n    attribution_wait: -1s", "merchants.casino-1.attribution_wait"},
 	}
 	for _, b := range breaks {
 		if n := strings.Count(cfg, b.old); n != 1 {
@@ -134,6 +136,12 @@ func TestRunReportsEveryConfigProblem(t *testing.T) {
 	for _, b := range breaks {
 		if !strings.Contains(out, "\n  "+b.keyPath+": ") {
 			t.Errorf("stderr does not report %s on a line of its own:\n%s", b.keyPath, out)
+		}
+	}
+	// The record_ttl problem names every horizon it is measured against.
+	for _, horizon := range []string{"partners.local.retry.max_age (5m0s)", "qualification.window (24h0m0s)"} {
+		if !strings.Contains(out, horizon) {
+			t.Errorf("the record_ttl problem does not name %s:\n%s", horizon, out)
 		}
 	}
 	if !strings.Contains(out, "nope") {
