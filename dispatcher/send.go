@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
@@ -66,8 +67,8 @@ type Result struct {
 // come wrapped with ErrRefused.
 type ResponseError struct {
 	StatusCode int
-	// Body is the start of the answer (at most 256 bytes, valid UTF-8), for
-	// diagnosis.
+	// Body is the start of the answer, the partner's token redacted (at
+	// most 256 bytes, valid UTF-8), for diagnosis.
 	Body string
 }
 
@@ -78,11 +79,19 @@ func (e *ResponseError) Error() string {
 	return fmt.Sprintf("HTTP %d: %q", e.StatusCode, e.Body)
 }
 
-func newResponseError(status int, body []byte) *ResponseError {
-	if len(body) > maxSnippet {
-		body = body[:maxSnippet]
+// responseError keeps the start of body for diagnosis. The token is redacted
+// from the whole body before it is cut: cut first, a token echoed across the
+// cut would leave its prefix behind, where no redaction recognises it.
+func (p *partner) responseError(status int, body []byte) *ResponseError {
+	s := p.redactString(strings.ToValidUTF8(string(body), "\uFFFD"))
+	if len(s) > maxSnippet {
+		cut := maxSnippet
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
-	return &ResponseError{StatusCode: status, Body: strings.ToValidUTF8(string(body), "\uFFFD")}
+	return &ResponseError{StatusCode: status, Body: s}
 }
 
 // Send delivers pb: it renders the URL, then makes up to
@@ -285,9 +294,9 @@ func (p *partner) check(status int, body []byte) (retry bool, err error) {
 		if p.body == nil || p.body.Match(body) {
 			return false, nil
 		}
-		return false, fmt.Errorf("%w: body does not match success pattern: %w", ErrRefused, newResponseError(status, body))
+		return false, fmt.Errorf("%w: body does not match success pattern: %w", ErrRefused, p.responseError(status, body))
 	}
-	re := newResponseError(status, body)
+	re := p.responseError(status, body)
 	if retryableStatus(status) {
 		return true, re
 	}

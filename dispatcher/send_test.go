@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -570,4 +573,53 @@ func metricValue(t testing.TB, m prometheus.Metric) float64 {
 	}
 	t.Fatalf("unsupported metric %v", m.Desc())
 	return 0
+}
+
+// TestTokenEchoedInLongBodyNeverLeaks: a partner that echoes the token in a
+// long answer, at every offset around the cut of the error's body snippet,
+// for a retryable status, a permanent one and a body-level refusal: no
+// prefix of the token reaches the error (redaction comes before the cut).
+func TestTokenEchoedInLongBodyNeverLeaks(t *testing.T) {
+	const token = "Zq7tokSECRETvalue42"
+	var body atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status, _ := strconv.Atoi(r.URL.Query().Get("status"))
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body.Load().(string)))
+	}))
+	defer srv.Close()
+	pc := serverPartner(srv)
+	pc.Token = config.SecretRef{Value: token}
+	pc.Retry.QuickAttempts = 1
+	pc.Breaker.Failures = 1 << 20
+	pc.Success = config.SuccessRule{Statuses: []int{200}, BodyPattern: "^OK"}
+	for g, gc := range pc.Goals {
+		gc.URL += "&status={param.status}"
+		pc.Goals[g] = gc
+	}
+	d, err := New(map[string]config.Partner{"acme": pc}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []string{"503", "400", "200"} {
+		for offset := 0; offset <= maxSnippet+len(token); offset++ {
+			body.Store(strings.Repeat(".", offset) + token + strings.Repeat("~", 2*maxSnippet))
+			pb := testPostback("acme", postback.GoalFTD)
+			pb.Params = map[string]string{"status": status}
+			res := d.Send(context.Background(), pb)
+			if res.Delivered || res.Err == nil {
+				t.Fatalf("status %s: delivered against a refusing partner", status)
+			}
+			msg := res.Err.Error()
+			for n := 4; n <= len(token); n++ {
+				if strings.Contains(msg, token[:n]) {
+					t.Fatalf("status %s, token at offset %d: the error leaks %q: %s", status, offset, token[:n], msg)
+				}
+			}
+			var re *ResponseError
+			if !errors.As(res.Err, &re) || len(re.Body) > maxSnippet || !utf8.ValidString(re.Body) {
+				t.Fatalf("status %s, offset %d: response error %+v; want a valid snippet of at most %d bytes", status, offset, re, maxSnippet)
+			}
+		}
+	}
 }

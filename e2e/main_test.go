@@ -230,6 +230,9 @@ merchants:
   casino:     {default_partner: scaleo, deal: hybrid, revshare_percent: 35}
   sportsbook: {default_partner: scaleo, deal: cpa}
   dating:     {default_partner: datingnet, deal: cpa}
+  # attribution_test.go: waiting off, with and without a default partner.
+  instant:    {default_partner: scaleo, deal: cpa, attribution_wait: 0s}
+  unrouted:   {deal: cpa, attribution_wait: 0s}
 `))
 
 // writeConfig renders the configuration with the given topics into the
