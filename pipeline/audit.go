@@ -110,11 +110,21 @@ func (p *Pipeline) auditDelivered(out *outputs, pb postback.Postback, d dedupe.D
 }
 
 func (p *Pipeline) emitAudit(out *outputs, a record.Audit) {
-	p.metrics.Postbacks.WithLabelValues(a.Network, a.Goal, string(a.Outcome)).Inc()
+	p.metrics.Postbacks.WithLabelValues(p.partnerLabel(a.Network), a.Goal, string(a.Outcome)).Inc()
 	if a.Route != "" {
 		p.metrics.Routes.WithLabelValues(a.Route).Inc()
 	}
 	out.add(p.cfg.Topics.Dispatched, a.ClickID, a)
+}
+
+// partnerLabel is network as a metric label: a configured partner's name,
+// "" for none, "unknown" for anything else. An input event's network is
+// untrusted: as a label, every junk value would be a new series.
+func (p *Pipeline) partnerLabel(network string) string {
+	if _, ok := p.cfg.Partners[network]; ok || network == "" {
+		return network
+	}
+	return "unknown"
 }
 
 func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback, replayed bool) {

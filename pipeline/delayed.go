@@ -160,7 +160,7 @@ func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 		if j.Postback == nil {
 			return fmt.Errorf("postback job %s has no postback", dj.ID)
 		}
-		p.metrics.Retries.WithLabelValues(j.Postback.Partner, "delayed_attempt").Inc()
+		p.metrics.Retries.WithLabelValues(p.partnerLabel(j.Postback.Partner), "delayed_attempt").Inc()
 		res, err := p.deliver(ctx, *j.Postback, dj.ID, &out)
 		if err != nil {
 			return err

@@ -130,7 +130,7 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 	if err := p.schedule(ctx, jobID, next, job{Kind: jobPostback, Postback: &pb}); err != nil {
 		return 0, err
 	}
-	p.metrics.Retries.WithLabelValues(pb.Partner, "delayed").Inc()
+	p.metrics.Retries.WithLabelValues(p.partnerLabel(pb.Partner), "delayed").Inc()
 	p.auditAttempt(out, pb, record.OutcomeFailed, "retry_scheduled", res, &next)
 	return resultScheduled, nil
 }

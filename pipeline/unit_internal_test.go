@@ -1,0 +1,216 @@
+package pipeline
+
+// A pipeline driven directly, without a consumer: Handle is called with
+// messages, outputs are captured, the store may be wrapped to inject faults.
+// For what the integration suite cannot reach from outside (metrics, store
+// faults); every Redis call goes to miniredis through the real dedupe.Store.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/consumer"
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/dispatcher"
+	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/metrics"
+)
+
+const unitConfig = `
+kafka: {brokers: ["127.0.0.1:1"]}
+redis: {addrs: ["127.0.0.1:1"]}
+partners:
+  net:
+    token: {env: NET_TOKEN}
+    allowed_hosts: [127.0.0.1]
+    timeout: 2s
+    retry: {quick_attempts: 2, initial_interval: 1ms, max_interval: 5ms}
+    goals:
+      reg:  {url: "http://%[1]s/pb?c={click_id}&g={goal_alias}&t={token}&tx={transaction_id}"}
+      ftd:  {url: "http://%[1]s/pb?c={click_id}&g={goal_alias}&a={amount}&s={conv_status}&t={token}&tx={transaction_id}"}
+      rdep: {url: "http://%[1]s/pb?c={click_id}&g={goal_alias}&a={amount}&t={token}&tx={transaction_id}"}
+merchants:
+  m: {default_partner: net, attribution_wait: 0s}
+`
+
+// recordingWriter captures output records; fail, when set, fails writes.
+type recordingWriter struct {
+	mu   sync.Mutex
+	msgs []kafka.Message
+	fail error
+}
+
+func (w *recordingWriter) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fail != nil {
+		return w.fail
+	}
+	w.msgs = append(w.msgs, msgs...)
+	return nil
+}
+
+func (w *recordingWriter) topic(name string) []kafka.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []kafka.Message
+	for _, m := range w.msgs {
+		if m.Topic == name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// unitHarness is one pipeline on miniredis and a counting tracker.
+type unitHarness struct {
+	p       *Pipeline
+	cfg     *config.Config
+	out     *recordingWriter
+	mr      *miniredis.Miniredis
+	store   *dedupe.Store
+	metrics *metrics.Metrics
+	hits    atomic.Int64
+	seq     atomic.Int64
+}
+
+// newUnitHarness builds a pipeline whose store is wrap(the real store).
+func newUnitHarness(t *testing.T, wrap func(Store) Store) *unitHarness {
+	t.Helper()
+	h := &unitHarness{out: &recordingWriter{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.hits.Add(1)
+		_, _ = w.Write([]byte("OK"))
+	}))
+	t.Cleanup(srv.Close)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(unitConfig, strings.TrimPrefix(srv.URL, "http://"))), "",
+		func(k string) string {
+			if k == "NET_TOKEN" {
+				return "unit-secret"
+			}
+			return ""
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = cfg
+	h.mr = miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: h.mr.Addr()})
+	t.Cleanup(func() { _ = rc.Close() })
+	h.metrics = metrics.New(nil)
+	h.store = dedupe.New(rc, dedupe.Options{Metrics: h.metrics})
+	var store Store = h.store
+	if wrap != nil {
+		store = wrap(store)
+	}
+	disp, err := dispatcher.New(cfg.Partners, dispatcher.Options{Metrics: h.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := event.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.p, err = New(Config{
+		Topics: cfg.Topics, Merchants: cfg.Merchants, Partners: cfg.Partners,
+		QualificationWindow: cfg.Qualification.Window, Delayed: cfg.Delayed, DrainTimeout: time.Second,
+	}, Options{Store: store, Sender: disp, Out: h.out, Decoder: dec, Metrics: h.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.p.Close)
+	return h
+}
+
+// message builds an input message on topic from fields (event_id and
+// occurred_at generated when missing).
+func (h *unitHarness) message(topic string, fields map[string]any) consumer.Message {
+	if _, ok := fields["event_id"]; !ok {
+		fields["event_id"] = fmt.Sprintf("e-%d", h.seq.Add(1))
+	}
+	if _, ok := fields["occurred_at"]; !ok {
+		fields["occurred_at"] = time.Now().UTC().Format(time.RFC3339)
+	}
+	b, _ := json.Marshal(fields)
+	click, _ := fields["click_id"].(string)
+	return consumer.Message{Topic: topic, Partition: 0, Offset: h.seq.Add(1), Key: []byte(click), Value: b}
+}
+
+func (h *unitHarness) deposit(click string, extra map[string]any) consumer.Message {
+	f := map[string]any{"merchant_id": "m", "click_id": click, "amount": "10.00", "currency": "EUR", "status": "succeeded", "player_id": "p"}
+	for k, v := range extra {
+		f[k] = v
+	}
+	return h.message(h.cfg.Topics.Deposits, f)
+}
+
+// labelValues lists the values label takes in the samples of metric name.
+func labelValues(t *testing.T, reg *prometheus.Registry, name, label string) map[string]bool {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			out[labelOf(m, label)] = true
+		}
+	}
+	return out
+}
+
+func labelOf(m *dto.Metric, label string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == label {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// TestMetricLabelsBounded: junk networks on input events never become
+// metric label values: a label takes only configured partner names (or
+// "unknown"), however many distinct junk values arrive.
+func TestMetricLabelsBounded(t *testing.T) {
+	h := newUnitHarness(t, nil)
+	ctx := context.Background()
+	for i := range 50 {
+		if err := h.p.Handle(ctx, h.deposit(fmt.Sprintf("c%d", i), map[string]any{"network": fmt.Sprintf("junk-%d", i)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.p.Handle(ctx, h.deposit("good", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.out.topic(h.cfg.Topics.DLQ)); n != 50 {
+		t.Fatalf("%d dead letters, want 50 (unknown_partner)", n)
+	}
+	got := labelValues(t, h.metrics.Registry, "postbackd_postbacks_total", "partner")
+	for v := range got {
+		if v != "net" && v != "unknown" {
+			t.Errorf("postbackd_postbacks_total has partner=%q: labels must be configured partners or unknown", v)
+		}
+	}
+	if !got["net"] || !got["unknown"] {
+		t.Errorf("partner labels %v; want net and unknown", got)
+	}
+}
