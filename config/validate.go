@@ -281,17 +281,21 @@ func (c *Config) validatePartners(v *validator) {
 	}
 }
 
-// FullAttempt is the longest one in-place attempt of a postback to p can
-// take: QuickAttempts HTTP tries of at most Timeout each, with at most
-// MaxInterval between two tries. A claim (delayed.lease) must outlive it, or
-// a second worker could take the postback while the first is still sending
-// it and the partner would receive it twice.
-func (p Partner) FullAttempt() time.Duration {
-	n := time.Duration(p.Retry.QuickAttempts)
-	if n < 1 {
-		n = 1
-	}
-	return n*p.Timeout + (n-1)*p.Retry.MaxInterval
+// LeaseMargin is kept at both ends of a claim: between the end of a send
+// (its deadline) and the end of the claim, for the delivered mark to reach
+// Redis, and for the taker's own latency.
+const LeaseMargin = 5 * time.Second
+
+// ClaimLease is the one lease formula of postbackd: how long a postback to p
+// is claimed for one in-place attempt — every quick try at its timeout plus
+// the backoff after it (jitter stretches an interval to 1.5 × max_interval
+// at most), plus LeaseMargin at each end. The pipeline bounds the send by it
+// (so a claim cannot lapse mid-send and let a second worker send too), and a
+// delayed job, which runs one such attempt, is leased at least as long
+// (delayed.lease), so no second poller takes the job while its claim holds.
+func (p Partner) ClaimLease() time.Duration {
+	n := time.Duration(max(p.Retry.QuickAttempts, 1))
+	return n*(p.Timeout+p.Retry.MaxInterval*3/2) + 2*LeaseMargin
 }
 
 func (c *Config) validatePartner(v *validator, name string, p Partner) {
@@ -362,9 +366,9 @@ func (c *Config) validatePartner(v *validator, name string, p Partner) {
 	if r.DelayedInitial > 0 && r.DelayedMax > 0 && r.DelayedInitial > r.DelayedMax {
 		v.add(base+".retry.delayed_initial", "%s is longer than retry.delayed_max %s", r.DelayedInitial, r.DelayedMax)
 	}
-	if p.Timeout > 0 && r.QuickAttempts > 0 && c.Delayed.Lease > 0 && c.Delayed.Lease <= p.FullAttempt() {
-		v.add("delayed.lease", "%s must be longer than a full attempt of partner %s (%d × timeout %s + %d × retry.max_interval %s = %s): a claim must outlive the attempt it guards",
-			c.Delayed.Lease, name, r.QuickAttempts, p.Timeout, r.QuickAttempts-1, r.MaxInterval, p.FullAttempt())
+	if p.Timeout > 0 && r.QuickAttempts > 0 && c.Delayed.Lease > 0 && c.Delayed.Lease < p.ClaimLease() {
+		v.add("delayed.lease", "%s is shorter than the claim lease of partner %s (%d × (timeout %s + 1.5 × retry.max_interval %s) + 2 × %s = %s): a delayed job must stay leased as long as the claim of the send it runs",
+			c.Delayed.Lease, name, r.QuickAttempts, p.Timeout, r.MaxInterval, LeaseMargin, p.ClaimLease())
 	}
 
 	if p.RateLimit.PerSecond < 0 {

@@ -128,10 +128,10 @@ func TestValidateRules(t *testing.T) {
 		{"zero rebalance timeout", func(c *Config) { c.Consumer.RebalanceTimeout = 0 }, []string{"consumer.rebalance_timeout: must be a positive duration"}},
 		{"unknown start offset", func(c *Config) { c.Consumer.StartOffset = "newest" }, []string{`consumer.start_offset: must be one of "earliest", "latest", got "newest"`}},
 		{"zero poll interval", func(c *Config) { c.Delayed.PollInterval = 0 }, []string{"delayed.poll_interval: must be a positive duration"}},
-		{"lease shorter than a full attempt", func(c *Config) { c.Delayed.Lease = 17 * time.Second }, []string{
-			"delayed.lease: 17s must be longer than a full attempt of partner net (3 × timeout 5s + 2 × retry.max_interval 1s = 17s)",
+		{"lease shorter than the claim lease", func(c *Config) { c.Delayed.Lease = 29 * time.Second }, []string{
+			"delayed.lease: 29s is shorter than the claim lease of partner net (3 × (timeout 5s + 1.5 × retry.max_interval 1s) + 2 × 5s = 29.5s)",
 		}},
-		{"lease just longer than a full attempt", func(c *Config) { c.Delayed.Lease = 17*time.Second + time.Millisecond }, nil},
+		{"lease as long as the claim lease", func(c *Config) { c.Delayed.Lease = 29*time.Second + 500*time.Millisecond }, nil},
 		{"zero batch", func(c *Config) { c.Delayed.Batch = 0 }, []string{"delayed.batch: must be positive"}},
 		{"zero shards", func(c *Config) { c.Delayed.Shards = 0 }, []string{"delayed.shards: must be positive"}},
 		{"zero qualification window", func(c *Config) { c.Qualification.Window = 0 }, []string{"qualification.window: must be a positive duration"}},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/dedupe"
 	"github.com/postbackd/postbackd/dispatcher"
 	"github.com/postbackd/postbackd/postback"
@@ -165,16 +166,13 @@ func (p *Pipeline) claim(ctx context.Context, pb postback.Postback) (dedupe.Clai
 
 // leaseMargin is kept between the end of a send (its deadline) and the end
 // of its claim's lease, for the delivered mark to reach Redis.
-const leaseMargin = 5 * time.Second
+const leaseMargin = config.LeaseMargin
 
-// claimLease outlives one full in-place attempt of the partner: every quick
-// try at its timeout plus the backoff between them (jitter can stretch an
-// interval to 1.5x), with a margin. deliver bounds the send by it, so a
-// lease cannot expire mid-send and let a second worker send too.
+// claimLease is the partner's config.Partner.ClaimLease, the one formula
+// that delayed.lease is validated against too. deliver bounds the send by
+// it, so a lease cannot expire mid-send and let a second worker send too.
 func (p *Pipeline) claimLease(partner string) time.Duration {
-	c := p.cfg.Partners[partner]
-	n := time.Duration(max(c.Retry.QuickAttempts, 1))
-	return n*(c.Timeout+c.Retry.MaxInterval*3/2) + 2*leaseMargin
+	return p.cfg.Partners[partner].ClaimLease()
 }
 
 // markDelivered records a delivery the partner accepted. A failure here
