@@ -189,12 +189,10 @@ func parseClaim(v any, token string) (ClaimResult, error) {
 // ftd_event_id ("" when not the FTD). Returns {'ok'}, {'notftd'} or
 // {'taken', parked fields}.
 var markScript = redis.NewScript(luaPrelude + `
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[3], 'event_id') ~= ARGV[4] then
-  return {'notftd'}
-end
 redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if ARGV[4] == '' then return {'ok'} end
+if redis.call('HGET', KEYS[3], 'event_id') ~= ARGV[4] then return {'notftd'} end
 redis.call('HSET', KEYS[3], 'delivered', '1')
 local p = parked(KEYS[4])
 if p[1] == '' or p[5] == '2' then return {'ok'} end
@@ -226,7 +224,9 @@ return {'taken', p}
 // longer parked for Qualify, TakeOrphan or FailFTD. A qualification
 // dead-lettered by FailFTD is never released: it went to the DLQ, even if
 // the FTD is delivered after all. ErrNotFTD if ftd.EventID is not the
-// click's FTD (then nothing is written).
+// click's FTD (its record was lost, or names another deposit): the delivery
+// is recorded all the same — the partner accepted it, so it must never be
+// sent again — but the FTD record is not touched and nothing is released.
 func (s *Store) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d Delivery, ftd *FTDDelivered) (*Parked, error) {
 	if clickID == "" || postbackID == "" || (ftd != nil && ftd.EventID == "") {
 		return nil, fmt.Errorf("dedupe: mark delivered: %w", ErrEmptyID)

@@ -379,12 +379,18 @@ func testClaim(t *testing.T, h *harness) {
 	if ttl := h.client.PTTL(ctx, s.clickKey("clk", "done", "pb1")).Val(); ttl <= 0 || ttl > DefaultRecordTTL {
 		t.Fatalf("delivered mark TTL %s, want (0, %s]", ttl, DefaultRecordTTL)
 	}
-	// MarkDelivered naming a deposit that is not the click's FTD writes nothing.
+	// MarkDelivered naming a deposit that is not the click's FTD (its record
+	// lost, say) leaves the FTD record alone but records the delivery: the
+	// partner accepted it, and a claim must never let it be sent again.
+	ftdBefore := h.client.HGetAll(ctx, s.clickKey("clk", "ftd")).Val()
 	if _, err := s.MarkDelivered(ctx, "clk", "pb3", "tok", d, &FTDDelivered{EventID: "nope"}); !errors.Is(err, ErrNotFTD) {
 		t.Fatalf("MarkDelivered(wrong FTD) err %v, want ErrNotFTD", err)
 	}
-	if r, err := s.Claim(ctx, "clk", "pb3", lease); err != nil || r.State != ClaimAcquired {
-		t.Fatalf("claim after refused mark: %+v, %v; want acquired", r, err)
+	if r, err := s.Claim(ctx, "clk", "pb3", lease); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 200 {
+		t.Fatalf("claim after a refused FTD mark: %+v, %v; want delivered", r, err)
+	}
+	if after := h.client.HGetAll(ctx, s.clickKey("clk", "ftd")).Val(); fmt.Sprint(after) != fmt.Sprint(ftdBefore) {
+		t.Fatalf("a refused FTD mark changed the FTD record: %v -> %v", ftdBefore, after)
 	}
 }
 

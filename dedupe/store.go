@@ -27,7 +27,8 @@ var (
 	ErrEmptyID = errors.New("dedupe: empty id")
 	// ErrNotFTD: MarkDelivered or FailFTD was told the postback was the
 	// click's FTD, but the click's FTD record has another event id (or
-	// none). Nothing was written; the delivery is not recorded either.
+	// none). The FTD record is untouched; MarkDelivered records the delivery
+	// all the same (it happened), FailFTD writes nothing.
 	ErrNotFTD = errors.New("dedupe: not the click's FTD")
 )
 

@@ -61,6 +61,12 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 			// status change it released. MarkDelivered is safe to repeat: it
 			// writes nothing new and hands the released qualification back.
 			parked, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, "", claim.Delivery, &dedupe.FTDDelivered{EventID: pb.EventID})
+			if errors.Is(err, dedupe.ErrNotFTD) {
+				// Its FTD record was lost after the delivery: dead-lettered
+				// when it was sent; again here, in case that never got out.
+				p.deadLetterLostFTD(out, pb)
+				return resultDelivered, nil
+			}
 			if err != nil {
 				return 0, err
 			}
@@ -89,6 +95,17 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 		}
 		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL}
 		parked, err := p.markDelivered(ctx, pb, claim.Token, d, ftd, lease)
+		if errors.Is(err, dedupe.ErrNotFTD) {
+			// Redis recorded the delivery (it is never sent again) but refused
+			// to mark the FTD record, which no longer names this deposit:
+			// lost to eviction or a failover. Retrying cannot help and must
+			// not resend: audit the delivery with the error, dead-letter it
+			// for an operator, and move on.
+			res.Err = fmt.Errorf("%s: %w", lostFTDDetail(pb), err)
+			p.auditAttempt(out, pb, record.OutcomeDelivered, reasonFTDRecordLost, res, nil)
+			p.deadLetterLostFTD(out, pb)
+			return resultDelivered, nil
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -194,6 +211,24 @@ func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, toke
 		return err
 	}, b)
 	return parked, err
+}
+
+// reasonFTDRecordLost: an FTD postback was delivered but its FTD record in
+// Redis no longer names its deposit, so it could not be marked.
+const reasonFTDRecordLost = "ftd_record_lost"
+
+func lostFTDDetail(pb postback.Postback) string {
+	return "the partner accepted FTD " + pb.EventID + " of click " + pb.ClickID +
+		", but its FTD record in Redis is lost or names another deposit: the delivery is recorded, a status change cannot follow"
+}
+
+// deadLetterLostFTD writes the dead letter of a delivered FTD whose record
+// could not be marked.
+func (p *Pipeline) deadLetterLostFTD(out *outputs, pb postback.Postback) {
+	p.deadLetter(out, record.DeadLetter{
+		Reason: reasonFTDRecordLost, Error: lostFTDDetail(pb), Source: pb.Source, EventID: pb.EventID,
+		ClickID: pb.ClickID, Postback: pb, Attempts: pb.Attempts,
+	})
 }
 
 // giveUp dead-letters pb. An FTD that is given up on is recorded as failed

@@ -89,8 +89,8 @@ type unitHarness struct {
 	seq     atomic.Int64
 }
 
-// newUnitHarness builds a pipeline whose store is wrap(the real store).
-func newUnitHarness(t *testing.T, wrap func(Store) Store) *unitHarness {
+// newUnitHarness builds a pipeline whose store is wrap(h, the real store).
+func newUnitHarness(t *testing.T, wrap func(*unitHarness, Store) Store) *unitHarness {
 	t.Helper()
 	h := &unitHarness{out: &recordingWriter{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -116,7 +116,7 @@ func newUnitHarness(t *testing.T, wrap func(Store) Store) *unitHarness {
 	h.store = dedupe.New(rc, dedupe.Options{Metrics: h.metrics})
 	var store Store = h.store
 	if wrap != nil {
-		store = wrap(store)
+		store = wrap(h, store)
 	}
 	disp, err := dispatcher.New(cfg.Partners, dispatcher.Options{Metrics: h.metrics})
 	if err != nil {
@@ -212,5 +212,61 @@ func TestMetricLabelsBounded(t *testing.T) {
 	}
 	if !got["net"] || !got["unknown"] {
 		t.Errorf("partner labels %v; want net and unknown", got)
+	}
+}
+
+// lossyStore loses the click's FTD record right after a claim is taken, as
+// an eviction or a failover that lost writes would, between the send and
+// its delivered mark.
+type lossyStore struct {
+	Store
+	mr     *miniredis.Miniredis
+	prefix string
+}
+
+func (s lossyStore) ClaimBatch(ctx context.Context, reqs []dedupe.ClaimRequest) ([]dedupe.ClaimResult, error) {
+	for _, r := range reqs {
+		s.mr.Del(s.prefix + ":{c:" + r.ClickID + "}:ftd")
+	}
+	return s.Store.ClaimBatch(ctx, reqs)
+}
+
+// TestRefusedMarkIsNotResent: the partner accepted an FTD, then Redis
+// refused to mark it (its FTD record was lost). The event must not be
+// retried into a second send: its delivery is audited with the error and
+// dead-lettered, and a redelivery sends nothing.
+func TestRefusedMarkIsNotResent(t *testing.T) {
+	h := newUnitHarness(t, func(h *unitHarness, s Store) Store {
+		return lossyStore{Store: s, mr: h.mr, prefix: dedupe.DefaultPrefix}
+	})
+	ctx := context.Background()
+	m := h.deposit("lost", nil)
+	for i := range 3 { // the first delivery, then two redeliveries
+		if err := h.p.Handle(ctx, m); err != nil {
+			t.Fatalf("handling %d: %v; a refused mark must not be retried", i, err)
+		}
+	}
+	if n := h.hits.Load(); n != 1 {
+		t.Fatalf("the partner received the FTD %d times, want once", n)
+	}
+	var audits []struct {
+		Outcome, Reason, Error string
+		Replayed               bool
+	}
+	for _, r := range h.out.topic(h.cfg.Topics.Dispatched) {
+		var a struct {
+			Outcome, Reason, Error string
+			Replayed               bool
+		}
+		_ = json.Unmarshal(r.Value, &a)
+		audits = append(audits, a)
+	}
+	if len(audits) != 3 || audits[0].Outcome != "delivered" || audits[0].Reason != reasonFTDRecordLost || audits[0].Error == "" ||
+		!audits[1].Replayed || !audits[2].Replayed {
+		t.Fatalf("audit records %+v; want the delivery with reason %s and its error, then two replays", audits, reasonFTDRecordLost)
+	}
+	dl := h.out.topic(h.cfg.Topics.DLQ)
+	if len(dl) == 0 || !strings.Contains(string(dl[0].Value), reasonFTDRecordLost) {
+		t.Fatalf("dead letters %d; want ftd_record_lost", len(dl))
 	}
 }
