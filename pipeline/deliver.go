@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
 
 	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/dedupe"
@@ -47,6 +48,15 @@ func (r deliverResult) String() string {
 // A non-nil error means Redis could not be reached; calling deliver again is
 // safe.
 func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID string, out *outputs) (deliverResult, error) {
+	if marked := p.accepted.pending(pb.ID); marked != nil {
+		// This process saw the partner accept it and is still marking it:
+		// wait for the mark rather than claim (its claim may have lapsed).
+		select {
+		case <-marked:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for the delivered mark of %s: %w", pb.ID, ctx.Err())
+		}
+	}
 	claim, err := p.claim(ctx, pb)
 	if err != nil {
 		return 0, err
@@ -94,7 +104,7 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 			ftd = &dedupe.FTDDelivered{EventID: pb.EventID}
 		}
 		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL}
-		parked, err := p.markDelivered(ctx, pb, claim.Token, d, ftd, lease)
+		parked, err := p.markDelivered(ctx, pb, claim.Token, d, ftd)
 		if errors.Is(err, dedupe.ErrNotFTD) {
 			// Redis recorded the delivery (it is never sent again) but refused
 			// to mark the FTD record, which no longer names this deposit:
@@ -192,25 +202,32 @@ func (p *Pipeline) claimLease(partner string) time.Duration {
 	return p.cfg.Partners[partner].ClaimLease()
 }
 
-// markDelivered records a delivery the partner accepted. A failure here
-// (a Redis blip, a stop) must not turn into a resend: the mark is safe to
-// repeat, so it is retried under a context a stop does not cancel, for as
-// long as the claim's lease keeps other workers off the postback.
-func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered, lease time.Duration) (*dedupe.Parked, error) {
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lease)
-	defer cancel()
-	b := backoff.WithContext(backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(50*time.Millisecond), backoff.WithMaxInterval(time.Second), backoff.WithMaxElapsedTime(0)), mctx)
+// markDelivered records a delivery the partner accepted. The partner has
+// it, so it must never be sent again: the mark (safe to repeat) is retried
+// until it lands, however long Redis is away and whatever the caller's
+// context says (a stop does not cut it short), and meanwhile this process
+// remembers the acceptance (acceptedSet), so that a redelivery of the event
+// waits for the mark instead of taking a lapsed claim and sending again.
+// Only a refusal (ErrNotFTD) ends it early.
+func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
+	marked := p.accepted.add(pb.ID)
+	defer marked()
+	mctx := context.WithoutCancel(ctx)
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(50*time.Millisecond), backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(0))
 	var parked *dedupe.Parked
-	err := backoff.Retry(func() error {
+	for attempt := 1; ; attempt++ {
 		var err error
 		parked, err = p.store.MarkDelivered(mctx, pb.ClickID, pb.ID, token, d, ftd)
-		if errors.Is(err, dedupe.ErrNotFTD) {
-			return backoff.Permanent(err)
+		if err == nil || errors.Is(err, dedupe.ErrNotFTD) {
+			return parked, err
 		}
-		return err
-	}, b)
-	return parked, err
+		if attempt == 1 || attempt%20 == 0 {
+			p.log.Warn("delivered mark not recorded yet; retrying until Redis takes it (the postback is not sent again)",
+				zap.String("postback_id", pb.ID), zap.String("click_id", pb.ClickID), zap.Int("attempt", attempt), zap.Error(err))
+		}
+		time.Sleep(b.NextBackOff()) // paced retries of a mark that must land; no context can cancel it
+	}
 }
 
 // reasonFTDRecordLost: an FTD postback was delivered but its FTD record in

@@ -14,10 +14,15 @@
 //     classification answers are remembered per event id, and every send is
 //     guarded by a claim on the stable postback id, so a repeat never sends
 //     twice; it re-emits the audit record from what Redis remembers.
-//   - The one duplicate window: a crash after the partner accepted a postback
-//     and before MarkDelivered reached Redis. The claim's lease then expires
-//     and the redelivered event sends again, with the same transaction_id,
-//     which partners that accept one use to drop the duplicate.
+//   - An accepted postback is never sent again by the process that saw it
+//     accepted: its mark is retried until Redis takes it (a stop does not
+//     cut it short), and a redelivery meanwhile waits for it (acceptedSet).
+//     A refused mark (ErrNotFTD) is audited and dead-lettered, not retried.
+//   - The duplicate windows: a crash after the partner accepted a postback
+//     and before MarkDelivered reached Redis, and a request whose answer
+//     never came. The claim's lease then expires and the redelivered event
+//     sends again, with the same transaction_id, which partners that accept
+//     one use to drop the duplicate.
 //
 // Attribution (attribution.go): every event is routed from its click's
 // accumulated context; a deposit or revenue event of a click with neither

@@ -65,6 +65,8 @@ type Pipeline struct {
 	metrics *metrics.Metrics
 	now     func() time.Time
 	kinds   map[string]event.Kind // topic → kind
+	// accepted: postbacks accepted by their partner, not yet marked.
+	accepted *acceptedSet
 }
 
 // Options are the pipeline's collaborators.
@@ -97,7 +99,7 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 	}
 	return &Pipeline{
 		cfg: cfg, store: newBatchedStore(o.Store), sender: o.Sender, out: o.Out, decoder: o.Decoder,
-		log: o.Logger, metrics: o.Metrics, now: o.Now,
+		log: o.Logger, metrics: o.Metrics, now: o.Now, accepted: newAcceptedSet(),
 		kinds: map[string]event.Kind{
 			cfg.Topics.Deposits:       event.KindDeposit,
 			cfg.Topics.Revenue:        event.KindRevenue,

@@ -28,6 +28,7 @@ import (
 	"github.com/postbackd/postbackd/dedupe"
 	"github.com/postbackd/postbackd/dispatcher"
 	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/internal/testinfra"
 	"github.com/postbackd/postbackd/metrics"
 )
 
@@ -269,4 +270,81 @@ func TestRefusedMarkIsNotResent(t *testing.T) {
 	if len(dl) == 0 || !strings.Contains(string(dl[0].Value), reasonFTDRecordLost) {
 		t.Fatalf("dead letters %d; want ftd_record_lost", len(dl))
 	}
+}
+
+// downMarks fails every delivered mark while down is set, as a Redis that
+// went away right after the partner accepted would.
+type downMarks struct {
+	Store
+	down     *atomic.Bool
+	failures *atomic.Int64
+}
+
+var errRedisDown = fmt.Errorf("redis: connection refused (injected)")
+
+func (s downMarks) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
+	if s.down.Load() {
+		s.failures.Add(1)
+		return nil, errRedisDown
+	}
+	return s.Store.MarkDelivered(ctx, clickID, postbackID, token, d, ftd)
+}
+
+func (s downMarks) MarkDeliveredBatch(ctx context.Context, reqs []dedupe.MarkRequest) ([]*dedupe.Parked, error) {
+	if s.down.Load() {
+		s.failures.Add(1)
+		return nil, errRedisDown
+	}
+	return s.Store.MarkDeliveredBatch(ctx, reqs)
+}
+
+// TestAcceptedPostbackNotResentWhileMarkFails: the partner accepted, then
+// Redis refused every mark for longer than the claim's lease. A redelivery
+// of the event meanwhile (with the lapsed claim free to take) must not send
+// again: it waits for the mark, and both end delivered, the partner having
+// received the postback once.
+func TestAcceptedPostbackNotResentWhileMarkFails(t *testing.T) {
+	var down atomic.Bool
+	var failures atomic.Int64
+	h := newUnitHarness(t, func(_ *unitHarness, s Store) Store { return downMarks{Store: s, down: &down, failures: &failures} })
+	down.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := h.deposit("mark-down", nil)
+	first := make(chan error, 1)
+	go func() { first <- h.p.Handle(ctx, m) }()
+	waitFor(t, "the first mark to fail", func() bool { return failures.Load() >= 2 })
+	// The claim's lease runs out in Redis while the mark cannot land; the
+	// first handling is also told to stop (a drain), which must not cut the
+	// marking short.
+	h.mr.FastForward(h.p.claimLease("net") + time.Minute)
+	cancel()
+	second := make(chan error, 1)
+	go func() { second <- h.p.Handle(context.Background(), m) }()
+	waitFor(t, "more failed marks while the redelivery waits", func() bool { return failures.Load() >= 4 })
+	if n := h.hits.Load(); n != 1 {
+		t.Fatalf("the partner received the postback %d times while its mark failed, want once", n)
+	}
+	down.Store(false)
+	for i, ch := range []chan error{first, second} {
+		select {
+		case err := <-ch:
+			if err != nil && i == 1 {
+				t.Fatalf("the redelivery: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("handling %d did not end after Redis came back", i+1)
+		}
+	}
+	if n := h.hits.Load(); n != 1 {
+		t.Fatalf("the partner received the postback %d times, want once", n)
+	}
+	if st, err := h.store.Claim(context.Background(), "mark-down", "x", time.Second); err != nil || st.State != dedupe.ClaimAcquired {
+		t.Fatalf("store unusable after the outage: %+v %v", st, err)
+	}
+}
+
+// waitFor polls cond until it holds, for at most 30s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	testinfra.WaitUntil(t, 30*time.Second, what, cond)
 }
