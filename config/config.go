@@ -71,6 +71,11 @@ type Redis struct {
 	// RecordTTL is how long classification answers, claims and click
 	// contexts are kept (default 2160h = 90 days). FTD records never expire.
 	RecordTTL time.Duration `yaml:"record_ttl"`
+	// AllowEviction lets postbackd start on a Redis whose maxmemory-policy
+	// can evict keys (anything but noeviction). Evicted FTD records and
+	// delivered marks mean second FTDs and second sends: start-up refuses
+	// such a Redis unless this is set, and then logs an error.
+	AllowEviction bool `yaml:"allow_eviction"`
 }
 
 // Topics names every topic postbackd reads or writes.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,6 +145,9 @@ func (s *Service) Run(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	err := s.redis.Ping(pctx).Err()
 	if err == nil {
+		err = s.checkRedisDurability(pctx)
+	}
+	if err == nil {
 		err = s.kafka.checkTopics(pctx, s.topics())
 	}
 	cancel()
@@ -190,6 +194,32 @@ func (s *Service) Run(ctx context.Context) error {
 		errs = append(errs, e)
 	}
 	return errors.Join(errs...)
+}
+
+// errEvictingRedis: start-up refused a Redis that can evict keys.
+var errEvictingRedis = errors.New("redis: maxmemory-policy can evict keys")
+
+// checkRedisDurability refuses a Redis that can evict keys (unless
+// redis.allow_eviction) and warns about one without persistence; see
+// config/REFERENCE.md "Redis in production".
+func (s *Service) checkRedisDurability(ctx context.Context) error {
+	d, err := dedupe.CheckDurability(ctx, s.redis)
+	if err != nil {
+		s.log.Warn("redis: could not read its eviction policy and persistence; check that maxmemory-policy is noeviction and persistence is on", zap.Error(err))
+		return nil
+	}
+	if d.CanEvict() {
+		if !s.cfg.Redis.AllowEviction {
+			return fmt.Errorf("%w (%s): evicted FTD records and delivered marks mean second FTDs and second sends; "+
+				"set maxmemory-policy noeviction, or redis.allow_eviction: true to run anyway", errEvictingRedis, strings.Join(d.EvictionPolicies, ", "))
+		}
+		s.log.Error("redis: maxmemory-policy can evict keys and redis.allow_eviction is set: an eviction can pay a postback twice",
+			zap.Strings("maxmemory_policy", d.EvictionPolicies))
+	}
+	if !d.Persistent {
+		s.log.Warn("redis: neither appendonly nor RDB save points are on: a restart of Redis forgets every FTD record and delivered mark")
+	}
+	return nil
 }
 
 // close releases the clients; safe to call twice.

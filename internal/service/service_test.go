@@ -144,3 +144,28 @@ func TestCreateThenCheckTopics(t *testing.T) {
 		t.Errorf("CreateTopics a second time: %v", err)
 	}
 }
+
+// TestRunRefusesEvictingRedis: a Redis whose maxmemory-policy can evict keys
+// is refused at start, naming the policy and the override; with
+// redis.allow_eviction the start goes on (here to the topic check).
+func TestRunRefusesEvictingRedis(t *testing.T) {
+	addr := testinfra.PrivateRedis(t, "--maxmemory-policy", "volatile-lru")
+	brokers := testinfra.Kafka(t)
+	for _, allow := range []bool{false, true} {
+		cfg := loadTestConfig(t, brokers, addr)
+		cfg.Redis.AllowEviction = allow
+		svc, err := New(cfg, zap.NewNop(), Options{})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = svc.Run(ctx)
+		cancel()
+		switch {
+		case !allow && (!errors.Is(err, errEvictingRedis) || !strings.Contains(err.Error(), "volatile-lru") || !strings.Contains(err.Error(), "redis.allow_eviction")):
+			t.Errorf("Run on an evicting Redis: %v; want it refused, naming the policy and redis.allow_eviction", err)
+		case allow && (err == nil || errors.Is(err, errEvictingRedis) || !strings.Contains(err.Error(), "topic")):
+			t.Errorf("Run with allow_eviction: %v; want it past the Redis check, stopped by the missing topics", err)
+		}
+	}
+}

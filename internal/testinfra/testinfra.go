@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,4 +140,41 @@ func WaitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	if !Eventually(d, cond) {
 		t.Fatalf("timed out after %s waiting for %s", d, what)
 	}
+}
+
+// PrivateRedis starts a redis-server of the test's own with args (e.g.
+// "--maxmemory-policy", "allkeys-lru"), for tests that change or depend on a
+// server's settings and so cannot share the suite's Redis. It returns the
+// server's address; the server is stopped at the end of the test. Without a
+// redis-server binary on PATH the test is skipped, saying so.
+func PrivateRedis(t testing.TB, args ...string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("no redis-server on PATH (Debian package redis-server): cannot start a private Redis")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	_ = ln.Close()
+	all := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)
+	cmd := exec.Command(bin, all...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := "127.0.0.1:" + port
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	WaitUntil(t, 10*time.Second, "private redis-server on "+addr+" answers", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return c.Ping(ctx).Err() == nil
+	})
+	return addr
 }
