@@ -306,7 +306,7 @@ func (s *Store) attributeCall(t Touch) ([]string, []any, error) {
 func parseAttribution(v any, t Touch) (Attribution, error) {
 	a, err := asArray(v)
 	if err != nil || len(a) != 6 {
-		return Attribution{}, fmt.Errorf("unexpected attribute reply %v", v)
+		return Attribution{}, corruptf("unexpected attribute reply %v", v)
 	}
 	f, err := asStrings(a[:5])
 	if err != nil {
@@ -314,12 +314,12 @@ func parseAttribution(v any, t Touch) (Attribution, error) {
 	}
 	rel, err := asStrings(a[5])
 	if err != nil || len(rel)%2 != 0 {
-		return Attribution{}, fmt.Errorf("unexpected released events %v", a[5])
+		return Attribution{}, corruptf("unexpected released events %v", a[5])
 	}
 	var r Attribution
 	if f[4] == "1" {
 		if err := json.Unmarshal([]byte(f[3]), &r.Click); err != nil {
-			return Attribution{}, fmt.Errorf("click context: %w", err)
+			return Attribution{}, corruptf("click context: %w", err)
 		}
 		r.ClickFound = true
 	}
@@ -336,7 +336,7 @@ func parseAttribution(v any, t Touch) (Attribution, error) {
 	case "unroutable":
 		r.State = StateUnroutable
 	default:
-		return Attribution{}, fmt.Errorf("unexpected attribution state %q", f[0])
+		return Attribution{}, corruptf("unexpected attribution state %q", f[0])
 	}
 	return r, nil
 }
@@ -459,7 +459,7 @@ func (s *Store) LoadClick(ctx context.Context, clickID string) (ClickContext, bo
 	}
 	var c ClickContext
 	if err := json.Unmarshal(b, &c); err != nil {
-		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", err)
+		return ClickContext{}, false, corruptf("dedupe: load click: %w", err)
 	}
 	return c, true, nil
 }

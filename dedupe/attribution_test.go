@@ -2,6 +2,8 @@ package dedupe
 
 import (
 	"context"
+
+	"github.com/redis/go-redis/v9"
 	"maps"
 	"slices"
 	"testing"
@@ -291,5 +293,31 @@ func testClassifyKeepsRoute(t *testing.T, h *harness) {
 	c, err = s.Classify(ctx, Deposit{ClickID: "old", EventID: "d1", Amount: "1", Currency: "EUR"})
 	if err != nil || c.FTD.Route.Partner != "" || c.FTD.Route.Params != nil {
 		t.Fatalf("classify without a route: %+v %v", c, err)
+	}
+}
+
+// testCorruptState: state of the wrong shape or type is reported as
+// permanent (IsCorrupt), an unreachable Redis is not.
+func testCorruptState(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	if err := h.client.HSet(ctx, s.clickKey("wt", "ctx"), "network", "n").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Attribute(ctx, Touch{ClickID: "wt", EventID: "e", At: t0}); err == nil || !IsCorrupt(err) {
+		t.Errorf("Attribute on a context of the wrong type: %v; want a corrupt-state error", err)
+	}
+	if _, err := s.AttributeBatch(ctx, []Touch{{ClickID: "wt", EventID: "e", At: t0}}); err == nil || !IsCorrupt(err) {
+		t.Errorf("AttributeBatch on a context of the wrong type: %v; want a corrupt-state error", err)
+	}
+	if err := h.client.HSet(ctx, s.clickKey("bad", "ftd"), "event_id", "x", "occurred_at", "not a time").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Classify(ctx, Deposit{ClickID: "bad", EventID: "d", Amount: "1", Currency: "EUR"}); err == nil || !IsCorrupt(err) {
+		t.Errorf("Classify beside an FTD record that does not parse: %v; want a corrupt-state error", err)
+	}
+	down := New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Options{Prefix: h.prefix})
+	if _, err := down.Classify(ctx, Deposit{ClickID: "c", EventID: "d"}); err == nil || IsCorrupt(err) {
+		t.Errorf("Classify against no Redis: %v; want an error that is not corrupt state", err)
 	}
 }

@@ -167,7 +167,7 @@ func (s *Store) claimCall(clickID, postbackID, token string, lease time.Duration
 func parseClaim(v any, token string) (ClaimResult, error) {
 	r, err := asStrings(v)
 	if err != nil || len(r) != 2 {
-		return ClaimResult{}, fmt.Errorf("unexpected claim reply %v", v)
+		return ClaimResult{}, corruptf("unexpected claim reply %v", v)
 	}
 	switch r[0] {
 	case "acquired":
@@ -178,11 +178,11 @@ func parseClaim(v any, token string) (ClaimResult, error) {
 	case "delivered":
 		var d Delivery
 		if err := json.Unmarshal([]byte(r[1]), &d); err != nil {
-			return ClaimResult{}, fmt.Errorf("delivery record: %w", err)
+			return ClaimResult{}, corruptf("delivery record: %w", err)
 		}
 		return ClaimResult{State: ClaimDelivered, Delivery: d}, nil
 	}
-	return ClaimResult{}, fmt.Errorf("unexpected claim state %q", r[0])
+	return ClaimResult{}, corruptf("unexpected claim state %q", r[0])
 }
 
 // markScript: KEYS lease, done, ftd, parked; ARGV token, delivery, ttl_ms,
@@ -308,7 +308,7 @@ func (s *Store) markCall(r MarkRequest) ([]string, []any, error) {
 func parseMark(v any) (*Parked, error) {
 	a, err := asArray(v)
 	if err != nil || len(a) == 0 {
-		return nil, fmt.Errorf("unexpected reply %v", v)
+		return nil, corruptf("unexpected reply %v", v)
 	}
 	switch state, _ := asString(a[0]); state {
 	case "ok":
@@ -320,7 +320,7 @@ func parseMark(v any) (*Parked, error) {
 			return parseParked(a[1])
 		}
 	}
-	return nil, fmt.Errorf("unexpected reply %v", v)
+	return nil, corruptf("unexpected reply %v", v)
 }
 
 // releaseScript: KEYS lease; ARGV token.

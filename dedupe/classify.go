@@ -171,7 +171,7 @@ func (s *Store) classifyCall(d Deposit) ([]string, []any) {
 func parseClassification(v any) (Classification, error) {
 	a, err := asArray(v)
 	if err != nil || len(a) != 3 {
-		return Classification{}, fmt.Errorf("unexpected classify reply %v", v)
+		return Classification{}, corruptf("unexpected classify reply %v", v)
 	}
 	goal, _ := asString(a[0])
 	rep, _ := asString(a[1])
@@ -185,11 +185,11 @@ func parseClassification(v any) (Classification, error) {
 func parseFTD(v any) (FTDRecord, error) {
 	f, err := asStrings(v)
 	if err != nil || len(f) != 11 {
-		return FTDRecord{}, fmt.Errorf("unexpected FTD record %v", v)
+		return FTDRecord{}, corruptf("unexpected FTD record %v", v)
 	}
 	at, err := parseTime(f[3])
 	if err != nil {
-		return FTDRecord{}, fmt.Errorf("FTD occurred_at: %w", err)
+		return FTDRecord{}, corruptf("FTD occurred_at: %w", err)
 	}
 	r := FTDRecord{
 		EventID: f[0], Amount: f[1], Currency: f[2], OccurredAt: at,
@@ -198,7 +198,7 @@ func parseFTD(v any) (FTDRecord, error) {
 	}
 	if f[10] != "" {
 		if err := json.Unmarshal([]byte(f[10]), &r.Route.Params); err != nil {
-			return FTDRecord{}, fmt.Errorf("FTD route params: %w", err)
+			return FTDRecord{}, corruptf("FTD route params: %w", err)
 		}
 	}
 	return r, nil

@@ -122,6 +122,7 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("AttributeWaits", func(t *testing.T) { testAttributeWaits(t, newHarness(t)) })
 	t.Run("AttributeTTL", func(t *testing.T) { testAttributeTTL(t, newHarness(t)) })
 	t.Run("ClassifyKeepsRoute", func(t *testing.T) { testClassifyKeepsRoute(t, newHarness(t)) })
+	t.Run("CorruptState", func(t *testing.T) { testCorruptState(t, newHarness(t)) })
 	t.Run("EmptyIDs", func(t *testing.T) { testEmptyIDs(t, newHarness(t)) })
 	t.Run("Classify", func(t *testing.T) { testClassify(t, newHarness(t)) })
 	t.Run("ClassifyAfterAnswerExpired", func(t *testing.T) { testClassifyAnswerExpired(t, newHarness(t)) })

@@ -170,7 +170,7 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 	}
 	a, err := asArray(v)
 	if err != nil || len(a) != 6 {
-		return QualifyResult{}, fmt.Errorf("dedupe: qualify: unexpected reply %v", v)
+		return QualifyResult{}, corruptf("dedupe: qualify: unexpected reply %v", v)
 	}
 	f, err := asStrings(append(a[:3:3], a[4:]...))
 	if err != nil {
@@ -182,7 +182,7 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 	}
 	parkedAt, err := parseTime(f[4])
 	if err != nil {
-		return QualifyResult{}, fmt.Errorf("dedupe: qualify: parked_at: %w", err)
+		return QualifyResult{}, corruptf("dedupe: qualify: parked_at: %w", err)
 	}
 	r := QualifyResult{
 		FTD: rec, FTDExists: rec.Exists(), ExistingStatus: f[2], Repeated: f[1] == "1",
@@ -198,7 +198,7 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 	case "ftdfailed":
 		r.Decision = DecideFTDFailed
 	default:
-		return QualifyResult{}, fmt.Errorf("dedupe: qualify: unexpected decision %q", f[0])
+		return QualifyResult{}, corruptf("dedupe: qualify: unexpected decision %q", f[0])
 	}
 	return r, nil
 }
@@ -246,7 +246,7 @@ func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parke
 	}
 	a, err := asArray(v)
 	if err != nil || len(a) == 0 {
-		return nil, 0, fmt.Errorf("dedupe: take orphan: unexpected reply %v", v)
+		return nil, 0, corruptf("dedupe: take orphan: unexpected reply %v", v)
 	}
 	switch state, _ := asString(a[0]); state {
 	case "gone":
@@ -264,7 +264,7 @@ func (s *Store) TakeOrphan(ctx context.Context, clickID, eventID string) (*Parke
 			return p, OrphanTaken, nil
 		}
 	}
-	return nil, 0, fmt.Errorf("dedupe: take orphan: unexpected reply %v", v)
+	return nil, 0, corruptf("dedupe: take orphan: unexpected reply %v", v)
 }
 
 // failFTDScript: KEYS ftd, parked; ARGV ftd_event_id, reason. Returns
@@ -316,11 +316,11 @@ func (s *Store) FailFTD(ctx context.Context, clickID, ftdEventID, reason string)
 func parseParked(v any) (*Parked, error) {
 	f, err := asStrings(v)
 	if err != nil || len(f) != 5 {
-		return nil, fmt.Errorf("unexpected parked record %v", v)
+		return nil, corruptf("unexpected parked record %v", v)
 	}
 	at, err := parseTime(f[3])
 	if err != nil {
-		return nil, fmt.Errorf("parked_at: %w", err)
+		return nil, corruptf("parked_at: %w", err)
 	}
 	return &Parked{EventID: f[0], Status: f[1], Payload: []byte(f[2]), ParkedAt: at}, nil
 }

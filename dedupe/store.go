@@ -25,6 +25,10 @@ var (
 	// reason would read as "not failed", so they are refused before any
 	// Redis call.
 	ErrEmptyID = errors.New("dedupe: empty id")
+	// ErrCorrupt: what Redis holds (or answered) cannot be read: a record of
+	// the wrong shape or type, edited by hand or written by another program.
+	// Retrying cannot help; see IsCorrupt.
+	ErrCorrupt = errors.New("dedupe: stored state cannot be read")
 	// ErrNotFTD: MarkDelivered or FailFTD was told the postback was the
 	// click's FTD, but the click's FTD record has another event id (or
 	// none). The FTD record is untouched; MarkDelivered records the delivery
@@ -169,6 +173,28 @@ func newToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// corruptf is an ErrCorrupt error.
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: %w", ErrCorrupt, fmt.Errorf(format, args...))
+}
+
+// IsCorrupt reports whether err is permanent: the store could not read what
+// Redis holds (ErrCorrupt), or Redis refused a command on it for what it is
+// (WRONGTYPE: a key of another type; a script that failed on the data it
+// found). Unavailability, timeouts, OOM under noeviction, LOADING, failovers
+// are not: they pass.
+func IsCorrupt(err error) bool {
+	if errors.Is(err, ErrCorrupt) {
+		return true
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.Contains(msg, "WRONGTYPE") || strings.Contains(msg, "Error running script")
+}
+
 func formatTime(t time.Time) string { return t.Format(time.RFC3339Nano) }
 
 func parseTime(s string) (time.Time, error) {
@@ -221,7 +247,7 @@ func (s *Store) runPipelined(ctx context.Context, script *redis.Script, calls []
 func asArray(v any) ([]any, error) {
 	a, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("unexpected script reply %T", v)
+		return nil, corruptf("unexpected script reply %T", v)
 	}
 	return a, nil
 }
@@ -233,7 +259,7 @@ func asString(v any) (string, error) {
 	case nil:
 		return "", nil
 	default:
-		return "", fmt.Errorf("unexpected script reply element %T", v)
+		return "", corruptf("unexpected script reply element %T", v)
 	}
 }
 

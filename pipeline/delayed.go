@@ -11,6 +11,7 @@ import (
 
 	"github.com/postbackd/postbackd/dedupe"
 	"github.com/postbackd/postbackd/postback"
+	"github.com/postbackd/postbackd/record"
 )
 
 type jobKind string
@@ -137,10 +138,19 @@ func (p *Pipeline) takeJobs(ctx, jobCtx context.Context, lease time.Duration, ma
 		go func() {
 			defer jobs.Done()
 			defer func() { <-slots }()
-			if err := p.runJob(jobCtx, j); err != nil && jobCtx.Err() == nil {
-				// Not acknowledged: the lease lapses and the job comes back.
-				p.log.Warn("delayed job", zap.String("job_id", j.ID), zap.Error(err))
+			err := p.runJob(jobCtx, j)
+			if err == nil || jobCtx.Err() != nil {
+				return
 			}
+			key := failureKey{topic: "job:" + j.ID}
+			if permanent(err) && p.failures.add(key) >= maxPermanentTries {
+				if derr := p.deadLetterJob(jobCtx, j, err); derr == nil {
+					p.failures.forget(key)
+					return
+				}
+			}
+			// Not acknowledged: the lease lapses and the job comes back.
+			p.log.Warn("delayed job", zap.String("job_id", j.ID), zap.Error(err))
 		}()
 	}
 	return len(taken), nil
@@ -149,9 +159,9 @@ func (p *Pipeline) takeJobs(ctx, jobCtx context.Context, lease time.Duration, ma
 func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 	var j job
 	if err := json.Unmarshal(dj.Payload, &j); err != nil {
-		// A payload this version cannot read is kept (not acked) for an
-		// operator rather than dropped; it is logged each time it comes due.
-		return fmt.Errorf("decode job payload: %w", err)
+		// Permanent: after maxPermanentTries it goes to the DLQ, payload
+		// and all, for an operator (deadLetterJob).
+		return fmt.Errorf("%w: job payload: %w", errUnreadable, err)
 	}
 	var out outputs
 	ack := true
@@ -205,7 +215,7 @@ func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 			return err
 		}
 	default:
-		return fmt.Errorf("job %s has unknown kind %q", dj.ID, j.Kind)
+		return fmt.Errorf("%w: job %s has unknown kind %q", errUnreadable, dj.ID, j.Kind)
 	}
 	if err := p.flush(ctx, &out); err != nil {
 		return err
@@ -214,5 +224,21 @@ func (p *Pipeline) runJob(ctx context.Context, dj dedupe.Job) error {
 	if !ack {
 		return nil
 	}
+	return p.store.Ack(ctx, dj.ID)
+}
+
+// deadLetterJob writes the dead letter of a delayed job that failed
+// permanently maxPermanentTries times, its payload (values only, never a
+// secret) with it, and acknowledges the job.
+func (p *Pipeline) deadLetterJob(ctx context.Context, dj dedupe.Job, cause error) error {
+	var out outputs
+	d := record.DeadLetter{Reason: reasonUnprocessable, Error: "delayed job " + dj.ID + ": " + cause.Error()}
+	setDeadLetterValue(&d, dj.Payload)
+	p.deadLetter(&out, d)
+	if err := p.flush(ctx, &out); err != nil {
+		return err
+	}
+	p.log.Error("delayed job fails permanently; dead-lettered", zap.String("job_id", dj.ID), zap.Error(cause))
+	p.metrics.DelayedJobs.WithLabelValues("dead_lettered").Inc()
 	return p.store.Ack(ctx, dj.ID)
 }

@@ -232,7 +232,7 @@ func (p *Pipeline) sendStatusChange(ctx context.Context, q *event.Qualification,
 	status := string(q.Status)
 	amt, err := decimal.NewFromString(amount)
 	if err != nil {
-		return fmt.Errorf("ftd record of click %q holds amount %q: %w", q.ClickID, amount, err)
+		return fmt.Errorf("%w: ftd record of click %q holds amount %q: %w", errUnreadable, q.ClickID, amount, err)
 	}
 	pb := p.newPostback(rt, postback.GoalFTDStatus, status, &q.Envelope, src)
 	pb.ID = postback.NewID(partner, postback.GoalFTDStatus, ftdEventID, status)
@@ -251,7 +251,7 @@ func (p *Pipeline) sendStatusChange(ctx context.Context, q *event.Qualification,
 func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd postback.Postback, out *outputs) error {
 	var pq parkedQualification
 	if err := json.Unmarshal(parked.Payload, &pq); err != nil {
-		return fmt.Errorf("decode parked qualification %q: %w", parked.EventID, err)
+		return fmt.Errorf("%w: parked qualification %q: %w", errUnreadable, parked.EventID, err)
 	}
 	// The status change goes where the FTD just went, with its params.
 	rt := route{partner: ftd.Partner, via: dedupe.RouteConversion, params: ftd.Params}
@@ -310,7 +310,7 @@ func (p *Pipeline) failParked(ctx context.Context, ftd postback.Postback, reason
 func (p *Pipeline) deadLetterParked(parked *dedupe.Parked, reason, detail string, out *outputs) error {
 	var pq parkedQualification
 	if err := json.Unmarshal(parked.Payload, &pq); err != nil {
-		return fmt.Errorf("decode parked qualification %q: %w", parked.EventID, err)
+		return fmt.Errorf("%w: parked qualification %q: %w", errUnreadable, parked.EventID, err)
 	}
 	p.deadLetterQualification(out, &pq.Event, pq.Source, reason, detail)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -67,6 +68,8 @@ type Pipeline struct {
 	kinds   map[string]event.Kind // topic → kind
 	// accepted: postbacks accepted by their partner, not yet marked.
 	accepted *acceptedSet
+	// failures counts permanent failures of input messages.
+	failures failureCounts
 }
 
 // Options are the pipeline's collaborators.
@@ -161,13 +164,67 @@ func (p *Pipeline) Handle(ctx context.Context, m consumer.Message) error {
 	if err == nil {
 		err = p.flush(ctx, &u.out)
 	}
+	key := failureKey{m.Topic, m.Partition, m.Offset}
+	if err != nil && permanent(err) && p.failures.add(key) >= maxPermanentTries {
+		// Nothing of this attempt's outputs is written: the event goes to
+		// the DLQ whole, with the reason, for an operator to repair and
+		// replay, and its offset may commit. A delivered postback of it
+		// stays delivered (Redis remembers), so a replay sends nothing twice.
+		p.failures.forget(key)
+		u.out = outputs{}
+		p.log.Error("event fails permanently; dead-lettered", zap.String("topic", m.Topic), zap.Int("partition", m.Partition),
+			zap.Int64("offset", m.Offset), zap.Int("tries", maxPermanentTries), zap.Error(err))
+		p.deadLetterInput(&u.out, m, u.src, p.kinds[m.Topic], "", "", reasonUnprocessable, err.Error())
+		if err = p.flush(ctx, &u.out); err == nil {
+			p.metrics.EventsConsumed.WithLabelValues(m.Topic, "invalid").Inc()
+			return nil
+		}
+	}
 	if err != nil {
 		p.metrics.EventsConsumed.WithLabelValues(m.Topic, "retried").Inc()
 		return err
 	}
+	p.failures.forget(key)
 	p.finishWaits(ctx, &u.out)
 	p.metrics.EventsConsumed.WithLabelValues(m.Topic, result).Inc()
 	return nil
+}
+
+// reasonUnprocessable: an event whose handling failed permanently
+// maxPermanentTries times (see permanent).
+const reasonUnprocessable = "unprocessable"
+
+// failureKey names one input message.
+type failureKey struct {
+	topic     string
+	partition int
+	offset    int64
+}
+
+// failureCounts counts permanent failures per input message in this
+// process. It is bounded: past maxTracked entries (messages given up on by
+// a rebalance, say) it starts over, which only delays a dead letter.
+type failureCounts struct {
+	mu sync.Mutex
+	m  map[failureKey]int
+}
+
+const maxTracked = 10000
+
+func (f *failureCounts) add(k failureKey) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || len(f.m) >= maxTracked {
+		f.m = make(map[failureKey]int)
+	}
+	f.m[k]++
+	return f.m[k]
+}
+
+func (f *failureCounts) forget(k failureKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, k)
 }
 
 // unit is one input event being handled, and what it may do.
@@ -239,6 +296,25 @@ func (p *Pipeline) handle(ctx context.Context, u *unit) (string, error) {
 }
 
 var errUnknownPartner = errors.New("unknown partner")
+
+// errUnreadable: state the pipeline stored (a parked qualification's
+// payload, an FTD record's amount) cannot be read back. Retrying cannot help
+// (see permanent).
+var errUnreadable = errors.New("stored state cannot be read")
+
+// permanent tells an error that retrying cannot cure — stored state that
+// cannot be read, or that Redis refuses to work on (dedupe.IsCorrupt) —
+// from a transient one: Redis or Kafka unavailable, timeouts, a stop.
+// Transient errors are retried for as long as they last (fail closed: the
+// click waits); a permanent one is retried maxPermanentTries times, in
+// case it was not, and then dead-lettered with its reason.
+func permanent(err error) bool {
+	return errors.Is(err, errUnreadable) || dedupe.IsCorrupt(err)
+}
+
+// maxPermanentTries is how many times an event whose handling fails
+// permanently is tried before it goes to the DLQ (reason unprocessable).
+const maxPermanentTries = 3
 
 // newPostback fills what every postback of an event shares.
 func (p *Pipeline) newPostback(rt route, goal postback.Goal, status string, env *event.Envelope, src event.Source) postback.Postback {

@@ -88,6 +88,8 @@ type unitHarness struct {
 	metrics *metrics.Metrics
 	hits    atomic.Int64
 	seq     atomic.Int64
+	// skew is added to the wall clock the pipeline reads (p.now).
+	skew atomic.Int64
 }
 
 // newUnitHarness builds a pipeline whose store is wrap(h, the real store).
@@ -130,7 +132,8 @@ func newUnitHarness(t *testing.T, wrap func(*unitHarness, Store) Store) *unitHar
 	h.p, err = New(Config{
 		Topics: cfg.Topics, Merchants: cfg.Merchants, Partners: cfg.Partners,
 		QualificationWindow: cfg.Qualification.Window, Delayed: cfg.Delayed, DrainTimeout: time.Second,
-	}, Options{Store: store, Sender: disp, Out: h.out, Decoder: dec, Metrics: h.metrics})
+	}, Options{Store: store, Sender: disp, Out: h.out, Decoder: dec, Metrics: h.metrics,
+		Now: func() time.Time { return time.Now().Add(time.Duration(h.skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,4 +350,128 @@ func TestAcceptedPostbackNotResentWhileMarkFails(t *testing.T) {
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testinfra.WaitUntil(t, 30*time.Second, what, cond)
+}
+
+// handleUntil calls Handle with m up to n times and returns the errors.
+func (h *unitHarness) handleTimes(m consumer.Message, n int) []error {
+	var errs []error
+	for range n {
+		errs = append(errs, h.p.Handle(context.Background(), m))
+	}
+	return errs
+}
+
+func (h *unitHarness) deadLetterReasons() []string {
+	var out []string
+	for _, r := range h.out.topic(h.cfg.Topics.DLQ) {
+		var d struct{ Reason, Error string }
+		_ = json.Unmarshal(r.Value, &d)
+		out = append(out, d.Reason)
+	}
+	return out
+}
+
+// TestPermanentFailureIsDeadLettered: an event whose stored state cannot be
+// read fails the same way every time; after a bounded number of tries it
+// goes to the DLQ with its reason and the partition goes on, nothing sent.
+func TestPermanentFailureIsDeadLettered(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(h *unitHarness, click string)
+	}{
+		{"an FTD record that does not parse", func(h *unitHarness, click string) {
+			h.mr.HSet("pb:{c:"+click+"}:ftd", "event_id", "other", "occurred_at", "yesterday-ish")
+		}},
+		{"a click context of the wrong type (WRONGTYPE)", func(h *unitHarness, click string) {
+			h.mr.HSet("pb:{c:"+click+"}:ctx", "network", "net")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newUnitHarness(t, nil)
+			tc.damage(h, "broken")
+			m := h.deposit("broken", nil)
+			errs := h.handleTimes(m, maxPermanentTries)
+			for i, err := range errs[:maxPermanentTries-1] {
+				if err == nil || !permanent(err) {
+					t.Fatalf("try %d: %v; want a permanent error, retried", i+1, err)
+				}
+			}
+			if last := errs[maxPermanentTries-1]; last != nil {
+				t.Fatalf("try %d: %v; want nil (dead-lettered, the offset may commit)", maxPermanentTries, last)
+			}
+			if got := h.deadLetterReasons(); len(got) != 1 || got[0] != reasonUnprocessable {
+				t.Fatalf("dead letters %v; want one %s", got, reasonUnprocessable)
+			}
+			if h.hits.Load() != 0 {
+				t.Fatal("a postback was sent for an event whose state cannot be read")
+			}
+			// Another click is not affected.
+			if err := h.p.Handle(context.Background(), h.deposit("fine", nil)); err != nil || h.hits.Load() != 1 {
+				t.Fatalf("another click: %v, %d sends; want delivered", err, h.hits.Load())
+			}
+		})
+	}
+}
+
+// flakyClassify fails classification with a connection error n times.
+type flakyClassify struct {
+	Store
+	left *atomic.Int64
+}
+
+func (s flakyClassify) ClassifyBatch(ctx context.Context, ds []dedupe.Deposit) ([]dedupe.Classification, error) {
+	if s.left.Add(-1) >= 0 {
+		return nil, fmt.Errorf("dial tcp 127.0.0.1:6379: connect: connection refused (injected)")
+	}
+	return s.Store.ClassifyBatch(ctx, ds)
+}
+
+// TestTransientFailureIsRetriedNotDeadLettered: Redis unavailable is
+// transient however long it lasts: the event is retried (fail closed), never
+// dead-lettered, and delivered once Redis is back.
+func TestTransientFailureIsRetriedNotDeadLettered(t *testing.T) {
+	left := &atomic.Int64{}
+	left.Store(int64(3 * maxPermanentTries))
+	h := newUnitHarness(t, func(_ *unitHarness, s Store) Store { return flakyClassify{Store: s, left: left} })
+	m := h.deposit("flaky", nil)
+	for i, err := range h.handleTimes(m, 3*maxPermanentTries) {
+		if err == nil || permanent(err) {
+			t.Fatalf("try %d: %v; want a transient error", i+1, err)
+		}
+	}
+	if got := h.deadLetterReasons(); len(got) != 0 {
+		t.Fatalf("dead letters %v for a transient failure", got)
+	}
+	if err := h.p.Handle(context.Background(), m); err != nil || h.hits.Load() != 1 {
+		t.Fatalf("after Redis came back: %v, %d sends; want delivered once", err, h.hits.Load())
+	}
+}
+
+// TestUnreadableJobIsDeadLettered: a delayed job whose payload cannot be
+// read comes back after each lease; after a bounded number of tries it is
+// dead-lettered with its payload and acknowledged, not kept forever.
+func TestUnreadableJobIsDeadLettered(t *testing.T) {
+	h := newUnitHarness(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := h.store.Schedule(ctx, "pb:garbage", time.Now().Add(-time.Second), []byte("{not a job")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.p.RunDelayed(ctx) }()
+	// Each try leases the job; move the pipeline's clock past the lease so
+	// that it comes due again, until it is dead-lettered.
+	waitFor(t, "the job dead-lettered", func() bool {
+		h.skew.Add(int64(h.cfg.Delayed.Lease + time.Second))
+		return len(h.deadLetterReasons()) > 0
+	})
+	cancel()
+	<-done
+	dl := h.out.topic(h.cfg.Topics.DLQ)
+	if len(dl) != 1 || !strings.Contains(string(dl[0].Value), "{not a job") || !strings.Contains(string(dl[0].Value), reasonUnprocessable) {
+		t.Fatalf("dead letters %d: %v; want one unprocessable with the payload", len(dl), h.deadLetterReasons())
+	}
+	if n, err := h.store.Len(context.Background()); err != nil || n != 0 {
+		t.Fatalf("schedule holds %d jobs (%v); want the dead-lettered job acknowledged", n, err)
+	}
 }
