@@ -8,6 +8,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -473,5 +474,60 @@ func TestUnreadableJobIsDeadLettered(t *testing.T) {
 	}
 	if n, err := h.store.Len(context.Background()); err != nil || n != 0 {
 		t.Fatalf("schedule holds %d jobs (%v); want the dead-lettered job acknowledged", n, err)
+	}
+}
+
+// gatedWriter blocks every write until gate is closed, after telling
+// entered.
+type gatedWriter struct {
+	recordingWriter
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (w *gatedWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	select {
+	case w.entered <- struct{}{}:
+	default:
+	}
+	<-w.gate
+	return w.recordingWriter.WriteMessages(ctx, msgs...)
+}
+
+// TestHandleSucceedsOnlyAfterOutputsAreWritten: the consumer commits an
+// offset once Handle returned nil, so Handle must not return nil before the
+// event's audit (and DLQ, confirmation) records are acknowledged: not while
+// the write is in flight, and not when it fails. An asynchronous flush would
+// pass every other test on fakes; this one fails it.
+func TestHandleSucceedsOnlyAfterOutputsAreWritten(t *testing.T) {
+	h := newUnitHarness(t, nil)
+	ctx := context.Background()
+
+	h.out.fail = errors.New("kafka: [6] Not Leader For Partition (injected)")
+	bad := h.message(h.cfg.Topics.Deposits, map[string]any{"click_id": "w1", "merchant_id": "m"}) // invalid: a DLQ record
+	if err := h.p.Handle(ctx, bad); err == nil {
+		t.Fatal("Handle returned nil though its dead letter and audit record were not written")
+	}
+	if err := h.p.Handle(ctx, h.deposit("w2", nil)); err == nil {
+		t.Fatal("Handle returned nil though the audit record of a delivered postback was not written")
+	}
+	h.out.fail = nil
+
+	gw := &gatedWriter{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	h.p.out = gw
+	done := make(chan error, 1)
+	go func() { done <- h.p.Handle(ctx, h.deposit("w3", nil)) }()
+	<-gw.entered
+	select {
+	case err := <-done:
+		t.Fatalf("Handle returned (%v) while its outputs were still being written", err)
+	case <-time.After(200 * time.Millisecond): // the write is held: Handle must still be waiting
+	}
+	close(gw.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(gw.topic(h.cfg.Topics.Dispatched)); n != 1 {
+		t.Fatalf("%d audit records written, want 1", n)
 	}
 }

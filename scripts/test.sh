@@ -4,11 +4,13 @@
 #   1. the fakes run: KAFKA_BROKERS, REDIS_ADDR and REDIS_CLUSTER_ADDRS unset,
 #      so every test uses in-process fakes (kfake, miniredis);
 #   2. the real run: the same tests against the real Kafka and Redis named by
-#      those variables, when they are set (eval "$(scripts/infra.sh up)").
+#      those variables, when both KAFKA_BROKERS and REDIS_ADDR are set
+#      (eval "$(scripts/infra.sh up)").
 #
 # Both runs happen even when the first fails; the script fails if either
 # did. With POSTBACKD_REQUIRE_REAL=1 (as .ci/run sets) a missing real run is
-# a failure, never a silent fallback to the fakes.
+# a failure, never a silent fallback to the fakes, and so is a test skipped
+# in the real run: there every test that needs a real server must run.
 #
 # Settings (environment):
 #   POSTBACKD_TEST_PKGS     packages, space separated (default ./...)
@@ -35,11 +37,13 @@ trap 'rm -rf "$tmp"' EXIT
 report_bin=$tmp/testreport
 go build -o "$report_bin" scripts/testreport.go
 
-# run LABEL [env args]: one run of the suite; prints its duration.
+# run LABEL REPORT_FLAGS [env args]: one run of the suite; prints its
+# duration.
 run_suite() {
-	local label=$1 t0=$SECONDS rc=0
-	shift
-	"$@" "${go_test[@]}" 2>&1 | "$report_bin" -label "$label" -require-tests | tee "$tmp/$label.out" || rc=$?
+	local label=$1 flags=$2 t0=$SECONDS rc=0
+	shift 2
+	# shellcheck disable=SC2086 # flags is a word list on purpose
+	"$@" "${go_test[@]}" 2>&1 | "$report_bin" -label "$label" -require-tests $flags | tee "$tmp/$label.out" || rc=$?
 	echo "$label run took $((SECONDS - t0))s"
 	counts[$label]=$(grep -E "^$label: [0-9]+ passed" "$tmp/$label.out" | tail -n1 || true)
 	return "$rc"
@@ -58,16 +62,20 @@ fakes="not run (POSTBACKD_TEST_RUNS)"
 if [[ $steps == *" fakes "* ]]; then
 	banner "fakes run (in-process kfake and miniredis): go test -count=1 -timeout $timeout ${pkgs[*]}"
 	fakes=ok
-	run_suite fakes env -u KAFKA_BROKERS -u REDIS_ADDR -u REDIS_CLUSTER_ADDRS || fakes=FAILED
+	run_suite fakes "" env -u KAFKA_BROKERS -u REDIS_ADDR -u REDIS_CLUSTER_ADDRS || fakes=FAILED
 fi
 
-real="not run: KAFKA_BROKERS and REDIS_ADDR are unset"
+real="not run: it needs both KAFKA_BROKERS and REDIS_ADDR (KAFKA_BROKERS=${KAFKA_BROKERS:-unset} REDIS_ADDR=${REDIS_ADDR:-unset})"
+real_flags=""
+if [[ ${POSTBACKD_REQUIRE_REAL:-0} == 1 ]]; then
+	real_flags=-forbid-skips
+fi
 if [[ $steps != *" real "* ]]; then
 	real="not run (POSTBACKD_TEST_RUNS)"
-elif [[ -n ${KAFKA_BROKERS:-} || -n ${REDIS_ADDR:-} ]]; then
+elif [[ -n ${KAFKA_BROKERS:-} && -n ${REDIS_ADDR:-} ]]; then
 	banner "$label run (KAFKA_BROKERS=${KAFKA_BROKERS:-unset} REDIS_ADDR=${REDIS_ADDR:-unset} REDIS_CLUSTER_ADDRS=${REDIS_CLUSTER_ADDRS:-unset}): go test -count=1 -timeout $timeout ${pkgs[*]}"
 	real=ok
-	run_suite "$label" env || real=FAILED
+	run_suite "$label" "$real_flags" env || real=FAILED
 fi
 
 banner "summary"

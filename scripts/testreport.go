@@ -8,8 +8,9 @@
 //	LABEL: N passed, N failed, N skipped
 //
 // so a reader of CI output sees at once how many tests ran. It exits 1 when
-// any test or package failed, or when nothing ran at all and -require-tests
-// is set. Run it as `go run scripts/testreport.go -label fakes`.
+// any test or package failed, when nothing ran at all and -require-tests
+// is set, or when a test skipped and -forbid-skips is set (a run against
+// real servers, where every test that needs one must have run). Run it as `go run scripts/testreport.go -label fakes`.
 package main
 
 import (
@@ -130,6 +131,7 @@ func (r *report) handleTest(e event) {
 func main() {
 	label := flag.String("label", "tests", "one word printed before the counts")
 	requireTests := flag.Bool("require-tests", false, "fail when no test ran")
+	forbidSkips := flag.Bool("forbid-skips", false, "fail when any test skipped")
 	flag.Parse()
 
 	r := &report{out: os.Stdout, buf: map[string][]string{}}
@@ -154,6 +156,9 @@ func main() {
 		os.Exit(1)
 	case *requireTests && r.passed == 0:
 		fmt.Fprintf(os.Stderr, "testreport: %s ran no passing test\n", *label)
+		os.Exit(1)
+	case *forbidSkips && r.skips > 0:
+		fmt.Fprintf(os.Stderr, "testreport: %s must run every test, and %d skipped (listed above)\n", *label, r.skips)
 		os.Exit(1)
 	}
 }
