@@ -219,8 +219,16 @@ type Consumer struct {
 	stopOnce sync.Once
 	done     chan struct{}
 
+	// commitFailures counts consecutive failed commits. Only the committing
+	// goroutine of the current generation touches it (commitLoop, then the
+	// final commit after it).
+	commitFailures int
+
 	mu       sync.Mutex
 	assigned map[string][]int
+	// missing are the subscribed topics found missing before the last
+	// rejoin (nil when all exist).
+	missing []string
 }
 
 // New validates cfg and returns a Consumer. It does not connect.
@@ -260,6 +268,15 @@ func New(cfg Config, h Handler) (*Consumer, error) {
 // assignments it has received and started (zero partitions included: an
 // idle extra replica is healthy).
 func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// MissingTopics returns the subscribed topics that did not exist when the
+// member last checked (nil when all do). While any is missing the member
+// does not rejoin the group and is not Ready.
+func (c *Consumer) MissingTopics() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.missing)
+}
 
 // Assignments returns a copy of the partitions currently assigned, by topic.
 func (c *Consumer) Assignments() map[string][]int {
@@ -327,6 +344,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// lets in-flight work finish within DrainTimeout instead of aborting it.
 	base := context.WithoutCancel(ctx)
 	for {
+		if !c.waitForTopics(ctx) {
+			break
+		}
 		gen, err := group.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
@@ -349,6 +369,109 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.ready.Store(false)
 	c.log.Info("consumer stopped", zap.String("group", c.cfg.GroupID))
 	return nil
+}
+
+// Back-off of a member whose subscribed topics are missing.
+const (
+	missingTopicsInitial = time.Second
+	missingTopicsMax     = 30 * time.Second
+)
+
+// waitForTopics returns true once every subscribed topic exists, false if
+// ctx ends first. While some are missing the member must not rejoin:
+// kafka-go ends a generation at once when a subscribed topic is missing (its
+// partition watcher gives up on it) and joins the next, a tight loop that
+// floods the log and hammers the coordinator. So the member waits here,
+// before taking the next generation: it backs off (jittered exponential,
+// missingTopicsInitial..missingTopicsMax), logs one error per interval
+// naming the topics, is not Ready, reports them (MissingTopics, the
+// topic_missing gauge), and goes on by itself once they exist again. When
+// the metadata cannot be read it pauses one interval and goes on: the
+// group's own join back-off covers a broker that is away.
+func (c *Consumer) waitForTopics(ctx context.Context) bool {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(missingTopicsInitial),
+		backoff.WithMaxInterval(missingTopicsMax), backoff.WithMaxElapsedTime(0))
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		missing, err := c.missingTopics(ctx)
+		if err != nil {
+			// Unknown: pause once, then join anyway (kafka-go's own join
+			// back-off covers a broker that is away), so that a metadata
+			// error can slow the rejoins down but never stop consuming.
+			if ctx.Err() != nil {
+				return false
+			}
+			wait := b.NextBackOff()
+			c.log.Warn("reading topic metadata before joining the group", zap.Duration("retry_in", wait), zap.Error(err))
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return false
+			case <-t.C:
+			}
+			return true
+		}
+		c.setMissing(missing)
+		if len(missing) == 0 {
+			return true
+		}
+		c.ready.Store(false)
+		wait := b.NextBackOff()
+		c.log.Error("subscribed topics are missing; not rejoining the consumer group until they exist",
+			zap.Strings("missing_topics", missing), zap.Duration("retry_in", wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// missingTopics asks the cluster which subscribed topics it lacks.
+func (c *Consumer) missingTopics(ctx context.Context) ([]string, error) {
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	meta, err := c.client.Metadata(mctx, &kafka.MetadataRequest{Topics: c.cfg.Topics})
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]bool{}
+	for _, t := range meta.Topics {
+		if t.Error == nil && len(t.Partitions) > 0 {
+			found[t.Name] = true
+		}
+	}
+	var missing []string
+	for _, t := range c.cfg.Topics {
+		if !found[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// setMissing records the missing topics and sets the gauge of every
+// subscribed topic; a change back to none is logged once.
+func (c *Consumer) setMissing(missing []string) {
+	c.mu.Lock()
+	was := len(c.missing)
+	c.missing = slices.Clone(missing)
+	c.mu.Unlock()
+	for _, t := range c.cfg.Topics {
+		v := 0.0
+		if slices.Contains(missing, t) {
+			v = 1
+		}
+		c.m.TopicMissing.WithLabelValues(t).Set(v)
+	}
+	if was > 0 && len(missing) == 0 {
+		c.log.Info("subscribed topics exist again; rejoining the consumer group")
+	}
 }
 
 // heartbeatInterval is a sixth of the session timeout, within [100ms, 3s]:
@@ -532,9 +655,13 @@ func (c *Consumer) handle(ctx context.Context, m Message) bool {
 			return false
 		}
 		wait := b.NextBackOff()
-		c.log.Warn("handler failed, retrying in place", zap.String("topic", m.Topic),
-			zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset),
-			zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+		if attempt&(attempt-1) == 0 {
+			// Attempts 1, 2, 4, 8, …: an outage that fails every message
+			// in flight logs a few lines per message, not one per retry.
+			c.log.Warn("handler failed, retrying in place", zap.String("topic", m.Topic),
+				zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset),
+				zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -578,14 +705,21 @@ func (c *Consumer) commit(gen *kafka.Generation, parts []*partition, final bool)
 	if n > 0 {
 		if err := gen.CommitOffsets(offsets); err != nil {
 			lvl := zap.WarnLevel
-			if generationEnded(err) {
+			c.commitFailures++
+			switch {
+			case generationEnded(err):
 				// Expected when a rebalance has begun: the next owner resumes
 				// from the previous commit and sees these messages again.
 				lvl = zap.DebugLevel
+			case !final && c.commitFailures&(c.commitFailures-1) != 0:
+				// A failure that lasts (a deleted topic) logs on the 1st,
+				// 2nd, 4th, 8th, … round, not every CommitInterval.
+				lvl = zap.DebugLevel
 			}
 			c.log.Log(lvl, "committing offsets", zap.Int32("generation", gen.ID), zap.Bool("final", final),
-				zap.Int("partitions", n), zap.Error(err))
+				zap.Int("partitions", n), zap.Int("consecutive_failures", c.commitFailures), zap.Error(err))
 		} else {
+			c.commitFailures = 0
 			for _, p := range parts {
 				if off, ok := offsets[p.topic][p.id]; ok {
 					p.committed = off

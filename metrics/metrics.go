@@ -46,6 +46,9 @@ type Metrics struct {
 	// Routes counts postbacks by how their partner was chosen (event, click,
 	// conversion, default).
 	Routes *prometheus.CounterVec
+	// TopicMissing is 1 while a configured topic does not exist on the
+	// cluster (deleted, or not created), 0 once it does.
+	TopicMissing *prometheus.GaugeVec
 }
 
 // New creates the collectors and registers them (plus Go and process
@@ -94,9 +97,12 @@ func New(reg *prometheus.Registry) *Metrics {
 		Routes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postbackd_routes_total", Help: "Postback outcomes by how their partner was chosen (event, click, conversion, default).",
 		}, []string{"route"}),
+		TopicMissing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "postbackd_topic_missing", Help: "1 while a configured topic does not exist on the cluster.",
+		}, []string{"topic"}),
 	}
 	reg.MustRegister(m.EventsConsumed, m.Postbacks, m.DispatchSeconds, m.Retries, m.DLQWrites,
-		m.InFlight, m.CommitLag, m.RedisSeconds, m.DelayedJobs, m.BreakerOpen, m.AttributionWaits, m.Routes,
+		m.InFlight, m.CommitLag, m.RedisSeconds, m.DelayedJobs, m.BreakerOpen, m.AttributionWaits, m.Routes, m.TopicMissing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

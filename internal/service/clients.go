@@ -110,11 +110,11 @@ func (k *kafkaClients) client() *kafka.Client {
 // ErrMissingTopics is returned by CheckTopics when topics do not exist.
 var ErrMissingTopics = errors.New("missing topics")
 
-// checkTopics reports every topic that does not exist, in one error.
-func (k *kafkaClients) checkTopics(ctx context.Context, topics []string) error {
+// missingTopics lists the topics of topics that do not exist.
+func (k *kafkaClients) missingTopics(ctx context.Context, topics []string) ([]string, error) {
 	meta, err := k.client().Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
-		return fmt.Errorf("read topic metadata: %w", err)
+		return nil, fmt.Errorf("read topic metadata: %w", err)
 	}
 	found := map[string]bool{}
 	for _, t := range meta.Topics {
@@ -127,6 +127,15 @@ func (k *kafkaClients) checkTopics(ctx context.Context, topics []string) error {
 		if !found[t] {
 			missing = append(missing, t)
 		}
+	}
+	return missing, nil
+}
+
+// checkTopics reports every topic that does not exist, in one error.
+func (k *kafkaClients) checkTopics(ctx context.Context, topics []string) error {
+	missing, err := k.missingTopics(ctx, topics)
+	if err != nil {
+		return err
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s (create them, e.g. `postbackd topics create --config FILE`)", ErrMissingTopics, strings.Join(missing, ", "))

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -102,6 +103,9 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 	if !cfg.Admin.Disabled {
 		s.admin, err = admin.New(cfg.Admin.Addr, m.Registry, map[string]admin.Check{
 			"consumer_group": func(context.Context) error {
+				if missing := cons.MissingTopics(); len(missing) > 0 {
+					return fmt.Errorf("%w: %s: not rejoining the group until they exist", ErrMissingTopics, strings.Join(missing, ", "))
+				}
 				if !cons.Ready() {
 					return errors.New("not a member of a generation yet")
 				}
@@ -172,7 +176,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 		s.log.Info("admin server listening", zap.String("addr", s.admin.Addr()))
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		s.watchOutputTopics(runCtx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := s.pipeline.RunDelayed(runCtx); err != nil {
@@ -194,6 +202,60 @@ func (s *Service) Run(ctx context.Context) error {
 		errs = append(errs, e)
 	}
 	return errors.Join(errs...)
+}
+
+// outputTopicsInterval is how often the output topics are checked while
+// they exist; while one is missing the check backs off up to
+// outputTopicsMaxInterval.
+const (
+	outputTopicsInterval    = 10 * time.Second
+	outputTopicsMaxInterval = 30 * time.Second
+)
+
+// watchOutputTopics checks until ctx ends that the output topics (audit,
+// confirmations, DLQ) exist. Progress needs no help from it: a write to a
+// missing topic fails, so no event's outcome is durable and no offset
+// commits past it (fail closed), and the events are retried in place until
+// the topic returns. What it adds is the one clear error per interval that
+// names the missing topics (instead of a write error per event), and the
+// postbackd_topic_missing gauge; /readyz names them through its kafka check.
+func (s *Service) watchOutputTopics(ctx context.Context) {
+	t := s.cfg.Topics
+	topics := []string{t.Dispatched, t.Confirmed, t.DLQ}
+	wait := outputTopicsInterval
+	wasMissing := false
+	for {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		missing, err := s.kafka.missingTopics(cctx, topics)
+		cancel()
+		if err != nil {
+			continue // the broker is away: the writer's errors say so
+		}
+		for _, topic := range topics {
+			v := 0.0
+			if slices.Contains(missing, topic) {
+				v = 1
+			}
+			s.metrics.TopicMissing.WithLabelValues(topic).Set(v)
+		}
+		switch {
+		case len(missing) > 0:
+			s.log.Error("output topics are missing: no outcome can be written, so nothing commits until they exist",
+				zap.Strings("missing_topics", missing))
+			wait = min(wait*2, outputTopicsMaxInterval)
+			wasMissing = true
+		case wasMissing:
+			s.log.Info("output topics exist again")
+			wait, wasMissing = outputTopicsInterval, false
+		}
+	}
 }
 
 // errEvictingRedis: start-up refused a Redis that can evict keys.
