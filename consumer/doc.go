@@ -47,4 +47,11 @@
 // 10 MB fetch) and a tracker window of at most MaxUncommitted offsets (16
 // bytes each): once that many offsets sit behind an unfinished message, that
 // partition alone stops fetching until the message finishes.
+//
+// Missing topics. Before taking each generation the member checks that
+// every subscribed topic exists. While one is missing (deleted, or the
+// broker replaced by an empty one) it does not rejoin: it backs off, logs
+// one error per interval, is not Ready and reports MissingTopics, and goes
+// on by itself once they exist. kafka-go alone would end every generation at
+// once and rejoin in a tight loop.
 package consumer
