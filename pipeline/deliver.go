@@ -12,6 +12,7 @@ import (
 	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/dedupe"
 	"github.com/postbackd/postbackd/dispatcher"
+	"github.com/postbackd/postbackd/internal/batch"
 	"github.com/postbackd/postbackd/postback"
 	"github.com/postbackd/postbackd/record"
 )
@@ -219,7 +220,8 @@ func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, toke
 	for attempt := 1; ; attempt++ {
 		var err error
 		parked, err = p.store.MarkDelivered(mctx, pb.ClickID, pb.ID, token, d, ftd)
-		if err == nil || errors.Is(err, dedupe.ErrNotFTD) {
+		if err == nil || errors.Is(err, dedupe.ErrNotFTD) || errors.Is(err, batch.ErrClosed) {
+			// Closed: the pipeline is gone (Close names what was left).
 			return parked, err
 		}
 		if attempt == 1 || attempt%20 == 0 {

@@ -113,8 +113,17 @@ func New(cfg Config, o Options) (*Pipeline, error) {
 }
 
 // Close releases the pipeline's batching goroutines. Call it after the
-// consumer and RunDelayed have returned; safe to call twice.
-func (p *Pipeline) Close() { p.store.close() }
+// consumer and RunDelayed have returned; safe to call twice. Accepted
+// postbacks whose mark is still being retried (Redis away through the whole
+// drain) are named in the log: this process's memory of them ends here, and
+// a redelivery will send them again (the partner's transaction_id drops it).
+func (p *Pipeline) Close() {
+	if n := p.accepted.len(); n > 0 {
+		p.log.Error("stopping with accepted postbacks whose delivered mark never reached Redis; their events will send them again",
+			zap.Int("postbacks", n))
+	}
+	p.store.close()
+}
 
 // InputTopics lists the topics Handle understands.
 func (p *Pipeline) InputTopics() []string {
