@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,6 +104,7 @@ type testEnv struct {
 	window       time.Duration
 	drainTimeout time.Duration
 	maxInFlight  int
+	partitions   int // of each topic createTopics creates
 }
 
 type envOptions struct {
@@ -113,6 +115,9 @@ type envOptions struct {
 	// whole stream): a small bound leaves work unfetched when a member
 	// stops, so the next owner has something to take over.
 	maxInFlight int
+	// partitions of each created topic (default 4, the default of topics
+	// create).
+	partitions int
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -136,6 +141,10 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		window:       o.window,
 		drainTimeout: 10 * time.Second,
 		maxInFlight:  o.maxInFlight,
+		partitions:   o.partitions,
+	}
+	if e.partitions == 0 {
+		e.partitions = 4
 	}
 	if e.maxInFlight == 0 {
 		e.maxInFlight = 4096
@@ -296,11 +305,15 @@ func (e *testEnv) runBinary(timeout time.Duration, args ...string) (code int, st
 }
 
 // createTopics creates the test's topics with the binary itself (4
-// partitions by default), which also tests `topics create` and `topics
-// check`.
+// partitions unless envOptions.partitions says otherwise), which also tests
+// `topics create` and `topics check`.
 func (e *testEnv) createTopics() {
 	e.t.Helper()
-	code, out, errOut := e.runBinary(60*time.Second, "topics", "create", "--config", e.configPath())
+	args := []string{"topics", "create", "--config", e.configPath()}
+	if e.partitions != 4 {
+		args = append(args, "--partitions", strconv.Itoa(e.partitions))
+	}
+	code, out, errOut := e.runBinary(60*time.Second, args...)
 	if code != 0 || !strings.Contains(out, "all topics exist") {
 		e.t.Fatalf("postbackd topics create: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
@@ -310,8 +323,8 @@ func (e *testEnv) createTopics() {
 	}
 	parts := partitionCounts(e.t, e.brokers, e.topicList(allRoles...))
 	for topic, n := range parts {
-		if n != 4 {
-			e.t.Fatalf("topic %s has %d partitions, want 4 (the default of topics create)", topic, n)
+		if n != e.partitions {
+			e.t.Fatalf("topic %s has %d partitions, want %d (4: the default of topics create)", topic, n, e.partitions)
 		}
 	}
 }

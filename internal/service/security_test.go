@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/internal/testinfra"
 )
 
 // These tests prove that the security settings of the configuration reach
@@ -151,6 +152,71 @@ func TestRedisTLSAndPassword(t *testing.T) {
 			err = rc.Ping(ctx).Err()
 			if tc.wantOK != (err == nil) {
 				t.Fatalf("ping: %v (want ok %v)", err, tc.wantOK)
+			}
+		})
+	}
+}
+
+// selfSignedFiles is selfSigned with the key written too: the certificate
+// and key files a real server loads, and the client TLS that trusts them.
+func selfSignedFiles(t *testing.T) (certFile, keyFile string, client *tls.Config) {
+	t.Helper()
+	serverTLS, caFile := selfSigned(t)
+	kb, err := x509.MarshalPKCS8PrivateKey(serverTLS.Certificates[0].PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile = filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pemBytes)
+	return caFile, keyFile, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// TestRealRedisTLSAndACL: the same settings against a real redis-server
+// serving TLS only, with an ACL user: the configuration's TLS, username and
+// password reach a real server, and a wrong password or an untrusted
+// certificate is refused by it.
+func TestRealRedisTLSAndACL(t *testing.T) {
+	certFile, keyFile, clientTLS := selfSignedFiles(t)
+	addr := testinfra.PrivateRedisTLS(t, certFile, keyFile, clientTLS,
+		"--user", "default", "off", "--user", "svc", "on", ">s3cret-pw", "~*", "&*", "+@all")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name, user, password string
+		tls                  config.TLS
+		wantOK               bool
+	}{
+		{"tls, user and password", "svc", "s3cret-pw", config.TLS{Enabled: true, CAFile: certFile}, true},
+		{"wrong password", "svc", "nope", config.TLS{Enabled: true, CAFile: certFile}, false},
+		{"no user (default is off)", "", "s3cret-pw", config.TLS{Enabled: true, CAFile: certFile}, false},
+		{"untrusted certificate", "svc", "s3cret-pw", config.TLS{Enabled: true}, false},
+		{"no TLS", "svc", "s3cret-pw", config.TLS{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, err := newRedis(config.Redis{Addrs: []string{addr}, Username: tc.user, Password: config.SecretRef{Value: tc.password}, TLS: tc.tls, PoolSize: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+			defer pcancel()
+			err = rc.Ping(pctx).Err()
+			if tc.wantOK != (err == nil) {
+				t.Fatalf("ping: %v (want ok %v)", err, tc.wantOK)
+			}
+			if tc.wantOK {
+				// Scripts run as that user too: the store's first call.
+				if err := rc.Set(pctx, "svc-check", "1", time.Minute).Err(); err != nil {
+					t.Fatalf("write as svc: %v", err)
+				}
 			}
 		})
 	}

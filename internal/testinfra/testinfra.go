@@ -6,6 +6,7 @@ package testinfra
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -149,6 +150,20 @@ func WaitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 // redis-server binary on PATH the test is skipped, saying so.
 func PrivateRedis(t testing.TB, args ...string) string {
 	t.Helper()
+	return privateRedis(t, nil, args...)
+}
+
+// PrivateRedisTLS is PrivateRedis serving TLS only, with the server
+// certificate and key files given; clientTLS is how the readiness probe
+// connects (it must trust the certificate), and args may add e.g. ACL users.
+func PrivateRedisTLS(t testing.TB, certFile, keyFile string, clientTLS *tls.Config, args ...string) string {
+	t.Helper()
+	return privateRedis(t, clientTLS, append([]string{"--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-auth-clients", "no"}, args...)...)
+}
+
+func privateRedis(t testing.TB, clientTLS *tls.Config, args ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("no redis-server on PATH (Debian package redis-server): cannot start a private Redis")
@@ -159,7 +174,11 @@ func PrivateRedis(t testing.TB, args ...string) string {
 	}
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	_ = ln.Close()
-	all := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, args...)
+	listen := []string{"--port", port}
+	if clientTLS != nil {
+		listen = []string{"--port", "0", "--tls-port", port}
+	}
+	all := append(append(listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()), args...)
 	cmd := exec.Command(bin, all...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
@@ -169,12 +188,15 @@ func PrivateRedis(t testing.TB, args ...string) string {
 		_ = cmd.Wait()
 	})
 	addr := "127.0.0.1:" + port
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: clientTLS})
 	defer c.Close()
 	WaitUntil(t, 10*time.Second, "private redis-server on "+addr+" answers", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		return c.Ping(ctx).Err() == nil
+		// NOAUTH counts as an answer: the server is up, a test's users and
+		// passwords are its own business.
+		err := c.Ping(ctx).Err()
+		return err == nil || strings.Contains(err.Error(), "NOAUTH") || strings.Contains(err.Error(), "WRONGPASS")
 	})
 	return addr
 }
