@@ -10,7 +10,8 @@
 #   wait               block until the broker answers a metadata request
 #   stop               SIGTERM, bounded wait, then SIGKILL
 #   clean              stop, then remove the state folder
-#   env                print 'export KAFKA_BROKERS=127.0.0.1:PORT'
+#   env                print 'export KAFKA_BROKERS=127.0.0.1:PORT' and the
+#                      secured listeners' settings (below)
 #   status             exit 0 when the broker runs, 1 otherwise
 #   logs [N]           print the last N lines of the broker log (default 80)
 #   topic NAME [P]     create topic NAME with P partitions (default 4), if absent
@@ -19,6 +20,11 @@
 #   KAFKA_VERSION          4.4.0 (3.9.2 works too)
 #   KAFKA_PORT             19092  client listener on 127.0.0.1
 #   KAFKA_CONTROLLER_PORT  19093  controller listener on 127.0.0.1
+#   KAFKA_SASL_PORT        KAFKA_PORT+2  SASL_PLAINTEXT listener (PLAIN,
+#                          SCRAM-SHA-256, SCRAM-SHA-512) for one user whose
+#                          password is drawn at each start
+#   KAFKA_TLS_PORT         KAFKA_PORT+3  SSL listener, self-signed certificate
+#                          made at each start
 #   KAFKA_WAIT_SECONDS     60     deadline of 'wait'
 #   KAFKA_HEAP             1g
 #   POSTBACKD_CACHE        jars go to $POSTBACKD_CACHE/kafka-VERSION/libs
@@ -35,6 +41,8 @@ source "$here/lib.sh"
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_TLS_PORT=${KAFKA_TLS_PORT:-$((KAFKA_PORT + 3))}
 KAFKA_WAIT_SECONDS=${KAFKA_WAIT_SECONDS:-60}
 KAFKA_HEAP=${KAFKA_HEAP:-1g}
 LOG_TAG="kafka:$KAFKA_PORT"
@@ -46,6 +54,11 @@ props="$state/server.properties"
 pidfile="$state/kafka.pid"
 logfile="$state/kafka.log"
 bootstrap="127.0.0.1:$KAFKA_PORT"
+# The secured listeners' credentials and certificate: made at each start,
+# never in the repository.
+sasl_user=postbackd-test
+sasl_password_file="$state/sasl-password"
+tls_dir="$state/tls"
 
 # Maven's local repository also lives in the cache so one folder holds every
 # download and the clone stays clean.
@@ -135,17 +148,43 @@ running() {
 	pid_matches "$pid" "$props"
 }
 
+# make_secrets: the SASL user's password and the TLS listener's self-signed
+# certificate (key and certificate in one PEM keystore, certificate alone as
+# the clients' CA file).
+make_secrets() {
+	umask 077
+	head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$sasl_password_file"
+	mkdir -p "$tls_dir"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+		-keyout "$tls_dir/key.pem" -out "$tls_dir/ca.pem" 2>>"$logfile"
+	openssl pkcs8 -topk8 -nocrypt -in "$tls_dir/key.pem" -out "$tls_dir/key8.pem"
+	cat "$tls_dir/key8.pem" "$tls_dir/ca.pem" >"$tls_dir/keystore.pem"
+}
+
 write_config() {
+	local pw
+	pw=$(cat "$sasl_password_file")
 	cat >"$props" <<EOF
 # Written by scripts/kafka.sh for a single-node test cluster on loopback.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_TLS_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_TLS_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
 inter.broker.listener.name=PLAINTEXT
+# SASL: PLAIN with its user in the JAAS line, SCRAM users in the metadata
+# log (StorageTool format --add-scram).
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$pw";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# TLS: a PEM keystore (unencrypted key, then the certificate).
+ssl.keystore.type=PEM
+ssl.keystore.location=$tls_dir/keystore.pem
+ssl.client.auth=none
 log.dirs=$state/data
 num.partitions=1
 # One node: every internal topic has one replica.
@@ -184,11 +223,12 @@ cmd_start() {
 		return 0
 	fi
 	local p
-	for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-		port_listening "$p" && die "port $p is taken by another process; choose KAFKA_PORT / KAFKA_CONTROLLER_PORT"
+	for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT" "$KAFKA_TLS_PORT"; do
+		port_listening "$p" && die "port $p is taken by another process; choose KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_PORT / KAFKA_TLS_PORT"
 	done
-	rm -rf "$state/data" "$pidfile"
+	rm -rf "$state/data" "$pidfile" "$tls_dir"
 	: >"$logfile"
+	make_secrets
 	write_config
 	echo "$KAFKA_VERSION" >"$state/version"
 	local cp="$state:$libs/*" id
@@ -197,7 +237,11 @@ cmd_start() {
 		tail_log "$logfile"
 		die "StorageTool random-uuid printed no cluster id"
 	}
-	if ! java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$cp" kafka.tools.StorageTool format --standalone -t "$id" -c "$props" >>"$logfile" 2>&1; then
+	local pw
+	pw=$(cat "$sasl_password_file")
+	if ! java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$cp" kafka.tools.StorageTool format --standalone -t "$id" -c "$props" \
+		--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$pw]" \
+		--add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$pw]" >>"$logfile" 2>&1; then
 		tail_log "$logfile"
 		die "StorageTool format failed"
 	fi
@@ -275,7 +319,15 @@ start) cmd_start ;;
 wait) cmd_wait ;;
 stop) cmd_stop ;;
 clean) cmd_clean ;;
-env) echo "export KAFKA_BROKERS=$bootstrap" ;;
+env)
+	echo "export KAFKA_BROKERS=$bootstrap"
+	# The secured listeners, for the tests that prove SASL and TLS settings
+	# reach a real broker (absent until the broker was started once).
+	if [[ -s $sasl_password_file && -s $tls_dir/ca.pem ]]; then
+		echo "export KAFKA_SASL_BROKERS=127.0.0.1:$KAFKA_SASL_PORT KAFKA_SASL_USERNAME=$sasl_user KAFKA_SASL_PASSWORD_FILE=$sasl_password_file"
+		echo "export KAFKA_TLS_BROKERS=127.0.0.1:$KAFKA_TLS_PORT KAFKA_TLS_CA_FILE=$tls_dir/ca.pem"
+	fi
+	;;
 status) running ;;
 logs) tail_log "$logfile" "${2:-80}" ;;
 topic)

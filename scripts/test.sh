@@ -62,7 +62,8 @@ fakes="not run (POSTBACKD_TEST_RUNS)"
 if [[ $steps == *" fakes "* ]]; then
 	banner "fakes run (in-process kfake and miniredis): go test -count=1 -timeout $timeout ${pkgs[*]}"
 	fakes=ok
-	run_suite fakes "" env -u KAFKA_BROKERS -u REDIS_ADDR -u REDIS_CLUSTER_ADDRS || fakes=FAILED
+	run_suite fakes "" env -u KAFKA_BROKERS -u REDIS_ADDR -u REDIS_CLUSTER_ADDRS \
+		-u KAFKA_SASL_BROKERS -u KAFKA_TLS_BROKERS || fakes=FAILED
 fi
 
 real="not run: it needs both KAFKA_BROKERS and REDIS_ADDR (KAFKA_BROKERS=${KAFKA_BROKERS:-unset} REDIS_ADDR=${REDIS_ADDR:-unset})"

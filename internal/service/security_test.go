@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,4 +221,69 @@ func TestRealRedisTLSAndACL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRealKafkaSASLAndTLS: the SASL mechanisms and TLS of the configuration
+// against a real broker's SASL_PLAINTEXT and SSL listeners (scripts/kafka.sh
+// starts them, with a password drawn at each start and a self-signed
+// certificate): the right credentials create and see topics, a wrong
+// password or an untrusted certificate is refused by the broker.
+func TestRealKafkaSASLAndTLS(t *testing.T) {
+	saslBrokers, tlsBrokers := os.Getenv("KAFKA_SASL_BROKERS"), os.Getenv("KAFKA_TLS_BROKERS")
+	if saslBrokers == "" || tlsBrokers == "" {
+		t.Skip("KAFKA_SASL_BROKERS / KAFKA_TLS_BROKERS not set: no real broker with secured listeners (eval \"$(bash scripts/infra.sh up)\")")
+	}
+	pw, err := os.ReadFile(os.Getenv("KAFKA_SASL_PASSWORD_FILE"))
+	if err != nil {
+		t.Fatalf("KAFKA_SASL_PASSWORD_FILE: %v", err)
+	}
+	user, password := os.Getenv("KAFKA_SASL_USERNAME"), strings.TrimSpace(string(pw))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	uniqueTopics := func(cfg *config.Config) *config.Config {
+		u := "sec-" + testinfra.Unique()
+		cfg.Topics = config.Topics{Deposits: u + ".d", Revenue: u + ".r", Registrations: u + ".g", Qualifications: u + ".q",
+			Dispatched: u + ".a", Confirmed: u + ".c", DLQ: u + ".x"}
+		return cfg
+	}
+	for _, mech := range []string{config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512} {
+		t.Run("sasl "+mech, func(t *testing.T) {
+			cfg := uniqueTopics(securityConfig(strings.Split(saslBrokers, ",")))
+			cfg.Kafka.SASL = config.SASL{Mechanism: mech, Username: user, Password: config.SecretRef{Value: password}}
+			if err := CreateTopics(ctx, cfg, 1, 1); err != nil {
+				t.Fatalf("right password: %v", err)
+			}
+			if err := CheckTopics(ctx, cfg); err != nil {
+				t.Fatalf("check after create: %v", err)
+			}
+			wrong := uniqueTopics(securityConfig(strings.Split(saslBrokers, ",")))
+			wrong.Kafka.SASL = config.SASL{Mechanism: mech, Username: user, Password: config.SecretRef{Value: password + "x"}}
+			if err := CreateTopics(ctx, wrong, 1, 1); err == nil {
+				t.Fatal("wrong password: topics were created")
+			}
+			plain := uniqueTopics(securityConfig(strings.Split(saslBrokers, ",")))
+			short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+			defer cancelShort()
+			if err := CheckTopics(short, plain); err == nil {
+				t.Fatal("no SASL on a SASL listener: metadata was read")
+			}
+		})
+	}
+	t.Run("tls", func(t *testing.T) {
+		cfg := uniqueTopics(securityConfig(strings.Split(tlsBrokers, ",")))
+		cfg.Kafka.TLS = config.TLS{Enabled: true, CAFile: os.Getenv("KAFKA_TLS_CA_FILE")}
+		if err := CreateTopics(ctx, cfg, 1, 1); err != nil {
+			t.Fatalf("TLS trusting the broker's certificate: %v", err)
+		}
+		if err := CheckTopics(ctx, cfg); err != nil {
+			t.Fatalf("check after create: %v", err)
+		}
+		untrusted := uniqueTopics(securityConfig(strings.Split(tlsBrokers, ",")))
+		untrusted.Kafka.TLS = config.TLS{Enabled: true}
+		short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+		defer cancelShort()
+		if err := CheckTopics(short, untrusted); err == nil {
+			t.Fatal("TLS without trusting the broker's certificate connected")
+		}
+	})
 }
