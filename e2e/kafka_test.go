@@ -190,7 +190,17 @@ func (e *testEnv) startOutputs() *outputs {
 		for {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
-				return
+				if ctx.Err() != nil {
+					return
+				}
+				// A broker restart or a rebalance: the reader reconnects by
+				// itself; stopping here would lose every later record.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond): // pacing the retry, bounded by ctx
+				}
+				continue
 			}
 			o.add(m)
 		}

@@ -118,7 +118,10 @@ type scriptOptions struct {
 	// that registers also sends a trial without params, as a payments
 	// platform that stores the click once does.
 	unordered bool
-	seed      uint64
+	// allInvalid adds every kind of invalid input the chaos suite sends
+	// (moreInvalidEvents) to the few of every script.
+	allInvalid bool
+	seed       uint64
 }
 
 func (s *script) expectedDelivered() int {
@@ -229,6 +232,9 @@ func newScript(o scriptOptions) *script {
 		journeys = append(journeys, rest)
 	}
 	journeys = append(journeys, g.invalidEvents())
+	if o.allInvalid {
+		journeys = append(journeys, g.moreInvalidEvents())
+	}
 	g.s.phases = [][]inMsg{phase0, g.interleave(journeys)}
 	if o.unordered {
 		g.s.regEvents = nil // produced with the rest: nothing to wait for first
@@ -549,6 +555,75 @@ func (g *generator) invalidEvents() []inMsg {
 		out = append(out, g.event(roleRegistrations, "zz-0001", "no-such-merchant", id, map[string]any{"kind": "registration"}))
 		g.s.dlq[id] = "unknown_merchant"
 	}
+	return out
+}
+
+// moreInvalidEvents are the other kinds of bad input a payments platform
+// (or an attacker) can send, one of each, each with the reason its dead
+// letter must carry: malformed JSON of every shape, wrong types, missing
+// fields, bad times, negative and exponent amounts, too many decimals, a
+// zero deposit, an unknown field (an unknown schema version), an over-long
+// id, a value far beyond any sane size, and injection attempts in the string
+// fields that decide routing. Events without an event id carry a "broken-"
+// marker that dlqRef finds in the raw value.
+func (g *generator) moreInvalidEvents() []inMsg {
+	var out []inMsg
+	raw := func(role, key, value string) {
+		out = append(out, inMsg{role: role, key: key, value: []byte(value)})
+		g.s.events++
+	}
+	marker := func() string { return g.nextID("broken") }
+	dep := func(id string, fields map[string]any) map[string]any {
+		f := map[string]any{"amount": "10.00", "currency": "EUR", "status": "succeeded", "player_id": "p"}
+		for k, v := range fields {
+			f[k] = v
+		}
+		return f
+	}
+	// A tombstone (empty value): the one DLQ record without any marker.
+	raw(roleDeposits, "tomb-0001", "")
+	g.s.dlq["?"] = "undecodable"
+	m := marker()
+	raw(roleRevenue, "sc-0003", `["`+m+`", 1, 2]`)
+	g.s.dlq[m] = "undecodable"
+	m = marker()
+	raw(roleRegistrations, "sc-0003", `hello `+m)
+	g.s.dlq["?hello "+m] = "undecodable"
+	m = marker()
+	raw(roleDeposits, "sc-0005", `{"player_id": "`+m+`", "click_id": "sc-0005", "merchant_id": "casino", "occurred_at": "2026-11-24T12:00:00Z", "amount": "1.00", "currency": "EUR", "status": "succeeded"}`)
+	g.s.dlq[m] = "schema_invalid" // no event_id
+
+	type bad struct {
+		role, click, merchant, prefix, reason string
+		fields                                map[string]any
+	}
+	for _, b := range []bad{
+		{roleDeposits, "sc-0007", merchantCasino, "numamount", "schema_invalid", dep("", map[string]any{"amount": 12.5})},
+		{roleDeposits, "sc-0007", merchantCasino, "negamount", "schema_invalid", dep("", map[string]any{"amount": "-5.00"})},
+		{roleDeposits, "sc-0007", merchantCasino, "expamount", "schema_invalid", dep("", map[string]any{"amount": "1e3"})},
+		{roleDeposits, "sc-0007", merchantCasino, "decimals", "invalid_amount", dep("", map[string]any{"amount": "1.0000000000000000001"})},
+		{roleDeposits, "sc-0007", merchantCasino, "zerodep", "invalid_amount", dep("", map[string]any{"amount": "0"})},
+		{roleDeposits, "sc-0007", merchantCasino, "nocurrency", "schema_invalid", map[string]any{"amount": "1.00", "status": "succeeded", "player_id": "p"}},
+		{roleDeposits, "sc-0007", merchantCasino, "lowercur", "schema_invalid", dep("", map[string]any{"currency": "eur"})},
+		{roleDeposits, "sc-0007", merchantCasino, "version", "schema_invalid", dep("", map[string]any{"schema_version": 99})},
+		{roleDeposits, "sc-0007", merchantCasino, "status", "schema_invalid", dep("", map[string]any{"status": "refunded"})},
+		{roleRevenue, "sc-0007", merchantCasino, "badtime", "schema_invalid", map[string]any{"amount": "1.00", "currency": "EUR", "occurred_at": "yesterday"}},
+		{roleRegistrations, "sc-0007", merchantCasino, "kind", "schema_invalid", map[string]any{"kind": "admin'--"}},
+		{roleRegistrations, "sc-0007", merchantCasino, "params", "schema_invalid", map[string]any{"kind": "registration", "params": "not-a-map"}},
+		{roleQualifications, "sc-0007", merchantCasino, "nostatus", "schema_invalid", map[string]any{}},
+		{roleDeposits, "sc-0007", "casino' OR '1'='1", "inj-merchant", "unknown_merchant", dep("", nil)},
+		{roleDeposits, "sc-0007", merchantCasino, "inj-network", "unknown_partner", dep("", map[string]any{"network": "scaleo\r\nX-Injected: 1<script>"})},
+		{roleDeposits, "sc-0007", merchantCasino, "inj-currency", "schema_invalid", dep("", map[string]any{"currency": "EUR'; DROP TABLE deposits;--"})},
+		{roleDeposits, "sc-0007", merchantCasino, "huge", "schema_invalid", dep("", map[string]any{"zz_padding": strings.Repeat("A", 300_000)})},
+	} {
+		id := g.nextID(b.prefix)
+		out = append(out, g.event(b.role, b.click, b.merchant, id, b.fields))
+		g.s.dlq[id] = b.reason
+	}
+	// A click id beyond the schema's 256 characters.
+	id := g.nextID("longclick")
+	out = append(out, g.event(roleDeposits, strings.Repeat("c", 300), merchantCasino, id, dep("", nil)))
+	g.s.dlq[id] = "schema_invalid"
 	return out
 }
 

@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,19 +48,36 @@ type scriptedTracker struct {
 	accepted []accepted
 	byKey    map[string][]accepted
 	inFlight int // requests arrived and not yet answered
+
+	faults *trackerFaults // nil: none (chaos runs set them)
+	counts map[string]int // fault kind → requests it answered
+}
+
+// trackerFaults are a misbehaving partner's answers, drawn per request:
+// shares (of 1000) of 503s, 429s with Retry-After, slow answers, timeouts
+// (answered, and so accepted, after the partner's timeout: a request whose
+// answer never came) and connection resets (before anything is accepted);
+// and a path prefix that answers 503 to everything until downUntil (one
+// partner fully down).
+type trackerFaults struct {
+	rng                                  *rand.Rand
+	err503, err429, slow, timeout, reset int
+	slowFor, timeoutFor                  time.Duration
+	downPrefix                           string
+	downUntil                            time.Time
 }
 
 // startTracker serves a scripted tracker on 127.0.0.1:0 until the test ends.
 func startTracker(t *testing.T, plan map[string]string) *scriptedTracker {
 	t.Helper()
-	st := &scriptedTracker{plan: plan, attempts: map[string]int{}, byKey: map[string][]accepted{}}
+	st := &scriptedTracker{plan: plan, attempts: map[string]int{}, byKey: map[string][]accepted{}, counts: map[string]int{}}
 	st.Tracker = tracker.New(tracker.Options{Respond: st.respond})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.addr = ln.Addr().String()
-	srv := &http.Server{Handler: st.Tracker, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: http.HandlerFunc(st.serve), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return st
@@ -76,7 +96,101 @@ func (st *scriptedTracker) setSlow(d time.Duration, concurrency int) {
 	}
 }
 
+// setFaults installs (or, with nil, removes) the partner's misbehaviour.
+func (st *scriptedTracker) setFaults(f *trackerFaults) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.faults = f
+}
+
+// setDown makes every request under prefix answer 503 until until.
+func (st *scriptedTracker) setDown(prefix string, until time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.faults == nil {
+		st.faults = &trackerFaults{rng: rand.New(rand.NewPCG(1, 2))}
+	}
+	st.faults.downPrefix, st.faults.downUntil = prefix, until
+}
+
+// faultCounts copies how many requests each fault answered.
+func (st *scriptedTracker) faultCounts() map[string]int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make(map[string]int, len(st.counts))
+	for k, v := range st.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// draw picks this request's fault ("" none), under st.mu.
+func (st *scriptedTracker) draw(path string) string {
+	f := st.faults
+	if f == nil {
+		return ""
+	}
+	if f.downPrefix != "" && strings.HasPrefix(path, f.downPrefix) && time.Now().Before(f.downUntil) {
+		return "down"
+	}
+	n := f.rng.IntN(1000)
+	for _, c := range []struct {
+		kind  string
+		share int
+	}{{"503", f.err503}, {"429", f.err429}, {"slow", f.slow}, {"timeout", f.timeout}, {"reset", f.reset}} {
+		if n < c.share {
+			return c.kind
+		}
+		n -= c.share
+	}
+	return ""
+}
+
+// serve answers one request: a reset fault drops the connection before
+// anything is accepted; everything else goes to the recording tracker.
+func (st *scriptedTracker) serve(w http.ResponseWriter, r *http.Request) {
+	st.mu.Lock()
+	fault := st.draw(r.URL.Path)
+	if fault != "" {
+		st.counts[fault]++
+	}
+	st.mu.Unlock()
+	if fault == "429" {
+		// Too many requests, come back in a second: the sender must honour it.
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return
+	}
+	if fault == "reset" {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // RST, not FIN
+				}
+				_ = conn.Close()
+				return
+			}
+		}
+	}
+	st.Tracker.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), faultKey{}, fault)))
+}
+
+type faultKey struct{}
+
 func (st *scriptedTracker) respond(r *http.Request) (int, string) {
+	fault, _ := r.Context().Value(faultKey{}).(string)
+	switch fault {
+	case "down", "503":
+		return http.StatusServiceUnavailable, "busy"
+	case "slow", "timeout":
+		st.mu.Lock()
+		d := st.faults.slowFor
+		if fault == "timeout" {
+			d = st.faults.timeoutFor
+		}
+		st.mu.Unlock()
+		time.Sleep(d) // the partner's own slowness, not synchronisation
+	}
 	arrived := time.Now()
 	q := r.URL.Query()
 	key := pbKey(q.Get("g"), q.Get("status"), q.Get("event_id"))

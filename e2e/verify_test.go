@@ -130,6 +130,11 @@ type verifyOptions struct {
 }
 
 type verdict struct {
+	// counts: the oracle's findings by category (lost, unexpected,
+	// misclassified, misrouted, out_of_order, audit_missing, audit_wrong,
+	// confirm_missing, confirm_extra, dlq_missing, dlq_unexpected,
+	// dup_other); each is also a test error.
+	counts     map[string]int
 	duplicates []string // keys accepted more than once (same transaction id)
 	// firstArrivals: when the first accepted copy of each duplicate arrived.
 	firstArrivals map[string]time.Time
@@ -140,9 +145,11 @@ type verdict struct {
 func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdict {
 	t := e.t
 	t.Helper()
-	v := verdict{firstArrivals: map[string]time.Time{}}
+	v := verdict{firstArrivals: map[string]time.Time{}, counts: map[string]int{}}
+	cat := "other"
 	errorf := func(format string, args ...any) {
 		t.Helper()
+		v.counts[cat]++
 		t.Errorf(format, args...)
 	}
 	if len(out.bad) > 0 {
@@ -157,30 +164,43 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 	for k, reqs := range got {
 		p, ok := sc.postbacks[k]
 		if !ok || p.outcome != "delivered" {
+			cat = "unexpected"
+			// An rdep where an ftd was expected (or the reverse) is a
+			// misclassification, not only a stranger.
+			if parts := strings.SplitN(k, "|", 3); len(parts) == 3 && (parts[0] == "rdep" || parts[0] == "ftd") {
+				other := pbKey(map[string]string{"rdep": "ftd", "ftd": "rdep"}[parts[0]], map[string]string{"rdep": "pending", "ftd": ""}[parts[0]], parts[2])
+				if _, exp := sc.postbacks[other]; exp {
+					cat = "misclassified"
+				}
+			}
 			errorf("tracker accepted an unexpected postback %s (%d times): %s", k, len(reqs), reqs[0].query.Encode())
 			continue
 		}
 		tx := reqs[0].txOf()
 		txOfKey[k] = tx
+		cat = "misrouted"
 		if tx == "" {
 			errorf("postback %s carried no transaction id", k)
 		}
 		if len(reqs) > 1 {
 			for _, r := range reqs[1:] {
 				if r.txOf() != tx {
+					cat = "dup_other"
 					errorf("postback %s accepted twice with different transaction ids %q and %q", k, tx, r.txOf())
 				}
 			}
 			if !o.txDuplicatesAllowed {
+				cat = "dup_unallowed"
 				errorf("postback %s accepted %d times", k, len(reqs))
 			}
 			v.duplicates = append(v.duplicates, k)
 			v.firstArrivals[k] = reqs[0].arrived
 		}
-		e.checkRequest(p, reqs[0])
+		v.counts["misrouted"] += e.checkRequest(p, reqs[0])
 	}
 	for k, p := range sc.postbacks {
 		if p.outcome == "delivered" && len(got[k]) == 0 {
+			cat = "lost"
 			errorf("postback %s (click %s) never accepted by the tracker", k, p.click)
 		}
 	}
@@ -189,6 +209,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 	for _, pair := range sc.ordered {
 		ftd, st := got[pair[0]], got[pair[1]]
 		if len(ftd) > 0 && len(st) > 0 && ftd[0].seq > st[0].seq {
+			cat = "out_of_order"
 			errorf("status change %s accepted before its FTD %s", pair[1], pair[0])
 		}
 	}
@@ -202,6 +223,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 	}
 	byPID := map[string]*pbAudit{}
 	pidOfKey := map[string]map[string]bool{}
+	cat = "audit_wrong"
 	for _, a := range out.audits {
 		r := a.rec
 		for _, tok := range e.tokens {
@@ -253,6 +275,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 		}
 	}
 	for k, p := range sc.postbacks {
+		cat = "audit_missing"
 		pids := pidOfKey[k]
 		if len(pids) != 1 {
 			errorf("postback %s has %d postback ids in the audit trail, want 1", k, len(pids))
@@ -266,6 +289,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 		if !pa.finals[record.Outcome(p.outcome)] {
 			errorf("postback %s (%s): no %s audit record; final outcomes %v", k, pid, p.outcome, pa.finals)
 		}
+		cat = "audit_wrong"
 		if tx, ok := txOfKey[k]; ok && tx != pid {
 			errorf("postback %s: the tracker received transaction id %s, the audit says %s", k, tx, pid)
 		}
@@ -286,12 +310,14 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 			skips[a.rec.EventID][a.rec.Reason] = true
 		}
 	}
+	cat = "audit_missing"
 	for id, reason := range sc.skips {
 		if !skips[id][reason] {
 			errorf("event %s: no skipped audit record with reason %q (got %v)", id, reason, skips[id])
 		}
 	}
 	for id, reasons := range skips {
+		cat = "audit_extra"
 		if _, ok := sc.skips[id]; !ok && !(len(reasons) == 1 && reasons[sc.maybeSkips[id]]) {
 			errorf("event %s skipped unexpectedly: %v", id, reasons)
 		}
@@ -300,6 +326,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 	// 4. Confirmations: exactly the expected clicks, one postback each.
 	confPIDs := map[string]map[string]bool{}
 	for _, c := range out.confirms {
+		cat = "confirm_extra"
 		exp, ok := sc.confirms[c.ClickID]
 		if !ok {
 			errorf("unexpected confirmation for click %s: %+v", c.ClickID, c)
@@ -313,6 +340,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 		}
 		confPIDs[c.ClickID][c.PostbackID] = true
 	}
+	cat = "confirm_missing"
 	for click := range sc.confirms {
 		if len(confPIDs[click]) != 1 {
 			errorf("click %s has confirmations for %d postbacks, want 1", click, len(confPIDs[click]))
@@ -328,6 +356,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 				errorf("dead letter of %s carries a partner token", ref)
 			}
 		}
+		cat = "dlq_unexpected"
 		want, ok := sc.dlq[ref]
 		switch {
 		case !ok:
@@ -337,6 +366,7 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 		}
 		dlqCount[ref]++
 	}
+	cat = "dlq_missing"
 	for ref, reason := range sc.dlq {
 		switch n := dlqCount[ref]; {
 		case n == 0:
@@ -349,43 +379,51 @@ func (e *testEnv) verify(sc *script, out outputSnapshot, o verifyOptions) verdic
 	return v
 }
 
-// checkRequest compares one accepted request with its expected postback.
-func (e *testEnv) checkRequest(p *expPostback, r accepted) {
+// checkRequest compares one accepted request with its expected postback and
+// returns how many of its values were wrong (each a test error).
+func (e *testEnv) checkRequest(p *expPostback, r accepted) int {
+	wrong := 0
 	t := e.t
 	t.Helper()
+	errorf := func(format string, args ...any) {
+		t.Helper()
+		wrong++
+		t.Errorf(format, args...)
+	}
 	q := r.query
 	if q.Get("click_id") != p.click {
-		t.Errorf("postback %s sent for click %q, want %q", p.key, q.Get("click_id"), p.click)
+		errorf("postback %s sent for click %q, want %q", p.key, q.Get("click_id"), p.click)
 	}
 	if q.Get("amount") != p.amount || q.Get("currency") != p.currency {
-		t.Errorf("postback %s sent amount %q %q, want %q %q", p.key, q.Get("amount"), q.Get("currency"), p.amount, p.currency)
+		errorf("postback %s sent amount %q %q, want %q %q", p.key, q.Get("amount"), q.Get("currency"), p.amount, p.currency)
 	}
 	switch p.partner {
 	case partnerScaleo:
 		if q.Get("token") != e.tokens[scaleoTokenEnv] {
-			t.Errorf("postback %s sent without the partner's token", p.key)
+			errorf("postback %s sent without the partner's token", p.key)
 		}
 		wantPath := "/track/conv"
 		if p.goal == "ftd_status" {
 			wantPath = "/track/conv-change"
 		}
 		if r.path != wantPath {
-			t.Errorf("postback %s sent to %s, want %s", p.key, r.path, wantPath)
+			errorf("postback %s sent to %s, want %s", p.key, r.path, wantPath)
 		}
 	case partnerDating:
 		if q.Get("key") != e.tokens[datingTokenEnv] {
-			t.Errorf("postback %s sent without the partner's token", p.key)
+			errorf("postback %s sent without the partner's token", p.key)
 		}
 		alias := map[string]string{"reg": "free_reg", "trial": "trial", "ftd": "signup", "rdep": "rebill"}[p.goal]
 		if q.Get("goal") != alias {
-			t.Errorf("postback %s sent goal alias %q, want %q", p.key, q.Get("goal"), alias)
+			errorf("postback %s sent goal alias %q, want %q", p.key, q.Get("goal"), alias)
 		}
 		for f, want := range p.tr {
 			if q.Get(f) != want {
-				t.Errorf("postback %s: tracker-string field %s = %q, want %q", p.key, f, q.Get(f), want)
+				errorf("postback %s: tracker-string field %s = %q, want %q", p.key, f, q.Get(f), want)
 			}
 		}
 	}
+	return wrong
 }
 
 func decimalEqual(a, b string) bool {

@@ -9,6 +9,8 @@
 #   start              fresh broker in the background (no-op when running)
 #   wait               block until the broker answers a metadata request
 #   stop               SIGTERM, bounded wait, then SIGKILL
+#   restart            stop, then start the same broker again KEEPING its
+#                      data (topics, offsets): a broker restart, for faults
 #   clean              stop, then remove the state folder
 #   env                print 'export KAFKA_BROKERS=127.0.0.1:PORT' and the
 #                      secured listeners' settings (below)
@@ -245,6 +247,13 @@ cmd_start() {
 		tail_log "$logfile"
 		die "StorageTool format failed"
 	fi
+	launch
+	log "started Kafka $KAFKA_VERSION (pid $(read_pidfile "$pidfile"), cluster $id, log $logfile)"
+}
+
+# launch: runs the broker of $props in the background and waits for its pid.
+launch() {
+	local cp="$state:$libs/*"
 	# setsid: the broker outlives the shell that started it (a developer's
 	# terminal, one CI phase); 'stop' ends it by pid. The pid file is written
 	# by the process that becomes the JVM, so it names the JVM itself.
@@ -259,7 +268,15 @@ cmd_start() {
 		tail_log "$logfile"
 		die "broker process did not start"
 	}
-	log "started Kafka $KAFKA_VERSION (pid $(read_pidfile "$pidfile"), cluster $id, log $logfile)"
+}
+
+# cmd_restart: a broker restart that keeps the data: SIGTERM (a controlled
+# shutdown), then the same configuration started again without formatting.
+cmd_restart() {
+	[[ -f $props && -d $state/data ]] || die "no broker state in $state to restart: run '$0 start' first"
+	cmd_stop
+	launch
+	log "restarted Kafka $(cat "$state/version") (pid $(read_pidfile "$pidfile"), data kept)"
 }
 
 cmd_wait() {
@@ -318,6 +335,7 @@ install) cmd_install ;;
 start) cmd_start ;;
 wait) cmd_wait ;;
 stop) cmd_stop ;;
+restart) cmd_restart ;;
 clean) cmd_clean ;;
 env)
 	echo "export KAFKA_BROKERS=$bootstrap"

@@ -8,6 +8,9 @@
 #   start          one node on REDIS_PORT (no-op when running)
 #   wait           block until it answers PING
 #   stop           stop it (SIGTERM, bounded wait, then SIGKILL)
+#   restart        stop it and start it again keeping its data (with
+#                  REDIS_PERSIST=1 it reloads its append-only file)
+#   pid            print the single node's pid (for fault injection)
 #   clean          stop both the node and the cluster, remove their state
 #   env            print 'export REDIS_ADDR=...' (and REDIS_CLUSTER_ADDRS
 #                  when the cluster runs)
@@ -22,6 +25,8 @@
 #   REDIS_PORT           16379
 #   REDIS_CLUSTER_PORTS  "17001 17002 17003"
 #   REDIS_WAIT_SECONDS   30
+#   REDIS_PERSIST        0; 1 starts the single node with the append-only
+#                        file on (fsync every second), for durability tests
 #   POSTBACKD_STATE      state goes to $POSTBACKD_STATE/redis-PORT
 #
 # Test servers keep nothing on disk (--save '' --appendonly no), and a
@@ -35,6 +40,7 @@ source "$here/lib.sh"
 REDIS_PORT=${REDIS_PORT:-16379}
 REDIS_CLUSTER_PORTS=${REDIS_CLUSTER_PORTS:-17001 17002 17003}
 REDIS_WAIT_SECONDS=${REDIS_WAIT_SECONDS:-30}
+REDIS_PERSIST=${REDIS_PERSIST:-0}
 read -r -a cluster_ports <<<"$REDIS_CLUSTER_PORTS"
 LOG_TAG="redis"
 
@@ -163,7 +169,25 @@ install)
 		apt_install redis-server
 	fi
 	;;
-start) start_node "$REDIS_PORT" ;;
+start)
+	if [[ $REDIS_PERSIST == 1 ]]; then
+		start_node "$REDIS_PORT" --appendonly yes --appendfsync everysec
+	else
+		start_node "$REDIS_PORT"
+	fi
+	;;
+restart)
+	# The same command line again, in the same folder: with the append-only
+	# file on, the data comes back.
+	dir=$(node_state "$REDIS_PORT")
+	args=(--appendonly no)
+	if [[ $REDIS_PERSIST == 1 ]]; then args=(--appendonly yes --appendfsync everysec); fi
+	stop_node "$REDIS_PORT"
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' "${args[@]}" \
+		--daemonize yes --pidfile "$dir/redis.pid" --dir "$dir" --logfile "$dir/redis.log"
+	wait_until "$REDIS_WAIT_SECONDS" "redis on $REDIS_PORT" ping "$REDIS_PORT"
+	;;
+pid) read_pidfile "$(node_state "$REDIS_PORT")/redis.pid" ;;
 wait) wait_until "$REDIS_WAIT_SECONDS" "redis on $REDIS_PORT" ping "$REDIS_PORT" ;;
 stop) stop_node "$REDIS_PORT" ;;
 start-cluster) cmd_start_cluster ;;
