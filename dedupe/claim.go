@@ -35,13 +35,18 @@ func (c ClaimState) String() string {
 	return "ClaimState(" + strconv.Itoa(int(c)) + ")"
 }
 
-// Delivery is what was recorded when a postback was delivered. URL must
-// already have its secrets redacted: the store keeps it as given.
+// Delivery is what was recorded when a postback got its final answer. URL
+// (and Refused) must already have their secrets redacted: the store keeps
+// them as given.
 type Delivery struct {
 	HTTPStatus  int       `json:"http_status"`
 	Attempts    int       `json:"attempts"`
 	DeliveredAt time.Time `json:"delivered_at"`
 	URL         string    `json:"url"`
+	// Refused, when set, says the partner refused the postback for good
+	// (why, redacted): it is final like a delivery — never sent again — but
+	// it was not delivered.
+	Refused string `json:"refused,omitempty"`
 }
 
 // ClaimResult is the answer of Claim.
@@ -206,7 +211,8 @@ end
 return {'taken', p}
 `)
 
-// MarkDelivered records that the postback was delivered, keeping d for
+// MarkDelivered records the postback's final answer — delivered, or refused
+// for good when d.Refused is set (then give no ftd) — keeping d for
 // RecordTTL, even if the caller's lease expired meanwhile (a delivery is a
 // fact). It drops the lease only if token still holds it. The first recorded
 // delivery is kept: calling it twice is safe.

@@ -62,6 +62,14 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 	if err != nil {
 		return 0, err
 	}
+	if claim.State == dedupe.ClaimDelivered && claim.Delivery.Refused != "" {
+		// Refused for good before (the outcome's records were not written,
+		// or this is a redelivery): write them again, send nothing.
+		res := dispatcher.Result{HTTPStatus: claim.Delivery.HTTPStatus, URL: claim.Delivery.URL,
+			LastAttempt: claim.Delivery.DeliveredAt, Err: errors.New(claim.Delivery.Refused)}
+		pb.Attempts = claim.Delivery.Attempts
+		return resultDeadLettered, p.giveUp(ctx, pb, "postback_refused", res, out)
+	}
 	if claim.State == dedupe.ClaimDelivered {
 		// Delivered before (a redelivery after a crash, or a retry of Handle
 		// after an output write failed): re-emit the outcome from what Redis
@@ -137,15 +145,26 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 		_ = p.store.Release(context.WithoutCancel(ctx), pb.ClickID, pb.ID, claim.Token)
 		return 0, fmt.Errorf("send %s: %w", pb.ID, ctx.Err())
 	}
+	if res.Permanent {
+		// Refused for good: remember it in place of a delivery, so that a
+		// retry of the event (its outputs not written yet) or a redelivery
+		// does not ask the partner again; the mark drops the claim.
+		refusal := "refused"
+		if res.Err != nil {
+			refusal = res.Err.Error()
+		}
+		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL, Refused: refusal}
+		if _, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, claim.Token, d, nil); err != nil {
+			return 0, err
+		}
+		return resultDeadLettered, p.giveUp(ctx, pb, "postback_refused", res, out)
+	}
 	if err := p.store.Release(ctx, pb.ClickID, pb.ID, claim.Token); err != nil {
 		return 0, err
 	}
 
 	age := p.now().Sub(pb.CreatedAt)
-	switch {
-	case res.Permanent:
-		return resultDeadLettered, p.giveUp(ctx, pb, "postback_refused", res, out)
-	case age >= p.sender.MaxAge(pb.Partner):
+	if age >= p.sender.MaxAge(pb.Partner) {
 		return resultDeadLettered, p.giveUp(ctx, pb, "max_age_exceeded", res, out)
 	}
 	delay := p.sender.NextDelay(pb.Partner, pb.Attempts)

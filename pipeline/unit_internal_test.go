@@ -99,6 +99,11 @@ func newUnitHarness(t *testing.T, wrap func(*unitHarness, Store) Store) *unitHar
 	h := &unitHarness{out: &recordingWriter{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.hits.Add(1)
+		if strings.HasPrefix(r.URL.Query().Get("c"), "refuse") {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte("unknown click"))
+			return
+		}
 		_, _ = w.Write([]byte("OK"))
 	}))
 	t.Cleanup(srv.Close)
@@ -529,5 +534,35 @@ func TestHandleSucceedsOnlyAfterOutputsAreWritten(t *testing.T) {
 	}
 	if n := len(gw.topic(h.cfg.Topics.Dispatched)); n != 1 {
 		t.Fatalf("%d audit records written, want 1", n)
+	}
+}
+
+// TestRefusalIsNotAskedAgain: a partner refused a postback for good, then
+// the outcome's records could not be written (Kafka away), so the event is
+// retried; and later it is redelivered. Neither asks the partner again:
+// the refusal is remembered like a delivery, and its dead letter and audit
+// record are written when they can be.
+func TestRefusalIsNotAskedAgain(t *testing.T) {
+	h := newUnitHarness(t, nil)
+	ctx := context.Background()
+	m := h.deposit("refuse-1", nil)
+	h.out.fail = errors.New("kafka: broker not available (injected)")
+	for range 3 {
+		if err := h.p.Handle(ctx, m); err == nil {
+			t.Fatal("Handle returned nil though the outcome was not written")
+		}
+	}
+	h.out.fail = nil
+	if err := h.p.Handle(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Handle(ctx, m); err != nil { // a redelivery
+		t.Fatal(err)
+	}
+	if n := h.hits.Load(); n != 1 {
+		t.Fatalf("the partner was asked %d times, want once", n)
+	}
+	if got := h.deadLetterReasons(); len(got) != 2 || got[0] != "postback_refused" || got[1] != "postback_refused" {
+		t.Fatalf("dead letters %v; want postback_refused, written on the retry and again on the redelivery", got)
 	}
 }
