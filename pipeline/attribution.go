@@ -124,14 +124,28 @@ func (p *Pipeline) attribute(ctx context.Context, ev event.Event, merchant confi
 	if err != nil {
 		return a, err
 	}
-	u.released = append(u.released, a.Released...)
-	if len(u.released) > 0 && canWait(ev) {
-		// Events of the click that waited were consumed before this one: a
-		// deposit among them comes first (it may be the FTD). Others (a
+	if len(a.Released) > 0 && canWait(ev) {
+		// Events of the click that waited and were consumed before this one
+		// (its partition, lower offsets) come first: a deposit among them
+		// may be the FTD. Those after it (this event is a redelivery of one
+		// that waited too) come after it, with the rest. Others (a
 		// registration's own postback) go first and release after.
+		var before []dedupe.WaitingEvent
+		for _, w := range a.Released {
+			if consumedBefore(w, u.msg) {
+				before = append(before, w)
+			} else {
+				u.released = append(u.released, w)
+			}
+		}
+		later := u.released
+		u.released = before
 		if err := p.handleReleased(ctx, u); err != nil {
 			return a, err
 		}
+		u.released = later
+	} else {
+		u.released = append(u.released, a.Released...)
 	}
 	if a.State == dedupe.StateWaiting {
 		err = p.schedule(ctx, attributionJobID(env.ClickID, env.EventID), w.WaitUntil,
@@ -178,6 +192,17 @@ func (p *Pipeline) handleWaiting(ctx context.Context, u *unit, w decodedWait) er
 	u.out = r.out
 	u.out.finished = append(u.out.finished, finishedWait{clickID: u.clickID, eventID: w.eventID})
 	return nil
+}
+
+// consumedBefore reports whether the waiting event w came before m in m's
+// partition. One that does not decode counts as after (it is skipped, left
+// to its deadline, either way).
+func consumedBefore(w dedupe.WaitingEvent, m consumer.Message) bool {
+	var wm waitingMessage
+	if json.Unmarshal(w.Payload, &wm) != nil {
+		return false
+	}
+	return wm.Topic == m.Topic && wm.Partition == m.Partition && wm.Offset < m.Offset
 }
 
 // decodedWait is a waiting event read back.

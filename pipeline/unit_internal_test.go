@@ -48,6 +48,7 @@ partners:
       rdep: {url: "http://%[1]s/pb?c={click_id}&g={goal_alias}&a={amount}&t={token}&tx={transaction_id}"}
 merchants:
   m: {default_partner: net, attribution_wait: 0s}
+  w: {default_partner: net, attribution_wait: 1m}
 `
 
 // recordingWriter captures output records; fail, when set, fails writes.
@@ -564,5 +565,46 @@ func TestRefusalIsNotAskedAgain(t *testing.T) {
 	}
 	if got := h.deadLetterReasons(); len(got) != 2 || got[0] != "postback_refused" || got[1] != "postback_refused" {
 		t.Fatalf("dead letters %v; want postback_refused, written on the retry and again on the redelivery", got)
+	}
+}
+
+// TestRedeliveredWaitingDepositKeepsItsPlace: two deposits of a click waited;
+// the registration's attribution made the click known but its unit died
+// before it handled them; then the first deposit is redelivered. It must
+// still be the FTD: the waiting deposit consumed after it comes after it.
+func TestRedeliveredWaitingDepositKeepsItsPlace(t *testing.T) {
+	h := newUnitHarness(t, nil)
+	ctx := context.Background()
+	d1 := h.deposit("order", map[string]any{"merchant_id": "w", "event_id": "d1", "amount": "11.00"})
+	d2 := h.deposit("order", map[string]any{"merchant_id": "w", "event_id": "d2", "amount": "22.00"})
+	for _, m := range []consumer.Message{d1, d2} {
+		if err := h.p.Handle(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.hits.Load() != 0 {
+		t.Fatal("a deposit of a click without a registration was sent at once")
+	}
+	// The registration, as far as its attribution went.
+	if _, err := h.store.Attribute(ctx, dedupe.Touch{ClickID: "order", EventID: "reg", MerchantID: "w", Registers: true, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Handle(ctx, d1); err != nil { // redelivered
+		t.Fatal(err)
+	}
+	goals := map[string]string{}
+	for _, r := range h.out.topic(h.cfg.Topics.Dispatched) {
+		var a struct {
+			EventID string `json:"event_id"`
+			Goal    string `json:"goal"`
+			Outcome string `json:"outcome"`
+		}
+		_ = json.Unmarshal(r.Value, &a)
+		if a.Outcome == "delivered" {
+			goals[a.EventID] = a.Goal
+		}
+	}
+	if goals["d1"] != "ftd" || goals["d2"] != "rdep" {
+		t.Fatalf("delivered goals %v; want d1 the FTD and d2 an rdep", goals)
 	}
 }
