@@ -6,8 +6,8 @@ package testinfra
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"net"
 	"os"
