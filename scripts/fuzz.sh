@@ -15,14 +15,14 @@ status=0
 while read -r pkg; do
 	[[ -n $pkg ]] || continue
 	dir=$(go list -f '{{.Dir}}' "$pkg")
-	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
+	while read -r target; do
 		printf '\n----- %s %s (%s)\n' "$pkg" "$target" "$fuzztime"
 		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"; then
 			status=1
 			echo "FAILED: $pkg $target; the failing input is under $dir/testdata/fuzz/$target/: commit it as a seed" >&2
 			git status --porcelain -- "$dir/testdata/fuzz" >&2 || true
 		fi
-	done
+	done < <(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u)
 done < <(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./... | while read -r p; do
 	d=$(go list -f '{{.Dir}}' "$p")
 	if grep -qs '^func Fuzz' "$d"/*_test.go; then echo "$p"; fi
