@@ -263,3 +263,31 @@ func chaosTable(p chaosProfile, sc *script, out outputSnapshot, v verdict, fault
 	}
 	return b.String()
 }
+
+// setFaults installs (or, with nil, removes) the partner's misbehaviour.
+func (st *scriptedTracker) setFaults(f *trackerFaults) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.faults = f
+}
+
+// setDown makes every request under prefix answer 503 until until.
+func (st *scriptedTracker) setDown(prefix string, until time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.faults == nil {
+		st.faults = &trackerFaults{rng: rand.New(rand.NewPCG(1, 2))}
+	}
+	st.faults.downPrefix, st.faults.downUntil = prefix, until
+}
+
+// faultCounts copies how many requests each fault answered.
+func (st *scriptedTracker) faultCounts() map[string]int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make(map[string]int, len(st.counts))
+	for k, v := range st.counts {
+		out[k] = v
+	}
+	return out
+}
