@@ -89,6 +89,9 @@ func (f *fixture) deleteTopic(t testing.TB) {
 // Ready, the gauge set; when the topic is created again they resume by
 // themselves and handle what is produced to it, each message once.
 func TestVanishedTopicDoesNotSpin(t *testing.T) {
+	if !testinfra.RealKafka() {
+		t.Skip("needs a real broker (KAFKA_BROKERS): kfake's group coordinator churns generations of a deleted topic for reasons of its own, so the count proves nothing there")
+	}
 	f := newFixture(t)
 	f.produce(t, 200, 50, 0)
 	var vs valueSet
