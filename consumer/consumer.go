@@ -219,6 +219,11 @@ type Consumer struct {
 	stopOnce sync.Once
 	done     chan struct{}
 
+	// shortGenerations counts generations in a row that ended at once; only
+	// the generation's function touches it, one generation at a time.
+	shortGenerations int
+	// runCtxDone is Run's context's Done channel.
+	runCtxDone <-chan struct{}
 	// commitFailures counts consecutive failed commits. Only the committing
 	// goroutine of the current generation touches it (commitLoop, then the
 	// final commit after it).
@@ -316,6 +321,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer close(c.done)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.runCtxDone = ctx.Done()
 	go func() {
 		select {
 		case <-c.stop:
@@ -474,6 +480,42 @@ func (c *Consumer) setMissing(missing []string) {
 	}
 }
 
+// A generation that ends sooner than shortGeneration after it began counts
+// as short; after each short one in a row the member pauses a little longer
+// (from shortGenerationPause, doubling, up to half the session timeout, so
+// it stays in the group) before kafka-go may join the next.
+const (
+	shortGeneration      = time.Second
+	shortGenerationPause = 200 * time.Millisecond
+)
+
+// pauseAfterShortGeneration throttles a member whose generations end as soon
+// as they start. That happens when a subscribed topic is being deleted (the
+// broker's metadata can still list it while kafka-go's partition watcher
+// already gives up on it, so waitForTopics cannot see it yet) and for
+// causes unknown: without a pause kafka-go rejoins in a tight loop. It runs
+// as the generation's function returns: kafka-go waits for it before it
+// joins the next generation. A stop cuts the pause short.
+func (c *Consumer) pauseAfterShortGeneration(joined time.Time, id int32) {
+	if time.Since(joined) >= shortGeneration {
+		c.shortGenerations = 0
+		return
+	}
+	c.shortGenerations++
+	wait := min(shortGenerationPause<<min(c.shortGenerations-1, 10), c.cfg.SessionTimeout/2)
+	if c.shortGenerations&(c.shortGenerations-1) == 0 {
+		c.log.Warn("generations end as soon as they start; pausing before the next", zap.Int32("generation", id),
+			zap.Int("short_generations", c.shortGenerations), zap.Duration("pause", wait))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-c.stop:
+	case <-c.runCtxDone:
+	case <-t.C:
+	}
+}
+
 // heartbeatInterval is a sixth of the session timeout, within [100ms, 3s]:
 // kafka-go learns of a rebalance only from a heartbeat answer, so a short
 // interval makes a member start its drain sooner.
@@ -533,6 +575,8 @@ func (c *Consumer) runGeneration(gctx, base context.Context, gen *kafka.Generati
 	}
 	c.setAssigned(assigned)
 	c.ready.Store(true)
+	joined := time.Now()
+	defer c.pauseAfterShortGeneration(joined, gen.ID)
 	c.log.Info("generation joined", zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID),
 		zap.Any("assignments", assigned))
 

@@ -53,5 +53,7 @@
 // broker replaced by an empty one) it does not rejoin: it backs off, logs
 // one error per interval, is not Ready and reports MissingTopics, and goes
 // on by itself once they exist. kafka-go alone would end every generation at
-// once and rejoin in a tight loop.
+// once and rejoin in a tight loop. And a generation that ends as soon as it
+// began (a topic being deleted that the broker's metadata still lists, or a
+// cause unknown) is followed by a pause that doubles while it goes on.
 package consumer
