@@ -411,14 +411,7 @@ func (c *Consumer) waitForTopics(ctx context.Context) bool {
 			}
 			wait := b.NextBackOff()
 			c.log.Warn("reading topic metadata before joining the group", zap.Duration("retry_in", wait), zap.Error(err))
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return false
-			case <-t.C:
-			}
-			return true
+			return sleepCtx(ctx, wait)
 		}
 		c.setMissing(missing)
 		if len(missing) == 0 {
@@ -428,13 +421,22 @@ func (c *Consumer) waitForTopics(ctx context.Context) bool {
 		wait := b.NextBackOff()
 		c.log.Error("subscribed topics are missing; not rejoining the consumer group until they exist",
 			zap.Strings("missing_topics", missing), zap.Duration("retry_in", wait))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return false
-		case <-t.C:
 		}
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first; it reports whether the whole
+// wait passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -706,12 +708,8 @@ func (c *Consumer) handle(ctx context.Context, m Message) bool {
 				zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset),
 				zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return false
-		case <-t.C:
 		}
 		if err = c.h.Handle(ctx, m); err == nil {
 			return true
