@@ -123,6 +123,8 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("AttributeTTL", func(t *testing.T) { testAttributeTTL(t, newHarness(t)) })
 	t.Run("ClassifyKeepsRoute", func(t *testing.T) { testClassifyKeepsRoute(t, newHarness(t)) })
 	t.Run("CorruptState", func(t *testing.T) { testCorruptState(t, newHarness(t)) })
+	t.Run("Restore", func(t *testing.T) { testRestore(t, newHarness(t)) })
+	t.Run("RestoreMerges", func(t *testing.T) { testRestoreMerges(t, newHarness(t)) })
 	t.Run("EmptyIDs", func(t *testing.T) { testEmptyIDs(t, newHarness(t)) })
 	t.Run("Classify", func(t *testing.T) { testClassify(t, newHarness(t)) })
 	t.Run("ClassifyAfterAnswerExpired", func(t *testing.T) { testClassifyAnswerExpired(t, newHarness(t)) })

@@ -1,0 +1,169 @@
+package dedupe
+
+import (
+	"context"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/postbackd/postbackd/postback"
+)
+
+// restored is a click as a rebuild would restore it after Redis lost it:
+// FTD e1 delivered and approved, rdep e2 routed by the click, the FTD's
+// postback delivered and the rdep's refused for good.
+func restored(click string) RestoredClick {
+	route := Route{Partner: "scaleo", Via: RouteClick, Params: map[string]string{"sub1": "a"}}
+	return RestoredClick{
+		ClickID: click,
+		Context: &ClickContext{
+			MerchantID: "m1", Network: "scaleo", Params: map[string]string{"sub1": "a", "sub2": "b"},
+			FirstSeenAt: t0, RegisteredAt: t0.Add(time.Second),
+		},
+		ContextTTL: time.Hour,
+		FTD: &FTDRecord{
+			EventID: "e1", Amount: "10.50", Currency: "EUR", OccurredAt: t0, Delivered: true,
+			Status: postback.StatusApproved, StatusEventID: "q1", Route: route,
+		},
+		Answers: []RestoredItem[postback.Goal]{
+			{ID: "e1", Value: postback.GoalFTD, TTL: time.Hour},
+			{ID: "e2", Value: postback.GoalRD, TTL: time.Hour},
+		},
+		Routes: []RestoredItem[Route]{{ID: "e2", Value: Route{Partner: "scaleo", Via: RouteClick}, TTL: time.Hour}},
+		Deliveries: []RestoredItem[Delivery]{
+			{ID: "pb-ftd", Value: Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0, URL: "https://t/ftd"}, TTL: time.Hour},
+			{ID: "pb-rd", Value: Delivery{HTTPStatus: 400, Attempts: 1, DeliveredAt: t0, Refused: "HTTP 400"}, TTL: time.Hour},
+			{ID: "pb-expired", Value: Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, TTL: 0},
+		},
+	}
+}
+
+func restore(t *testing.T, s *Store, clicks ...RestoredClick) []RestoreResult {
+	t.Helper()
+	res, err := s.RestoreBatch(context.Background(), clicks)
+	if err != nil {
+		t.Fatalf("RestoreBatch: %v", err)
+	}
+	return res
+}
+
+// testRestore: a restored click behaves, for every operation of the hot
+// path, as the click did before its state was lost; a second restore adds
+// nothing.
+func testRestore(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	res := restore(t, s, restored("c1"))
+	want := RestoreResult{FTD: FTDCreated, Context: true, Answers: 2, Routes: 1, Deliveries: 2}
+	if res[0] != want {
+		t.Fatalf("first restore: %+v, want %+v", res[0], want)
+	}
+
+	// A new deposit is an rdep: the FTD record is back.
+	cls, err := s.Classify(ctx, Deposit{ClickID: "c1", EventID: "e3", Amount: "5", Currency: "EUR", OccurredAt: t0})
+	if err != nil || cls.Goal != postback.GoalRD {
+		t.Fatalf("new deposit after restore: %+v %v, want rdep", cls, err)
+	}
+	// The FTD's own redelivery is the FTD again, with every restored fact.
+	cls, err = s.Classify(ctx, Deposit{ClickID: "c1", EventID: "e1"})
+	if err != nil || cls.Goal != postback.GoalFTD || !cls.Repeated {
+		t.Fatalf("FTD redelivered after restore: %+v %v", cls, err)
+	}
+	f := cls.FTD
+	if f.EventID != "e1" || f.Amount != "10.50" || f.Currency != "EUR" || !f.OccurredAt.Equal(t0) || !f.Delivered ||
+		f.Status != postback.StatusApproved || f.StatusEventID != "q1" || f.Route.Partner != "scaleo" ||
+		f.Route.Via != RouteClick || !maps.Equal(f.Route.Params, map[string]string{"sub1": "a"}) {
+		t.Fatalf("restored FTD record %+v", f)
+	}
+	cls, err = s.Classify(ctx, Deposit{ClickID: "c1", EventID: "e2"})
+	if err != nil || cls.Goal != postback.GoalRD || !cls.Repeated {
+		t.Fatalf("rdep redelivered after restore: %+v %v, want the restored answer", cls, err)
+	}
+
+	// Final outcomes are final: neither postback can be claimed again; the
+	// one whose TTL had run out was not restored.
+	for id, refused := range map[string]string{"pb-ftd": "", "pb-rd": "HTTP 400"} {
+		c, err := s.Claim(ctx, "c1", id, time.Minute)
+		if err != nil || c.State != ClaimDelivered || c.Delivery.Refused != refused {
+			t.Fatalf("claim %s after restore: %+v %v, want delivered (refused %q)", id, c, err, refused)
+		}
+	}
+	if c, err := s.Claim(ctx, "c1", "pb-expired", time.Minute); err != nil || c.State != ClaimAcquired {
+		t.Fatalf("claim of an expired delivery: %+v %v, want acquired", c, err)
+	}
+
+	// The status change is recorded: the same status repeats, another conflicts.
+	q, err := s.Qualify(ctx, Qualification{ClickID: "c1", EventID: "q1", Status: postback.StatusApproved, Payload: []byte("x"), At: t0})
+	if err != nil || q.Decision != DecideSend || !q.Repeated {
+		t.Fatalf("qualification after restore: %+v %v, want send repeated", q, err)
+	}
+	q, err = s.Qualify(ctx, Qualification{ClickID: "c1", EventID: "q2", Status: postback.StatusRejected, Payload: []byte("x"), At: t0})
+	if err != nil || q.Decision != DecideConflict {
+		t.Fatalf("other status after restore: %+v %v, want conflict", q, err)
+	}
+
+	// The route memo keeps e2's partner; a new event is routed by the click.
+	a := attr(t, s, Touch{ClickID: "c1", EventID: "e2", MerchantID: "m1", DefaultPartner: "other"})
+	wantRoute(t, "e2 after restore", a, "scaleo", RouteClick, map[string]string{"sub1": "a", "sub2": "b"})
+	a = attr(t, s, Touch{ClickID: "c1", EventID: "e5", MerchantID: "m1", DefaultPartner: "other", WaitPayload: []byte("p")})
+	wantRoute(t, "new event after restore", a, "scaleo", RouteClick, map[string]string{"sub1": "a", "sub2": "b"})
+	cc, found, err := s.LoadClick(ctx, "c1")
+	if err != nil || !found || cc.MerchantID != "m1" || !cc.FirstSeenAt.Equal(t0) || !cc.RegisteredAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("restored context %+v found=%v %v", cc, found, err)
+	}
+
+	// A second restore finds everything and writes nothing.
+	res = restore(t, s, restored("c1"))
+	if want := (RestoreResult{FTD: FTDKept}); res[0] != want {
+		t.Fatalf("second restore: %+v, want %+v", res[0], want)
+	}
+}
+
+// testRestoreMerges: a restore beside state written since the loss adds
+// the facts the state lacks and never replaces one: the same FTD gains its
+// delivery and status, another FTD is a conflict left alone, a context keeps
+// its network and the first value of each param.
+func testRestoreMerges(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+
+	// Same FTD, classified again after the loss, not delivered yet.
+	if _, err := s.Classify(ctx, Deposit{ClickID: "same", EventID: "e1", Amount: "10.50", Currency: "EUR", OccurredAt: t0,
+		Route: Route{Partner: "scaleo", Via: RouteClick, Params: map[string]string{"sub1": "a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Another FTD: a later deposit of the click, classified after the loss.
+	if _, err := s.Classify(ctx, Deposit{ClickID: "other", EventID: "e9", Amount: "1", Currency: "EUR", OccurredAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	// A context that learnt another network and a param since.
+	attr(t, s, Touch{ClickID: "ctx", EventID: "x", MerchantID: "m1", Network: "datingnet", Params: map[string]string{"sub1": "new"}})
+
+	ctxOnly := restored("ctx")
+	ctxOnly.FTD, ctxOnly.Answers, ctxOnly.Routes, ctxOnly.Deliveries = nil, nil, nil, nil
+	res := restore(t, s, restored("same"), restored("other"), ctxOnly)
+	if res[0].FTD != FTDMerged || res[1].FTD != FTDConflict || res[1].ExistingFTD != "e9" || res[2].FTD != FTDNone || !res[2].Context {
+		t.Fatalf("restore beside newer state: %+v", res)
+	}
+	cls, err := s.Classify(ctx, Deposit{ClickID: "same", EventID: "e1"})
+	if err != nil || !cls.FTD.Delivered || cls.FTD.Status != postback.StatusApproved || cls.FTD.StatusEventID != "q1" {
+		t.Fatalf("merged FTD %+v %v, want delivered and approved", cls.FTD, err)
+	}
+	cls, err = s.Classify(ctx, Deposit{ClickID: "other", EventID: "e9"})
+	if err != nil || cls.FTD.EventID != "e9" || cls.FTD.Delivered || cls.FTD.Status != "" {
+		t.Fatalf("conflicting FTD %+v %v, want e9 untouched", cls.FTD, err)
+	}
+	cc, _, err := s.LoadClick(ctx, "ctx")
+	if err != nil || cc.Network != "datingnet" || !maps.Equal(cc.Params, map[string]string{"sub1": "new", "sub2": "b"}) ||
+		!cc.RegisteredAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("merged context %+v %v, want datingnet, sub1 kept, sub2 added, registered", cc, err)
+	}
+
+	// A delivered FTD is not made failed by a restore that says it failed.
+	failed := restored("same")
+	failed.FTD.Delivered, failed.FTD.Failure = false, "ftd_dead_lettered"
+	restore(t, s, failed)
+	if cls, err = s.Classify(ctx, Deposit{ClickID: "same", EventID: "e1"}); err != nil || !cls.FTD.Delivered || cls.FTD.Failure != "" {
+		t.Fatalf("FTD after a restore saying failed: %+v %v", cls.FTD, err)
+	}
+}
