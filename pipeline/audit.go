@@ -53,6 +53,13 @@ func (p *Pipeline) basePostbackAudit(pb postback.Postback, outcome record.Outcom
 		t := pb.CreatedAt.UTC()
 		a.FirstAttempt = &t
 	}
+	if !pb.OccurredAt.IsZero() {
+		t := pb.OccurredAt.UTC()
+		a.OccurredAt = &t
+	}
+	if len(pb.Params) > 0 {
+		a.Params = pb.Params
+	}
 	return a
 }
 

@@ -61,19 +61,23 @@ type Audit struct {
 	Currency     string `json:"currency,omitempty"`
 	// URL is the rendered postback URL with every secret replaced by
 	// "[REDACTED]".
-	URL           string     `json:"url,omitempty"`
-	Outcome       Outcome    `json:"outcome"`
-	Reason        string     `json:"reason,omitempty"` // machine-readable, e.g. "deposit_not_succeeded"
-	HTTPStatus    int        `json:"http_status,omitempty"`
-	Attempts      int        `json:"attempts"`
-	Error         string     `json:"error,omitempty"`
-	Replayed      bool       `json:"replayed,omitempty"` // re-emitted for an already delivered postback after redelivery
-	OccurredAt    *time.Time `json:"occurred_at,omitempty"`
-	FirstAttempt  *time.Time `json:"first_attempt_at,omitempty"`
-	LastAttempt   *time.Time `json:"last_attempt_at,omitempty"`
-	LatencyMillis int64      `json:"latency_ms,omitempty"` // last attempt's HTTP round trip
-	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
-	RecordedAt    time.Time  `json:"recorded_at"`
+	URL string `json:"url,omitempty"`
+	// Params are the affiliate's own fields the URL was rendered with (the
+	// click's params overlaid by the event's own), so that an analyst, and
+	// rebuild-state, can read them without parsing URLs.
+	Params        map[string]string `json:"params,omitempty"`
+	Outcome       Outcome           `json:"outcome"`
+	Reason        string            `json:"reason,omitempty"` // machine-readable, e.g. "deposit_not_succeeded"
+	HTTPStatus    int               `json:"http_status,omitempty"`
+	Attempts      int               `json:"attempts"`
+	Error         string            `json:"error,omitempty"`
+	Replayed      bool              `json:"replayed,omitempty"` // re-emitted for an already delivered postback after redelivery
+	OccurredAt    *time.Time        `json:"occurred_at,omitempty"`
+	FirstAttempt  *time.Time        `json:"first_attempt_at,omitempty"`
+	LastAttempt   *time.Time        `json:"last_attempt_at,omitempty"`
+	LatencyMillis int64             `json:"latency_ms,omitempty"` // last attempt's HTTP round trip
+	NextAttemptAt *time.Time        `json:"next_attempt_at,omitempty"`
+	RecordedAt    time.Time         `json:"recorded_at"`
 }
 
 // Confirmation is one record of conversions.confirmed, keyed by click_id:

@@ -4,6 +4,7 @@
 //
 //	postbackd run --config FILE          consume and dispatch (the service)
 //	postbackd topics check|create ...    check or create the topics of a config
+//	postbackd rebuild-state --config FILE   rebuild Redis state from the audit topic
 //	postbackd tracker --addr :8080       a local tracker that records postbacks
 //	postbackd version
 package main

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +25,8 @@ commands:
   run --config FILE                 consume events and dispatch postbacks
   topics check --config FILE        report missing topics
   topics create --config FILE [--partitions N] [--replication N]
+  rebuild-state --config FILE [--rewind-to TIME] [--dry-run]
+                                    rebuild Redis state from the audit topic after a loss
   tracker [--addr ADDR]             run a local tracker that records postbacks
   version
 `
@@ -40,6 +43,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdRun(ctx, args[1:], getenv, stderr)
 	case "topics":
 		return cmdTopics(ctx, args[1:], getenv, stdout, stderr)
+	case "rebuild-state":
+		return cmdRebuildState(ctx, args[1:], getenv, stdout, stderr)
 	case "tracker":
 		return cmdTracker(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
@@ -57,6 +62,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, stderr io.Writer) (*config.Config, int) {
 	path := fs.String("config", "", "configuration file (YAML)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0 // --help: the usage was printed
+		}
 		return nil, 2
 	}
 	if *path == "" {

@@ -1,0 +1,329 @@
+// Package rebuild recovers postbackd's Redis state from its audit trail
+// after Redis lost data: `postbackd rebuild-state` reads the audit topic
+// (postbacks.dispatched) from its start, folds every record into the state
+// it implies (Fold), writes that back with dedupe's RestoreBatch, and can
+// rewind the consumer group so that what was only in flight at the loss
+// (waiting events, parked qualifications, scheduled retries, none of which
+// the audit holds) is derived again from the input topics.
+//
+// What the audit restores, per click:
+//
+//   - the FTD record: the first deposit audited with goal ftd, its amount,
+//     currency, occurred_at and route (partner, how it was chosen, params);
+//     delivered when its postback was audited delivered, failed when it was
+//     dead-lettered (or its partner has no ftd goal); the status and the
+//     qualification that set it from the delivered status change. FTD
+//     records never expire, so this is restored however old the audit.
+//   - the final outcome of every postback (delivered, or dead-lettered,
+//     which must not be sent again either) while its RecordTTL lasts.
+//   - the classification answer of every deposit (ftd or rdep) and the
+//     route memo of every event routed by its click or by default.
+//   - the click context: its first network, its params (first value of
+//     each key, from the params each postback was rendered with) and when
+//     its registration was first seen.
+//
+// A click's audit records share its key, hence its partition, so they are
+// read in the order they were written, which is the order Fold needs.
+package rebuild
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/postback"
+	"github.com/postbackd/postbackd/record"
+)
+
+// Fold accumulates audit records into per-click state. Feed it every
+// record of the audit topic, each partition in offset order (partitions in
+// any order); then Clicks says what to restore. The zero value is not
+// ready: use NewFold.
+type Fold struct {
+	clicks map[string]*click
+	order  []string
+	// Records counts the records added; Ignored those that carried nothing
+	// to restore (no click id: undecodable input).
+	Records, Ignored int
+}
+
+// NewFold returns an empty Fold.
+func NewFold() *Fold { return &Fold{clicks: map[string]*click{}} }
+
+type stamped[T any] struct {
+	value T
+	at    time.Time // when it was first audited: its RecordTTL runs from there
+}
+
+type click struct {
+	merchant            string
+	network             string
+	params              map[string]string
+	firstSeen, lastSeen time.Time
+	registeredAt        time.Time
+	ftd                 *dedupe.FTDRecord
+	// status and statusEvent are from the first delivered status change; a
+	// status change's record can precede its FTD's (the FTD's outputs were
+	// still being written), so it is set on the record only in Clicks.
+	status, statusEvent string
+	// otherFTDs are deposits audited as FTD after the first one: a loss
+	// before this rebuild classified a second FTD for the click.
+	otherFTDs  []string
+	answers    map[string]stamped[postback.Goal]
+	routes     map[string]stamped[dedupe.Route]
+	deliveries map[string]stamped[dedupe.Delivery]
+	// pending are postbacks with a failed attempt and no final outcome yet
+	// (their retry was scheduled in Redis): postback id -> first attempt.
+	pending map[string]time.Time
+}
+
+// Add folds one audit record in.
+func (f *Fold) Add(a record.Audit) {
+	f.Records++
+	if a.ClickID == "" {
+		f.Ignored++
+		return
+	}
+	c := f.clicks[a.ClickID]
+	if c == nil {
+		c = &click{
+			answers:    map[string]stamped[postback.Goal]{},
+			routes:     map[string]stamped[dedupe.Route]{},
+			deliveries: map[string]stamped[dedupe.Delivery]{},
+			pending:    map[string]time.Time{},
+		}
+		f.clicks[a.ClickID] = c
+		f.order = append(f.order, a.ClickID)
+	}
+	at := a.RecordedAt
+	if c.firstSeen.IsZero() || at.Before(c.firstSeen) {
+		c.firstSeen = at
+	}
+	if at.After(c.lastSeen) {
+		c.lastSeen = at
+	}
+	if c.merchant == "" {
+		c.merchant = a.MerchantID
+	}
+	c.attribution(a)
+	c.conversion(a)
+	c.outcome(a)
+}
+
+// attribution learns the click context and the route memo from a record.
+func (c *click) attribution(a record.Audit) {
+	if a.EventKind == event.KindRegistration && (a.Network != "" || a.Reason == "no_route") && c.registeredAt.IsZero() {
+		c.registeredAt = a.RecordedAt
+	}
+	if a.Network == "" {
+		return
+	}
+	via := dedupe.RouteVia(a.Route)
+	// Whose params these are: an event routed by its click, by default, or
+	// by its own network when the click had none or the same, rendered the
+	// click's params (overlaid by its own, which it also gave the click).
+	// One that named another network rendered only its own; a status change
+	// rendered its FTD's.
+	contributes := false
+	switch {
+	case via == dedupe.RouteClick:
+		if c.network == "" {
+			c.network = a.Network
+		}
+		contributes = true
+	case via == dedupe.RouteEvent && a.ClickNetwork == "":
+		if c.network == "" {
+			c.network = a.Network
+		}
+		contributes = true
+	case via == dedupe.RouteEvent:
+		if c.network == "" {
+			c.network = a.ClickNetwork
+		}
+	case via == dedupe.RouteDefault:
+		contributes = true
+	}
+	if contributes {
+		for k, v := range a.Params {
+			if _, ok := c.params[k]; !ok && v != "" {
+				if c.params == nil {
+					c.params = map[string]string{}
+				}
+				c.params[k] = v
+			}
+		}
+	}
+	if (via == dedupe.RouteClick || via == dedupe.RouteDefault) && a.EventID != "" {
+		if _, ok := c.routes[a.EventID]; !ok {
+			c.routes[a.EventID] = stamped[dedupe.Route]{dedupe.Route{Partner: a.Network, Via: via}, a.RecordedAt}
+		}
+	}
+}
+
+// conversion learns the FTD record, its status and the deposits' answers.
+func (c *click) conversion(a record.Audit) {
+	goal := postback.Goal(a.Goal)
+	switch goal {
+	case postback.GoalFTD, postback.GoalRD:
+		if a.EventID == "" || a.PostbackID == "" {
+			return
+		}
+		if _, ok := c.answers[a.EventID]; !ok {
+			c.answers[a.EventID] = stamped[postback.Goal]{goal, a.RecordedAt}
+		}
+	case postback.GoalFTDStatus:
+		if a.Outcome == record.OutcomeDelivered && c.status == "" {
+			c.status, c.statusEvent = a.Status, a.EventID
+		}
+		return
+	default:
+		return
+	}
+	if goal != postback.GoalFTD {
+		return
+	}
+	if c.ftd == nil {
+		r := &dedupe.FTDRecord{
+			EventID: a.EventID, Amount: a.Amount, Currency: a.Currency,
+			Route: dedupe.Route{Partner: a.Network, Via: dedupe.RouteVia(a.Route), Params: maps.Clone(a.Params)},
+		}
+		if a.OccurredAt != nil {
+			r.OccurredAt = *a.OccurredAt
+		}
+		c.ftd = r
+	}
+	if c.ftd.EventID != a.EventID {
+		if !slices.Contains(c.otherFTDs, a.EventID) {
+			c.otherFTDs = append(c.otherFTDs, a.EventID)
+		}
+		return
+	}
+	switch {
+	case a.Outcome == record.OutcomeDelivered:
+		c.ftd.Delivered, c.ftd.Failure = true, ""
+	case c.ftd.Delivered:
+	case a.Outcome == record.OutcomeDeadLettered:
+		c.ftd.Failure = "ftd_dead_lettered"
+	case a.Outcome == record.OutcomeSkipped && a.Reason == "goal_not_configured":
+		c.ftd.Failure = "ftd_not_sent"
+	}
+}
+
+// outcome learns a postback's final outcome: delivered, or dead-lettered
+// (never sent again either). A delivery wins: it is a fact.
+func (c *click) outcome(a record.Audit) {
+	if a.PostbackID == "" {
+		return
+	}
+	at := a.RecordedAt
+	if a.LastAttempt != nil {
+		at = *a.LastAttempt
+	}
+	d := dedupe.Delivery{HTTPStatus: a.HTTPStatus, Attempts: a.Attempts, DeliveredAt: at, URL: a.URL}
+	prev, seen := c.deliveries[a.PostbackID]
+	if a.Outcome == record.OutcomeFailed && !seen {
+		first := a.RecordedAt
+		if a.FirstAttempt != nil {
+			first = *a.FirstAttempt
+		}
+		if p, ok := c.pending[a.PostbackID]; !ok || first.Before(p) {
+			c.pending[a.PostbackID] = first
+		}
+	}
+	if a.Outcome == record.OutcomeDelivered || a.Outcome == record.OutcomeDeadLettered {
+		delete(c.pending, a.PostbackID)
+	}
+	switch a.Outcome {
+	case record.OutcomeDelivered:
+		if !seen || prev.value.Refused != "" {
+			c.deliveries[a.PostbackID] = stamped[dedupe.Delivery]{d, a.RecordedAt}
+		}
+	case record.OutcomeDeadLettered:
+		if !seen {
+			d.Refused = a.Reason
+			if a.Error != "" {
+				d.Refused += ": " + a.Error
+			}
+			c.deliveries[a.PostbackID] = stamped[dedupe.Delivery]{d, a.RecordedAt}
+		}
+	}
+}
+
+// Clicks is what to restore for every click seen, in the order clicks
+// were first seen. Items live what is left of their RecordTTL at now;
+// those with nothing left are dropped (Redis would have forgotten them
+// too), FTD records are kept whatever their age.
+func (f *Fold) Clicks(now time.Time, recordTTL time.Duration) []dedupe.RestoredClick {
+	left := func(at time.Time) time.Duration { return recordTTL - now.Sub(at) }
+	out := make([]dedupe.RestoredClick, 0, len(f.order))
+	for _, id := range f.order {
+		c := f.clicks[id]
+		r := dedupe.RestoredClick{ClickID: id}
+		if ttl := left(c.lastSeen); ttl > 0 && (c.network != "" || len(c.params) > 0 || !c.registeredAt.IsZero()) {
+			r.Context = &dedupe.ClickContext{
+				MerchantID: c.merchant, Network: c.network, Params: c.params,
+				FirstSeenAt: c.firstSeen, RegisteredAt: c.registeredAt,
+			}
+			r.ContextTTL = ttl
+		}
+		if c.ftd != nil {
+			ftd := *c.ftd
+			if c.status != "" {
+				// A status change is sent only once its FTD was delivered.
+				ftd.Delivered, ftd.Failure = true, ""
+				ftd.Status, ftd.StatusEventID = c.status, c.statusEvent
+			}
+			r.FTD = &ftd
+		}
+		r.Answers = items(c.answers, left)
+		r.Routes = items(c.routes, left)
+		r.Deliveries = items(c.deliveries, left)
+		out = append(out, r)
+	}
+	return out
+}
+
+// items lists m's entries that have TTL left, sorted by id (stable output).
+func items[T any](m map[string]stamped[T], left func(time.Time) time.Duration) []dedupe.RestoredItem[T] {
+	var out []dedupe.RestoredItem[T]
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		if ttl := left(m[id].at); ttl > 0 {
+			out = append(out, dedupe.RestoredItem[T]{ID: id, Value: m[id].value, TTL: ttl})
+		}
+	}
+	return out
+}
+
+// SecondFTDs lists the clicks whose audit shows more than one deposit as
+// FTD (after an earlier loss that was not rebuilt): click id -> the later
+// deposits' event ids. The first one is what Clicks restores.
+func (f *Fold) SecondFTDs() map[string][]string {
+	out := map[string][]string{}
+	for id, c := range f.clicks {
+		if len(c.otherFTDs) > 0 {
+			out[id] = c.otherFTDs
+		}
+	}
+	return out
+}
+
+// Pending counts the postbacks whose last audited outcome is a failed
+// attempt, and the earliest first attempt among them. Their retries were
+// scheduled in Redis: after a loss only a rewind of the input to that time
+// (or before) sends them again.
+func (f *Fold) Pending() (n int, since time.Time) {
+	for _, c := range f.clicks {
+		for _, at := range c.pending {
+			n++
+			if since.IsZero() || at.Before(since) {
+				since = at
+			}
+		}
+	}
+	return n, since
+}
+
+// Len is the number of clicks seen.
+func (f *Fold) Len() int { return len(f.order) }

@@ -1,0 +1,418 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/dedupe"
+	"github.com/postbackd/postbackd/internal/rebuild"
+	"github.com/postbackd/postbackd/record"
+)
+
+// RebuildOptions tune RebuildState.
+type RebuildOptions struct {
+	// DryRun reads and folds the audit topic and reports what it would
+	// write, and the rewind it would make, without writing anything.
+	DryRun bool
+	// RewindTo, when set, moves the group's committed offset of every input
+	// partition back to its first message at or after RewindTo (never
+	// forward), so that the service derives again what was in flight at the
+	// loss: waiting events, parked qualifications, scheduled retries.
+	RewindTo time.Time
+	// Now is the clock for the items' remaining TTLs (default time.Now).
+	Now func() time.Time
+	// Redis replaces the client built from the configuration (tests).
+	Redis redis.UniversalClient
+}
+
+// RebuildReport is what RebuildState read, wrote and rewound.
+type RebuildReport struct {
+	AuditRecords int
+	// Unreadable are audit records that are not JSON audit records.
+	Unreadable int
+	Clicks     int
+	// FTDs counts FTD records by what Restore did (created, merged, kept,
+	// conflict); in a dry run, "would restore".
+	FTDs map[dedupe.FTDRestore]int
+	// Conflicts are clicks whose FTD record in Redis names another deposit
+	// than the audit's first FTD (classified after the loss): click id ->
+	// the deposit Redis holds. Their FTD was paid twice; nothing was changed.
+	Conflicts map[string]string
+	// SecondFTDs are clicks the audit shows with more than one FTD (an
+	// earlier loss that was not rebuilt): click id -> the later deposits.
+	SecondFTDs                            map[string][]string
+	Contexts, Answers, Routes, Deliveries int
+	// Pending are postbacks whose last audited outcome is a failed attempt
+	// (a retry was scheduled): the retry lived in Redis. PendingSince is the
+	// earliest first attempt among them: a rewind to it, or earlier, sends
+	// them again.
+	Pending      int
+	PendingSince time.Time
+	Rewound      []PartitionRewind
+	DryRun       bool
+}
+
+// PartitionRewind is one input partition's committed offset, moved.
+type PartitionRewind struct {
+	Topic     string
+	Partition int
+	From, To  int64
+}
+
+// ErrGroupActive: RebuildState refuses to write while the consumer group
+// has members: they would classify and send beside the rebuild.
+var ErrGroupActive = errors.New("the consumer group has active members")
+
+// restoreBatch is how many clicks one pipelined Redis round trip restores.
+const restoreBatch = 256
+
+// RebuildState recovers the Redis state of cfg from its audit topic (see
+// package rebuild): it reads every partition of the audit topic from its
+// first offset to the end it had when the rebuild started, restores each
+// partition's clicks, and rewinds the group when asked. It refuses to write
+// while the group has members: stop every postbackd of the group first.
+func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o RebuildOptions) (*RebuildReport, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	kc, err := newKafkaClients(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	client := kc.client()
+	if !o.DryRun {
+		if err := checkGroupEmpty(ctx, client, cfg.Kafka.GroupID); err != nil {
+			return nil, err
+		}
+	}
+	var store *dedupe.Store
+	if !o.DryRun {
+		rc := o.Redis
+		if rc == nil {
+			c, err := newRedis(cfg.Redis)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			rc = c
+		}
+		store = dedupe.New(rc, dedupe.Options{Prefix: cfg.Redis.KeyPrefix, RecordTTL: cfg.Redis.RecordTTL, Shards: cfg.Delayed.Shards})
+		if err := store.Ping(ctx); err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+	}
+
+	rep := &RebuildReport{
+		FTDs: map[dedupe.FTDRestore]int{}, Conflicts: map[string]string{}, SecondFTDs: map[string][]string{},
+		DryRun: o.DryRun,
+	}
+	topic := cfg.Topics.Dispatched
+	ends, err := partitionEnds(ctx, client, topic)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: audit topic %s: %w", topic, err)
+	}
+	now := o.Now()
+	for _, pe := range ends {
+		fold := rebuild.NewFold()
+		n, bad, err := readPartition(ctx, kc, topic, pe, fold)
+		rep.AuditRecords += n
+		rep.Unreadable += bad
+		if err != nil {
+			return rep, fmt.Errorf("kafka: audit topic %s partition %d: %w", topic, pe.partition, err)
+		}
+		if err := restorePartition(ctx, store, fold, now, cfg.Redis.RecordTTL, rep); err != nil {
+			return rep, fmt.Errorf("redis: %w", err)
+		}
+		log.Info("audit partition rebuilt", zap.String("topic", topic), zap.Int("partition", pe.partition),
+			zap.Int("records", n), zap.Int("clicks", fold.Len()))
+	}
+	if !o.RewindTo.IsZero() {
+		inputs := []string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}
+		if rep.Rewound, err = rewindGroup(ctx, client, cfg.Kafka.GroupID, inputs, o.RewindTo, o.DryRun); err != nil {
+			return rep, fmt.Errorf("kafka: rewind group %s: %w", cfg.Kafka.GroupID, err)
+		}
+	}
+	return rep, nil
+}
+
+// checkGroupEmpty fails with ErrGroupActive when the group has members.
+func checkGroupEmpty(ctx context.Context, client *kafka.Client, group string) error {
+	res, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return fmt.Errorf("kafka: describe group %s: %w", group, err)
+	}
+	for _, g := range res.Groups {
+		if g.Error != nil {
+			return fmt.Errorf("kafka: describe group %s: %w", group, g.Error)
+		}
+		if len(g.Members) > 0 {
+			hosts := make([]string, 0, len(g.Members))
+			for _, m := range g.Members {
+				hosts = append(hosts, m.ClientHost)
+			}
+			sort.Strings(hosts)
+			return fmt.Errorf("%w: group %s has %d (%v): stop every postbackd of the group first, or use --dry-run",
+				ErrGroupActive, group, len(g.Members), hosts)
+		}
+	}
+	return nil
+}
+
+type partitionEnd struct {
+	partition   int
+	first, last int64 // last: the offset the next message will get
+}
+
+// partitionEnds lists the topic's partitions with their first and next
+// offsets, as of now.
+func partitionEnds(ctx context.Context, client *kafka.Client, topic string) ([]partitionEnd, error) {
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, err
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil || len(meta.Topics[0].Partitions) == 0 {
+		return nil, fmt.Errorf("topic %s: %w", topic, ErrMissingTopics)
+	}
+	var firsts, lasts []kafka.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		firsts = append(firsts, kafka.FirstOffsetOf(p.ID))
+		lasts = append(lasts, kafka.LastOffsetOf(p.ID))
+	}
+	byPartition := map[int]*partitionEnd{}
+	for _, reqs := range [][]kafka.OffsetRequest{firsts, lasts} {
+		res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+		if err != nil {
+			return nil, err
+		}
+		for _, po := range res.Topics[topic] {
+			if po.Error != nil {
+				return nil, fmt.Errorf("partition %d: %w", po.Partition, po.Error)
+			}
+			pe := byPartition[po.Partition]
+			if pe == nil {
+				pe = &partitionEnd{partition: po.Partition}
+				byPartition[po.Partition] = pe
+			}
+			if reqs[0].Timestamp == kafka.FirstOffset {
+				pe.first = po.FirstOffset
+			} else {
+				pe.last = po.LastOffset
+			}
+		}
+	}
+	out := make([]partitionEnd, 0, len(byPartition))
+	for _, pe := range byPartition {
+		out = append(out, *pe)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].partition < out[j].partition })
+	return out, nil
+}
+
+// readIdle bounds the wait for the next message of a partition that has
+// more before its end: a broker that stops answering fails the rebuild
+// instead of hanging it.
+const readIdle = 30 * time.Second
+
+// readPartition folds the partition's records from pe.first up to pe.last.
+func readPartition(ctx context.Context, kc *kafkaClients, topic string, pe partitionEnd, fold *rebuild.Fold) (records, unreadable int, err error) {
+	if pe.last <= pe.first {
+		return 0, 0, nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: kc.brokers, Topic: topic, Partition: pe.partition, Dialer: kc.dialer,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
+	})
+	defer r.Close()
+	if err := r.SetOffset(pe.first); err != nil {
+		return 0, 0, err
+	}
+	for r.Offset() < pe.last {
+		rctx, cancel := context.WithTimeout(ctx, readIdle)
+		m, err := r.ReadMessage(rctx)
+		cancel()
+		if err != nil {
+			return records, unreadable, fmt.Errorf("read at offset %d (end %d): %w", r.Offset(), pe.last, err)
+		}
+		records++
+		var a record.Audit
+		if err := json.Unmarshal(m.Value, &a); err != nil {
+			unreadable++
+		} else {
+			fold.Add(a)
+		}
+		if m.Offset+1 >= pe.last {
+			break
+		}
+	}
+	return records, unreadable, nil
+}
+
+// restorePartition writes the fold's clicks (store nil: a dry run, which
+// only counts).
+func restorePartition(ctx context.Context, store *dedupe.Store, fold *rebuild.Fold, now time.Time, ttl time.Duration, rep *RebuildReport) error {
+	clicks := fold.Clicks(now, ttl)
+	rep.Clicks += len(clicks)
+	for id, later := range fold.SecondFTDs() {
+		rep.SecondFTDs[id] = later
+	}
+	n, since := fold.Pending()
+	rep.Pending += n
+	if n > 0 && (rep.PendingSince.IsZero() || since.Before(rep.PendingSince)) {
+		rep.PendingSince = since
+	}
+	if store == nil {
+		for _, c := range clicks {
+			if c.FTD != nil {
+				rep.FTDs["would restore"]++
+			}
+			if c.Context != nil {
+				rep.Contexts++
+			}
+			rep.Answers += len(c.Answers)
+			rep.Routes += len(c.Routes)
+			rep.Deliveries += len(c.Deliveries)
+		}
+		return nil
+	}
+	for len(clicks) > 0 {
+		b := clicks[:min(restoreBatch, len(clicks))]
+		clicks = clicks[len(b):]
+		res, err := store.RestoreBatch(ctx, b)
+		if err != nil {
+			return err
+		}
+		for i, r := range res {
+			if r.FTD != dedupe.FTDNone {
+				rep.FTDs[r.FTD]++
+			}
+			if r.FTD == dedupe.FTDConflict {
+				rep.Conflicts[b[i].ClickID] = r.ExistingFTD
+			}
+			if r.Context {
+				rep.Contexts++
+			}
+			rep.Answers += r.Answers
+			rep.Routes += r.Routes
+			rep.Deliveries += r.Deliveries
+		}
+	}
+	return nil
+}
+
+// rewindGroup moves the group's committed offset of every partition of
+// topics back to the partition's first message at or after t (its end
+// when there is none); a partition committed before that keeps its offset,
+// one never committed is left to the consumer's start_offset.
+func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics []string, t time.Time, dryRun bool) ([]PartitionRewind, error) {
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, err
+	}
+	parts := map[string][]int{}
+	for _, mt := range meta.Topics {
+		if mt.Error != nil {
+			return nil, fmt.Errorf("topic %s: %w", mt.Name, mt.Error)
+		}
+		for _, p := range mt.Partitions {
+			parts[mt.Name] = append(parts[mt.Name], p.ID)
+		}
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
+	if err != nil {
+		return nil, err
+	}
+	if committed.Error != nil {
+		return nil, committed.Error
+	}
+	at := map[string][]kafka.OffsetRequest{}
+	last := map[string][]kafka.OffsetRequest{}
+	for topic, ps := range parts {
+		for _, p := range ps {
+			at[topic] = append(at[topic], kafka.TimeOffsetOf(p, t))
+			last[topic] = append(last[topic], kafka.LastOffsetOf(p))
+		}
+	}
+	atRes, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: at})
+	if err != nil {
+		return nil, err
+	}
+	lastRes, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: last})
+	if err != nil {
+		return nil, err
+	}
+	target := func(topic string, p int) (int64, error) {
+		for _, po := range atRes.Topics[topic] {
+			if po.Partition != p {
+				continue
+			}
+			// kafka-go files a time lookup's answer under Offsets; an empty
+			// map means no message at or after t: the partition's end.
+			for off := range po.Offsets {
+				if off >= 0 {
+					return off, nil
+				}
+			}
+		}
+		for _, po := range lastRes.Topics[topic] {
+			if po.Partition == p {
+				if po.Error != nil {
+					return 0, po.Error
+				}
+				return po.LastOffset, nil
+			}
+		}
+		return 0, fmt.Errorf("no offsets for %s/%d", topic, p)
+	}
+	var out []PartitionRewind
+	commit := map[string][]kafka.OffsetCommit{}
+	for topic, cps := range committed.Topics {
+		for _, cp := range cps {
+			if cp.Error != nil {
+				return nil, fmt.Errorf("%s/%d: %w", topic, cp.Partition, cp.Error)
+			}
+			if cp.CommittedOffset < 0 {
+				continue // never committed
+			}
+			to, err := target(topic, cp.Partition)
+			if err != nil {
+				return nil, err
+			}
+			if to >= cp.CommittedOffset {
+				continue
+			}
+			out = append(out, PartitionRewind{Topic: topic, Partition: cp.Partition, From: cp.CommittedOffset, To: to})
+			commit[topic] = append(commit[topic], kafka.OffsetCommit{Partition: cp.Partition, Offset: to})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	if dryRun || len(commit) == 0 {
+		return out, nil
+	}
+	// An empty group takes commits outside any generation (-1).
+	res, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: commit})
+	if err != nil {
+		return nil, err
+	}
+	for topic, ps := range res.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				return nil, fmt.Errorf("commit %s/%d: %w", topic, p.Partition, p.Error)
+			}
+		}
+	}
+	return out, nil
+}
