@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
@@ -116,7 +117,11 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 		DryRun: o.DryRun,
 	}
 	topic := cfg.Topics.Dispatched
-	ends, err := partitionEnds(ctx, client, topic)
+	var ends []partitionEnd
+	err = retryKafka(ctx, func() (err error) {
+		ends, err = partitionEnds(ctx, client, topic)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("kafka: audit topic %s: %w", topic, err)
 	}
@@ -146,14 +151,20 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 
 // checkGroupEmpty fails with ErrGroupActive when the group has members.
 func checkGroupEmpty(ctx context.Context, client *kafka.Client, group string) error {
-	res, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	var res *kafka.DescribeGroupsResponse
+	err := retryKafka(ctx, func() (err error) {
+		res, err = client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+		if err == nil {
+			for _, g := range res.Groups {
+				err = errors.Join(err, g.Error)
+			}
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("kafka: describe group %s: %w", group, err)
 	}
 	for _, g := range res.Groups {
-		if g.Error != nil {
-			return fmt.Errorf("kafka: describe group %s: %w", group, g.Error)
-		}
 		if len(g.Members) > 0 {
 			hosts := make([]string, 0, len(g.Members))
 			for _, m := range g.Members {
@@ -326,12 +337,16 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 			parts[mt.Name] = append(parts[mt.Name], p.ID)
 		}
 	}
-	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
+	var committed *kafka.OffsetFetchResponse
+	err = retryKafka(ctx, func() (err error) {
+		committed, err = client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
+		if err == nil {
+			err = committed.Error
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	if committed.Error != nil {
-		return nil, committed.Error
 	}
 	at := map[string][]kafka.OffsetRequest{}
 	last := map[string][]kafka.OffsetRequest{}
@@ -341,11 +356,23 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 			last[topic] = append(last[topic], kafka.LastOffsetOf(p))
 		}
 	}
-	atRes, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: at})
-	if err != nil {
-		return nil, err
-	}
-	lastRes, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: last})
+	var atRes, lastRes *kafka.ListOffsetsResponse
+	err = retryKafka(ctx, func() (err error) {
+		if atRes, err = client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: at}); err != nil {
+			return err
+		}
+		if lastRes, err = client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: last}); err != nil {
+			return err
+		}
+		for _, res := range []*kafka.ListOffsetsResponse{atRes, lastRes} {
+			for _, ps := range res.Topics {
+				for _, po := range ps {
+					err = errors.Join(err, po.Error)
+				}
+			}
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -403,16 +430,35 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 		return out, nil
 	}
 	// An empty group takes commits outside any generation (-1).
-	res, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: commit})
-	if err != nil {
-		return nil, err
-	}
-	for topic, ps := range res.Topics {
-		for _, p := range ps {
-			if p.Error != nil {
-				return nil, fmt.Errorf("commit %s/%d: %w", topic, p.Partition, p.Error)
+	err = retryKafka(ctx, func() error {
+		res, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: commit})
+		if err != nil {
+			return err
+		}
+		for topic, ps := range res.Topics {
+			for _, p := range ps {
+				if p.Error != nil {
+					return fmt.Errorf("commit %s/%d: %w", topic, p.Partition, p.Error)
+				}
 			}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
+}
+
+// retryKafka runs a request again while the broker's answer is
+// retriable (kafka.Error.Temporary: a coordinator or leader moving or
+// loading, as after a broker restart or a topic's creation), for at most a
+// minute.
+func retryKafka(ctx context.Context, op func() error) error {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxElapsedTime(time.Minute))
+	return backoff.Retry(func() error {
+		err := op()
+		var kerr kafka.Error
+		if err != nil && !(errors.As(err, &kerr) && kerr.Temporary()) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
 }
