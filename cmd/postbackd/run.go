@@ -59,13 +59,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
+// parseExit is the exit code after a flag parse error: 0 for --help (the
+// usage was printed), 2 for a usage error.
+func parseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
 func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, stderr io.Writer) (*config.Config, int) {
 	path := fs.String("config", "", "configuration file (YAML)")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0 // --help: the usage was printed
-		}
-		return nil, 2
+		return nil, parseExit(err)
 	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "--config is required")

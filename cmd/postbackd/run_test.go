@@ -65,6 +65,10 @@ func TestCommandLine(t *testing.T) {
 		{name: "topics without a subcommand", args: []string{"topics"}, wantCode: 2, wantStderr: []string{"usage: postbackd"}},
 		{name: "topics with an unknown subcommand", args: []string{"topics", "delete", "--config", "x.yaml"}, wantCode: 2, wantStderr: []string{"usage: postbackd"}},
 		{name: "topics check without --config", args: []string{"topics", "check"}, wantCode: 2, wantStderr: []string{"--config is required"}},
+		{name: "run --help", args: []string{"run", "--help"}, wantCode: 0, wantStderr: []string{"-config"}},
+		{name: "topics check --help", args: []string{"topics", "check", "--help"}, wantCode: 0, wantStderr: []string{"-partitions"}},
+		{name: "tracker --help", args: []string{"tracker", "--help"}, wantCode: 0, wantStderr: []string{"-addr"}},
+		{name: "rebuild-state --help", args: []string{"rebuild-state", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd rebuild-state", "-rewind-to", "-dry-run"}},
 		{name: "tracker on a bad address", args: []string{"tracker", "--addr", "127.0.0.1:-1"}, wantCode: 1, wantStderr: []string{"invalid port"}},
 	}
 	for _, tt := range tests {

@@ -20,7 +20,7 @@ func cmdTracker(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	var mu sync.Mutex
 	tr := tracker.New(tracker.Options{OnRequest: func(r tracker.Request) {
