@@ -80,26 +80,15 @@ func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant
 	if err != nil || !ok {
 		return err
 	}
-	pct := merchant.RevsharePercent
-	if pct.IsZero() {
-		pct = hundred
-	}
-	digits := int32(2)
-	if d, ok := event.MinorUnits(r.Currency); ok {
-		digits = int32(d)
-	}
-	amount := r.Amount.Mul(pct).Div(hundred).Round(digits)
+	amount := revshareAmount(merchant.RevsharePercent, r)
 	pb := p.newPostback(rt, postback.GoalRevshare, "", &r.Envelope, u.src)
 	pb.PlayerID = r.PlayerID
 	pb.HasAmount, pb.Amount, pb.Currency = true, amount, r.Currency
-	switch {
-	case amount.IsZero():
-		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "zero_amount", nil)
+	if reason := revshareSkip(amount, p.cfg.Partners[rt.partner].AllowNegativeRevshare); reason != "" {
+		p.auditPostback(&u.out, pb, record.OutcomeSkipped, reason, nil)
 		return nil
-	case amount.IsNegative() && !p.cfg.Partners[rt.partner].AllowNegativeRevshare:
-		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "negative_amount", nil)
-		return nil
-	case !p.sender.HasGoal(rt.partner, postback.GoalRevshare):
+	}
+	if !p.sender.HasGoal(rt.partner, postback.GoalRevshare) {
 		p.auditPostback(&u.out, pb, record.OutcomeSkipped, "goal_not_configured", nil)
 		return nil
 	}

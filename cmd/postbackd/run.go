@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ const usage = `usage: postbackd <command> [flags]
 
 commands:
   run --config FILE                 consume events and dispatch postbacks
+  check-config --config FILE        validate a configuration; connect nothing
+  render --config FILE --event FILE|-
+                                    the URL of every postback an event would make
   topics check --config FILE        report missing topics
   topics create --config FILE [--partitions N] [--replication N]
   rebuild-state --config FILE [--rewind-to TIME] [--dry-run]
@@ -43,6 +47,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdRun(ctx, args[1:], getenv, stderr)
 	case "topics":
 		return cmdTopics(ctx, args[1:], getenv, stdout, stderr)
+	case "check-config":
+		return cmdCheckConfig(args[1:], getenv, stdout, stderr)
+	case "render":
+		return cmdRender(args[1:], getenv, os.Stdin, stdout, stderr)
 	case "rebuild-state":
 		return cmdRebuildState(ctx, args[1:], getenv, stdout, stderr)
 	case "tracker":

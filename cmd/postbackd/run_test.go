@@ -69,6 +69,17 @@ func TestCommandLine(t *testing.T) {
 		{name: "topics check --help", args: []string{"topics", "check", "--help"}, wantCode: 0, wantStderr: []string{"-partitions"}},
 		{name: "tracker --help", args: []string{"tracker", "--help"}, wantCode: 0, wantStderr: []string{"-addr"}},
 		{name: "rebuild-state --help", args: []string{"rebuild-state", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd rebuild-state", "-rewind-to", "-dry-run"}},
+		{name: "check-config of an example", args: []string{"check-config", "--config", "../../examples/tracker-string.yaml"}, wantCode: 0,
+			wantStdout: []string{"configuration valid", "datingnet"}},
+		{name: "check-config of a broken file", args: []string{"check-config", "--config", "../../config/testdata/many-mistakes.yaml"}, wantCode: 2,
+			wantStderr: []string{"invalid configuration"}},
+		{name: "render a deposit", args: []string{"render", "--config", "../../examples/tracker-string.yaml", "--event", "testdata/deposit.json"}, wantCode: 0,
+			wantStdout: []string{"route: event (it names network datingnet)", "goal            ftd", "event=signup", "event=rebill", "key=[REDACTED]", "amount          29.90 EUR"}},
+		{name: "render a qualification by the click's network", args: []string{"render", "--config", "../../examples/tracker-string.yaml", "--event", "testdata/qualification.json",
+			"--click-network", "datingnet", "--ftd", "dep-1:29.90:EUR"}, wantCode: 0, wantStdout: []string{"route: click", "goal            ftd_status", "not sent        goal_not_configured"}},
+		{name: "render an invalid event", args: []string{"render", "--config", "../../examples/tracker-string.yaml", "--event", "testdata/invalid.json"}, wantCode: 1,
+			wantStderr: []string{"would be dead-lettered", "as a deposit"}},
+		{name: "render without --event", args: []string{"render", "--config", "../../examples/tracker-string.yaml"}, wantCode: 2, wantStderr: []string{"--event is required"}},
 		{name: "tracker on a bad address", args: []string{"tracker", "--addr", "127.0.0.1:-1"}, wantCode: 1, wantStderr: []string{"invalid port"}},
 	}
 	for _, tt := range tests {
