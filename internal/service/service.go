@@ -77,11 +77,7 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 		return nil, err
 	}
 	w := kc.writer()
-	pl, err := pipeline.New(pipeline.Config{
-		Topics: cfg.Topics, Merchants: cfg.Merchants, Partners: cfg.Partners,
-		QualificationWindow: cfg.Qualification.Window, Delayed: cfg.Delayed,
-		DrainTimeout: cfg.Consumer.DrainTimeout,
-	}, pipeline.Options{Store: store, Sender: disp, Out: w, Decoder: dec, Logger: log, Metrics: m})
+	pl, err := pipeline.New(PipelineConfig(cfg), pipeline.Options{Store: store, Sender: disp, Out: w, Decoder: dec, Logger: log, Metrics: m})
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +116,17 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 	}
 	return s, nil
 }
+
+// PipelineConfig is the part of cfg the pipeline uses (render previews with
+// it too).
+func PipelineConfig(cfg *config.Config) pipeline.Config {
+	return pipeline.Config{
+		Topics: cfg.Topics, Merchants: cfg.Merchants, Partners: cfg.Partners,
+		QualificationWindow: cfg.Qualification.Window, Delayed: cfg.Delayed,
+		DrainTimeout: cfg.Consumer.DrainTimeout,
+	}
+}
+
 
 // topics lists every topic the service reads or writes.
 func (s *Service) topics() []string { return allTopics(s.cfg) }
