@@ -167,3 +167,63 @@ func testRestoreMerges(t *testing.T, h *harness) {
 		t.Fatalf("FTD after a restore saying failed: %+v %v", cls.FTD, err)
 	}
 }
+
+// testInspect: Inspect reports every kind of state a click can have, and
+// nothing of another click.
+func testInspect(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{Shards: 4})
+	restore(t, s, restored("c1"), restored("c2"))
+	if _, err := s.Classify(ctx, Deposit{ClickID: "c1", EventID: "e3", Amount: "5", Currency: "EUR", OccurredAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := s.Claim(ctx, "c1", "pb-held", time.Minute)
+	if err != nil || held.State != ClaimAcquired {
+		t.Fatal(held, err)
+	}
+	attr(t, s, Touch{ClickID: "w1", EventID: "late", MerchantID: "m1", WaitPayload: []byte("p")})
+	if _, err := s.Qualify(ctx, Qualification{ClickID: "q1", EventID: "qa", Status: "approved", Payload: []byte("x"), At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []struct{ id, click string }{{"pb:1", "c1"}, {"pb:2", "c2"}, {"oq:c1:q", "c1"}} {
+		if err := s.Schedule(ctx, j.id, t0, []byte(`{"kind":"postback","click_id":"`+j.click+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	st, err := s.Inspect(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Context == nil || st.Context.Network != "scaleo" || st.ContextTTL <= 0 || st.FTD == nil || st.FTD.EventID != "e1" || !st.FTD.Delivered {
+		t.Errorf("context %+v (ttl %s), FTD %+v", st.Context, st.ContextTTL, st.FTD)
+	}
+	if !maps.Equal(st.Answers, map[string]string{"e1": "ftd", "e2": "rdep", "e3": "rdep"}) {
+		t.Errorf("answers %v", st.Answers)
+	}
+	if len(st.Routes) != 1 || st.Routes["e2"].Partner != "scaleo" || st.Routes["e2"].Via != RouteClick {
+		t.Errorf("routes %v", st.Routes)
+	}
+	byID := map[string]PostbackState{}
+	for _, p := range st.Postbacks {
+		byID[p.ID] = p
+	}
+	if len(byID) != 3 || byID["pb-ftd"].Delivery == nil || byID["pb-rd"].Delivery.Refused == "" || byID["pb-held"].Lease <= 0 || byID["pb-held"].Delivery != nil {
+		t.Errorf("postbacks %+v", st.Postbacks)
+	}
+	if len(st.Jobs) != 2 || st.Jobs[0].ID == "pb:2" || st.Jobs[1].ID == "pb:2" {
+		t.Errorf("jobs %+v, want pb:1 and oq:c1:q only", st.Jobs)
+	}
+	if st.Parked != nil || len(st.Waiting) != 0 {
+		t.Errorf("c1 has nothing parked or waiting: %+v %v", st.Parked, st.Waiting)
+	}
+	if st, err = s.Inspect(ctx, "w1"); err != nil || !st.Waiting["late"] {
+		t.Errorf("waiting event of w1: %+v %v", st, err)
+	}
+	if st, err = s.Inspect(ctx, "q1"); err != nil || st.Parked == nil || st.Parked.EventID != "qa" || st.Parked.Released != "" {
+		t.Errorf("parked qualification of q1: %+v %v", st, err)
+	}
+	if st, err = s.Inspect(ctx, "nobody"); err != nil || st.Context != nil || st.FTD != nil || len(st.Postbacks) != 0 || len(st.Jobs) != 0 {
+		t.Errorf("unknown click: %+v %v", st, err)
+	}
+}

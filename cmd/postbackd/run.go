@@ -29,6 +29,7 @@ commands:
                                     the URL of every postback an event would make
   topics check --config FILE        report missing topics
   topics create --config FILE [--partitions N] [--replication N]
+  inspect --config FILE CLICK_ID    what Redis holds about a click
   rebuild-state --config FILE [--rewind-to TIME] [--dry-run]
                                     rebuild Redis state from the audit topic after a loss
   tracker [--addr ADDR]             run a local tracker that records postbacks
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdCheckConfig(args[1:], getenv, stdout, stderr)
 	case "render":
 		return cmdRender(args[1:], getenv, os.Stdin, stdout, stderr)
+	case "inspect":
+		return cmdInspect(ctx, args[1:], getenv, stdout, stderr)
 	case "rebuild-state":
 		return cmdRebuildState(ctx, args[1:], getenv, stdout, stderr)
 	case "tracker":
