@@ -106,7 +106,7 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 			defer c.Close()
 			rc = c
 		}
-		store = dedupe.New(rc, dedupe.Options{Prefix: cfg.Redis.KeyPrefix, RecordTTL: cfg.Redis.RecordTTL, Shards: cfg.Delayed.Shards})
+		store = newStore(cfg, rc, nil)
 		if err := store.Ping(ctx); err != nil {
 			return nil, fmt.Errorf("redis: %w", err)
 		}
