@@ -30,6 +30,8 @@ commands:
   topics check --config FILE        report missing topics
   topics create --config FILE [--partitions N] [--replication N]
   inspect --config FILE CLICK_ID    what Redis holds about a click
+  send-test --config FILE --partner NAME [--goal GOAL]
+                                    one marked test postback to the partner's endpoint
   rebuild-state --config FILE [--rewind-to TIME] [--dry-run]
                                     rebuild Redis state from the audit topic after a loss
   tracker [--addr ADDR]             run a local tracker that records postbacks
@@ -52,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdCheckConfig(args[1:], getenv, stdout, stderr)
 	case "render":
 		return cmdRender(args[1:], getenv, os.Stdin, stdout, stderr)
+	case "send-test":
+		return cmdSendTest(ctx, args[1:], getenv, stdout, stderr)
 	case "inspect":
 		return cmdInspect(ctx, args[1:], getenv, stdout, stderr)
 	case "rebuild-state":
