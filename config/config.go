@@ -225,7 +225,9 @@ type Merchant struct {
 	// SetDefaults: an explicit 0 is kept.
 	AttributionWait *time.Duration `yaml:"attribution_wait"`
 	Deal            string         `yaml:"deal"` // "cpa" (default) or "hybrid"
-	// RevsharePercent multiplies revenue for revshare postbacks (default 100).
+	// RevsharePercent multiplies revenue for revshare postbacks (default 100
+	// when the key is absent). Zero means unset only in Go: Load refuses an
+	// explicit revshare_percent: 0 rather than read it as the default.
 	RevsharePercent decimal.Decimal `yaml:"revshare_percent"`
 }
 

@@ -10,7 +10,8 @@ import (
 )
 
 // Defaults. Each is documented next to its field in config.go and in
-// REFERENCE.md; a zero value in the YAML means "use the default".
+// REFERENCE.md; a zero value in the YAML means "use the default", except an
+// explicit revshare_percent: 0, which Load refuses (see yamlcheck.go).
 const (
 	DefaultGroupID          = "postbackd"
 	DefaultClientID         = "postbackd"

@@ -7,11 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/shopspring/decimal"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -20,8 +20,12 @@ import (
 //
 // In order, Load:
 //
-//  1. decodes the YAML strictly: an unknown (misspelt) key is an error that
-//     names its line;
+//  1. decodes the YAML, checking it against the keys and types of Config:
+//     an unknown (misspelt) key is a problem that names the nearest valid
+//     key, a value of the wrong type one that says in words what was
+//     wanted, a secret written inline one that never shows it, an explicit
+//     revshare_percent of 0 one too (absent means 100); each names its
+//     line, and what does not fit is left out so that the rest is checked;
 //  2. applies the environment overrides below, read through getenv (nil
 //     means an empty environment); an empty variable counts as unset;
 //  3. makes relative file paths (secret files, TLS files) relative to the
@@ -29,10 +33,12 @@ import (
 //  4. fills defaults (SetDefaults);
 //  5. resolves secrets: SecretRef.Env through getenv, SecretRef.File by
 //     reading the file and trimming trailing newlines;
-//  6. validates (Validate).
+//  6. validates (Validate), leaving out what would only repeat a problem of
+//     step 1 (a list cut out for its type is not also "required").
 //
-// Every problem of steps 2, 5 and 6 is reported at once in a
-// *ValidationError; a read or YAML error is returned alone, wrapped.
+// Every problem of steps 1, 2, 5 and 6 is reported at once in a
+// *ValidationError, sorted by key path; a read error, a document that is not
+// YAML at all, or a second document is returned alone, wrapped.
 //
 // Environment overrides (also in ENV.md). A list is comma separated, spaces
 // around items are trimmed, and it replaces the YAML list rather than
@@ -76,90 +82,80 @@ func Parse(raw []byte, dir string, getenv func(string) string) (*Config, error) 
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
-	cfg, err := decode(raw)
+	cfg, yc, err := decode(raw)
 	if err != nil {
 		return nil, err
 	}
 
-	var problems []problem
+	problems := yc.problems
 	problems = append(problems, cfg.applyEnv(getenv)...)
 	cfg.resolvePaths(dir)
 	cfg.SetDefaults()
 	resolveProblems, unresolved := cfg.resolveSecrets(getenv)
 	problems = append(problems, resolveProblems...)
-	problems = append(problems, cfg.problems(unresolved)...)
+	for _, p := range cfg.problems(unresolved) {
+		// A value cut out for its type was replaced by its default or
+		// nothing: what validation says of that is not news.
+		if !yc.underBad(p.path) {
+			problems = append(problems, p)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, newValidationError(problems)
 	}
 	return cfg, nil
 }
 
-// decode parses exactly one YAML document into a Config, rejecting unknown
-// keys. An empty document gives an empty Config (which then fails validation
-// with useful messages rather than a parse error).
-func decode(raw []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, err
-	}
-	if err := checkDecimals(&root); err != nil {
-		return nil, err
-	}
+// decode parses exactly one YAML document into a Config. What in it does
+// not fit Config (an unknown key, a value of the wrong type, a secret
+// written inline, an explicit revshare_percent of 0) is returned as
+// problems and left out, so that the rest is decoded and validated too; the
+// checker's bad paths say which validation problems would only repeat them.
+// An empty document gives an empty Config (which then fails validation with
+// useful messages rather than a parse error). Only a document that does not
+// parse as YAML, or a second document, is an error.
+func decode(raw []byte) (*Config, *yamlChecker, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	cfg := &Config{}
-	if err := dec.Decode(cfg); err != nil {
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return cfg, nil
+			return &Config{}, newYAMLChecker(), nil
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("line %d: a second YAML document; the config is one document", extra.Line)
+		return nil, nil, fmt.Errorf("line %d: a second YAML document; the config is one document", extra.Line)
 	}
-	return cfg, nil
-}
-
-// checkDecimals reports a revshare_percent that is not a decimal number with
-// its line: the YAML decoder hands such a value to decimal's UnmarshalText
-// and returns its error without a position.
-func checkDecimals(root *yaml.Node) error {
-	doc := root
-	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+	doc := &root
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return &Config{}, newYAMLChecker(), nil
+		}
 		doc = doc.Content[0]
 	}
-	merchants := mappingValue(doc, "merchants")
-	if merchants == nil || merchants.Kind != yaml.MappingNode {
-		return nil
+	c := newYAMLChecker()
+	cfg := &Config{}
+	if !c.check(doc, reflect.TypeOf(*cfg), "") {
+		return cfg, c, nil
 	}
-	for i := 0; i+1 < len(merchants.Content); i += 2 {
-		name, m := merchants.Content[i].Value, merchants.Content[i+1]
-		v := mappingValue(m, "revshare_percent")
-		if v == nil || v.Kind != yaml.ScalarNode {
-			continue
-		}
-		if _, err := decimal.NewFromString(v.Value); err != nil {
-			return fmt.Errorf("line %d: merchants.%s.revshare_percent: %q is not a decimal number", v.Line, name, v.Value)
-		}
-	}
-	return nil
-}
-
-// mappingValue returns the value node of key in mapping node n, or nil.
-func mappingValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
+	if err := doc.Decode(cfg); err != nil {
+		// The check should have cut out everything the decoder refuses;
+		// should it not have, report the decoder's words (without the
+		// values it quotes) with the rest rather than alone.
+		var terr *yaml.TypeError
+		if errors.As(err, &terr) {
+			for _, msg := range terr.Errors {
+				c.problems = append(c.problems, c.decoderProblem(msg))
+			}
+		} else {
+			c.problems = append(c.problems, c.decoderProblem(err.Error()))
 		}
 	}
-	return nil
+	return cfg, c, nil
 }
 
 // envOverride is one row of the override table. set reports a value it

@@ -342,18 +342,16 @@ func TestLoadRelativePaths(t *testing.T) {
 	}
 }
 
+// TestLoadYAMLErrors: only what is not YAML at all, or a second document,
+// stops Load alone; everything else is a problem listed with the others.
 func TestLoadYAMLErrors(t *testing.T) {
 	tests := []struct {
 		name    string
 		content string
 		want    []string // fragments the error must contain
 	}{
-		{"misspelt key names its line", "kafka:\n  brokers: [\"k:9092\"]\n  brokrs: [\"k:9092\"]\n", []string{"line 3", "field brokrs not found"}},
-		{"misspelt nested key", strings.Replace(minimalYAML, "    allowed_hosts:", "    retry: {quick_atempts: 2}\n    allowed_hosts:", 1), []string{"line 8", "field quick_atempts not found"}},
-		{"inline secret value is unknown", strings.Replace(minimalYAML, "{env: NET_TOKEN}", "{value: hunter2}", 1), []string{"field value not found"}},
-		{"wrong type", "consumer:\n  max_in_flight: lots\n", []string{"line 2", "cannot unmarshal"}},
-		{"bad duration", "consumer:\n  commit_interval: 5 minutes\n", []string{"line 2"}},
-		{"bad decimal", minimalYAML + "    revshare_percent: ten\n", []string{"line 16", "merchants.m1.revshare_percent", `"ten" is not a decimal`}},
+		{"not YAML", "kafka:\n  brokers: [\"k:9092\"\n", []string{"line"}},
+		{"tab indentation", "kafka:\n\tbrokers: []\n", []string{"line 2"}},
 		{"second document", minimalYAML + "---\nkafka: {}\n", []string{"second YAML document"}},
 	}
 	for _, tt := range tests {
@@ -371,10 +369,250 @@ func TestLoadYAMLErrors(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if strings.Contains(err.Error(), "hunter2") {
-				t.Errorf("error leaks the inline secret: %q", err)
+		})
+	}
+}
+
+// TestLoadKeyAndTypeProblems: a misspelt key or a value of the wrong type is
+// reported under its key path, in words, with its line and the nearest valid
+// key, among every other problem rather than alone.
+func TestLoadKeyAndTypeProblems(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		want    []string // "path: fragment", every problem in order
+	}{
+		{"misspelt top-level key", strings.Replace(minimalYAML, "redis:", "rediss:", 1), []string{
+			`redis.addrs: at least one address`,
+			`rediss: unknown key; did you mean "redis"? (line 4)`,
+		}},
+		{"misspelt nested key", strings.Replace(minimalYAML, "    allowed_hosts:", "    retry: {quick_atempts: 2}\n    allowed_hosts:", 1), []string{
+			`partners.net.retry.quick_atempts: unknown key; did you mean "quick_attempts"? (line 8)`,
+		}},
+		{"transposed letters", strings.Replace(minimalYAML, "    allowed_hosts:", "    tiemout: 5s\n    allowed_hosts:", 1), []string{
+			`partners.net.tiemout: unknown key; did you mean "timeout"? (line 8)`,
+		}},
+		{"wrong case", strings.Replace(minimalYAML, "  brokers:", "  Brokers:", 1), []string{
+			`kafka.Brokers: unknown key; did you mean "brokers"?`,
+			`kafka.brokers: at least one broker`,
+		}},
+		{"last word of a key", strings.Replace(minimalYAML, "  addrs:", "  ttl: 1h\n  addrs:", 1), []string{
+			`redis.ttl: unknown key; did you mean "record_ttl"?`,
+		}},
+		{"nothing near", strings.Replace(minimalYAML, "  addrs:", "  zzzzzz: 1\n  addrs:", 1), []string{
+			`redis.zzzzzz: unknown key; valid keys here: addrs, cluster, username, password, db, tls, pool_size, key_prefix, record_ttl, allow_eviction`,
+		}},
+		{"key set twice", strings.Replace(minimalYAML, "  addrs:", "  db: 1\n  db: 2\n  addrs:", 1), []string{
+			`redis.db: set twice, here and on line 5; keep one (line 6)`,
+		}},
+		{"number for a list", strings.Replace(minimalYAML, `brokers: ["kafka-1:9092"]`, "brokers: 9092", 1), []string{
+			`kafka.brokers: want a list of strings, got a number (write a list of one item as [item]) (line 3)`,
+		}},
+		{"string for a whole number", minimalYAML + "consumer:\n  max_in_flight: lots\n", []string{
+			`consumer.max_in_flight: want a whole number, got a string ("lots") (line 17)`,
+		}},
+		{"fraction for a whole number", minimalYAML + "consumer:\n  max_in_flight: 2.5\n", []string{
+			`consumer.max_in_flight: want a whole number, got a number (2.5)`,
+		}},
+		{"bad duration", minimalYAML + "consumer:\n  commit_interval: 5 minutes\n", []string{
+			`consumer.commit_interval: want a duration such as 500ms, 30s or 2h, got a string ("5 minutes") (line 17)`,
+		}},
+		{"number for a duration", minimalYAML + "consumer:\n  commit_interval: 5\n", []string{
+			`consumer.commit_interval: want a duration such as 500ms, 30s or 2h, got a number (5)`,
+		}},
+		{"bad bool", minimalYAML + "admin:\n  disabled: maybe\n", []string{
+			`admin.disabled: want true or false, got a string ("maybe")`,
+		}},
+		{"bad decimal", minimalYAML + "    revshare_percent: ten\n", []string{
+			`merchants.m1.revshare_percent: want a decimal number, got a string ("ten") (line 16)`,
+		}},
+		{"list for a section", minimalYAML + "consumer: [1, 2]\n", []string{
+			`consumer: want a mapping of keys (key: value), got a list (line 16)`,
+		}},
+		{"misspelt section beside validation problems", strings.Replace(minimalYAML, "merchants:\n  m1:\n    default_partner: net\n", "", 1) + "log: {level: loud}\npartners2: 1\n", []string{
+			`log.level: must be one of`,
+			`merchants: at least one merchant is required`,
+			`partners2: unknown key; did you mean "partners"?`,
+		}},
+		{"bad list item", strings.Replace(minimalYAML, `brokers: ["kafka-1:9092"]`, `brokers: ["kafka-1:9092", {host: k}]`, 1), []string{
+			`kafka.brokers[1]: want a string, got a mapping (line 3)`,
+		}},
+		{"bad status item", strings.Replace(minimalYAML, "    allowed_hosts:", "    success: {statuses: [200, ok]}\n    allowed_hosts:", 1), []string{
+			`partners.net.success.statuses[1]: want a whole number, got a string ("ok")`,
+		}},
+		{"goal is a string", strings.Replace(minimalYAML, "    goals:\n      ftd:\n", "    goals:\n      reg: https://t.example/r\n      ftd:\n", 1), []string{
+			`partners.net.goals.reg: want a mapping of keys (key: value), got a string`,
+		}},
+		{"a partner of the wrong type still exists", strings.Replace(minimalYAML, "partners:\n", "partners:\n  other: [1]\n", 1) + "    deal: hybrid\n  m2: {default_partner: other}\n", []string{
+			`partners.other: want a mapping of keys (key: value), got a list (line 7)`,
+		}},
+		{"a secret put where a section goes is not shown", strings.Replace(minimalYAML, "kafka:\n", "kafka:\n  sasl: Yy7-secret-Uu\n", 1), []string{
+			`kafka.sasl: want a mapping of keys (key: value), got a string (line 3)`,
+		}},
+		{"merge key twice", strings.Replace(minimalYAML, "merchants:\n  m1:\n    default_partner: net\n",
+			"merchants:\n  m1: &m\n    default_partner: net\n  m2:\n    <<: *m\n    <<: *m\n", 1), []string{
+			`merchants.m2.<<: set twice, here and on line 17; keep one (line 18)`,
+		}},
+		{"merge of a number", strings.Replace(minimalYAML, "    default_partner: net\n", "    default_partner: net\n    <<: [1, 2]\n", 1), []string{
+			`merchants.m1.<<: a merge key takes a mapping or a list of them, got a number (line 16)`,
+		}},
+		{"the document is a list", "- a\n- b\n", []string{
+			`config: want a mapping of keys (key: value), got a list (line 1)`,
+		}},
+		{"unknown keys and type errors beside validation problems", minimalYAML + "rediss: {}\nconsumer: {max_in_flight: lots, start_offset: newest}\nlog: {level: loud}\n", []string{
+			`consumer.max_in_flight: want a whole number`,
+			`consumer.start_offset: must be one of "earliest", "latest", got "newest"`,
+			`log.level: must be one of`,
+			`rediss: unknown key; did you mean "redis"?`,
+		}},
+		{"anchors and merge keys are followed", strings.Replace(minimalYAML, "merchants:\n  m1:\n    default_partner: net\n",
+			"merchants:\n  m1: &m\n    default_partner: net\n    deel: cpa\n  m2:\n    <<: *m\n    deal: hybrid\n", 1), []string{
+			`merchants.m1.deel: unknown key; did you mean "deal"? (line 16)`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadString(t, tt.content, map[string]string{"NET_TOKEN": "tok"})
+			var verr *ValidationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("Load() = %v, want a *ValidationError", err)
+			}
+			assertProblems(t, verr.Problems, tt.want)
+			if strings.Contains(err.Error(), "config.") || strings.Contains(err.Error(), "!!") {
+				t.Errorf("error names a Go type or YAML tag: %v", err)
 			}
 		})
+	}
+}
+
+// TestLoadKeepsMergedValues: a value cut out of an anchor is cut out of every
+// alias of it, and the valid rest is decoded into each.
+func TestLoadKeepsMergedValues(t *testing.T) {
+	content := strings.Replace(minimalYAML, "merchants:\n  m1:\n    default_partner: net\n",
+		"merchants:\n  m1: &m\n    default_partner: net\n    deal: hybrid\n    revshare_percent: 35\n  m2:\n    <<: *m\n    deal: cpa\n", 1)
+	cfg := mustLoad(t, content, map[string]string{"NET_TOKEN": "tok"})
+	m1, m2 := cfg.Merchants["m1"], cfg.Merchants["m2"]
+	if m1.Deal != "hybrid" || m2.Deal != "cpa" || m2.DefaultPartner != "net" || !m2.RevsharePercent.Equal(decimal.NewFromInt(35)) {
+		t.Fatalf("merged merchants: m1 %+v, m2 %+v", m1, m2)
+	}
+}
+
+// TestLoadNeverPrintsInlineSecrets: a secret written inline, where a
+// SecretRef goes, is reported without its value or any prefix of it, and
+// says how to write it instead.
+func TestLoadNeverPrintsInlineSecrets(t *testing.T) {
+	tests := []struct {
+		name   string
+		secret string // the secret, as it must never appear
+		yaml   string // where it is written
+		path   string
+		want   string // message fragment
+	}{
+		{"partner token", "12345abcdef", "token: 12345abcdef", "partners.net.token", "use {env: VARIABLE} or {file: PATH}"},
+		{"partner token quoted", "Zq8-xW3!vT5pL", `token: "Zq8-xW3!vT5pL"`, "partners.net.token", "{env: VARIABLE} or {file: PATH}"},
+		{"partner token as a number", "9876543210123", "token: 9876543210123", "partners.net.token", "{env: VARIABLE} or {file: PATH}"},
+		{"partner token as a block", "Kx7mRr2pQ9wz", "token: |\n      Kx7mRr2pQ9wz", "partners.net.token", "{env: VARIABLE} or {file: PATH}"},
+		{"partner token in a list", "Hq4nVv8sLm2", "token: [Hq4nVv8sLm2]", "partners.net.token", "want {env: VARIABLE} or {file: PATH}, got a list"},
+		{"partner token under an unknown key", "Pb5tYy7dWq3", "token: {value: Pb5tYy7dWq3}", "partners.net.token.value", "never the secret itself"},
+		{"partner token under a misspelt key", "Jd2kNn6cXz9", "token: {evn: Jd2kNn6cXz9}", "partners.net.token.evn", `did you mean "env"?`},
+		{"partner token in env", "12345abcdef", "token: {env: 12345abcdef}", "partners.net.token.env", "never the secret itself"},
+		{"partner token in env, a valid name", "abcd1234efgh", "token: {env: abcd1234efgh}", "partners.net.token.env", "unset or empty (the name is not shown"},
+		{"redis password", "hunter2hunter2", "redis:\n  password: hunter2hunter2", "redis.password", "{env: VARIABLE} or {file: PATH}"},
+		{"kafka sasl password", "Mm3sasl9Qq", "kafka:\n  sasl: {mechanism: plain, username: u, password: Mm3sasl9Qq}", "kafka.sasl.password", "{env: VARIABLE} or {file: PATH}"},
+		{"misspelt secret key", "Ww4pass5Ee", "redis:\n  pasword: Ww4pass5Ee", "redis.pasword", `did you mean "password"?`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			content := minimalYAML
+			if strings.HasPrefix(tt.yaml, "token:") {
+				content = strings.Replace(content, "token: {env: NET_TOKEN}", tt.yaml, 1)
+			} else {
+				section, rest, _ := strings.Cut(tt.yaml, "\n")
+				content = strings.Replace(content, section+"\n", tt.yaml+"\n", 1)
+				_ = rest
+			}
+			_, err := loadString(t, content, map[string]string{"NET_TOKEN": "tok"})
+			if err == nil {
+				t.Fatal("Load() succeeded, want an error")
+			}
+			msg := err.Error()
+			for n := 4; n <= len(tt.secret); n++ {
+				if strings.Contains(msg, tt.secret[:n]) {
+					t.Fatalf("error shows %q, a prefix of the secret:\n%s", tt.secret[:n], msg)
+				}
+			}
+			var verr *ValidationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("Load() = %v, want a *ValidationError", err)
+			}
+			found := false
+			for _, p := range verr.Problems {
+				if strings.HasPrefix(p, tt.path+": ") && strings.Contains(p, tt.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no problem %q containing %q:\n%s", tt.path, tt.want, msg)
+			}
+		})
+	}
+}
+
+// TestLoadRevsharePercent: absent is 100; an explicit 0 (however written) is
+// an error, never 100; any other value is kept.
+func TestLoadRevsharePercent(t *testing.T) {
+	for _, zero := range []string{"0", "0.0", `"0"`, "-0", "0e3"} {
+		t.Run("explicit "+zero, func(t *testing.T) {
+			_, err := loadString(t, minimalYAML+"    revshare_percent: "+zero+"\n", map[string]string{"NET_TOKEN": "tok"})
+			var verr *ValidationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("Load() = %v, want a *ValidationError", err)
+			}
+			assertProblems(t, verr.Problems, []string{
+				"merchants.m1.revshare_percent: 0 would send no revshare; omit the key for the default 100, or give a percentage in (0, 1000] (line 16)",
+			})
+		})
+	}
+	for value, want := range map[string]string{"": "100", "35": "35", "0.5": "0.5", "100": "100", "1000": "1000"} {
+		t.Run("value "+value, func(t *testing.T) {
+			content := minimalYAML
+			if value != "" {
+				content += "    revshare_percent: " + value + "\n"
+			}
+			cfg := mustLoad(t, content, map[string]string{"NET_TOKEN": "tok"})
+			if got := cfg.Merchants["m1"].RevsharePercent; !got.Equal(decimal.RequireFromString(want)) {
+				t.Fatalf("revshare_percent = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// TestDecoderProblem: should the decoder refuse what the check let
+// through, its message is reported under the key path of its line, without
+// the value it quotes.
+func TestDecoderProblem(t *testing.T) {
+	c := newYAMLChecker()
+	c.lines[9] = "partners.net.token"
+	got := c.decoderProblem("line 9: cannot unmarshal !!str `12345ab...` into config.SecretRef")
+	want := problem{"partners.net.token", "cannot unmarshal !!str (value not shown) into config.SecretRef (line 9)"}
+	if got != want {
+		t.Errorf("decoderProblem = %+v, want %+v", got, want)
+	}
+	if got := c.decoderProblem("line 3: something"); got.path != "config" {
+		t.Errorf("a line of no known key gives path %q, want config", got.path)
+	}
+}
+
+func TestSuggestKey(t *testing.T) {
+	names := []string{"addrs", "cluster", "username", "password", "db", "tls", "pool_size", "key_prefix", "record_ttl"}
+	tests := map[string]string{
+		"addr": "addrs", "adrs": "addrs", "clsuter": "cluster", "user_name": "username", "Password": "password",
+		"passwd": "password", "pwd": "", "dv": "db", "ttl": "record_ttl", "prefix": "key_prefix", "pool": "pool_size", "x": "", "qqqqq": "",
+	}
+	for key, want := range tests {
+		if got := suggestKey(key, names); got != want {
+			t.Errorf("suggestKey(%q) = %q, want %q", key, got, want)
+		}
 	}
 }
 
@@ -500,6 +738,27 @@ func TestManyMistakesGolden(t *testing.T) {
 		t.Fatalf("Load() = %v, want a *ValidationError", err)
 	}
 	got := strings.Join(verr.Problems, "\n") + "\n"
+	// Whatever the golden file says, each kind of mistake must be in the
+	// one report: unknown keys, type errors, the inline secret (never its
+	// value) and validation problems together.
+	for _, want := range []string{
+		"qualificaton: unknown key; did you mean \"qualification\"?",
+		"partners.scaleo.tiemout: unknown key; did you mean \"timeout\"?",
+		"consumer.max_in_flight: want a whole number",
+		"delayed.batch: want a whole number, got a list",
+		"kafka.sasl.password: a secret is never written in the config",
+		"merchants.poker.revshare_percent: 0 would send no revshare",
+		"merchants.casino.revshare_percent: must be in (0, 1000], got 1500",
+		"redis.record_ttl: must be a positive duration",
+		"POSTBACKD_REDIS_CLUSTER:",
+	} {
+		if !strings.Contains(got, "\n"+want) && !strings.HasPrefix(got, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if strings.Contains(got, "hunt") {
+		t.Error("the report shows the inline secret")
+	}
 	golden := "testdata/many-mistakes.golden"
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o600); err != nil {

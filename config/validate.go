@@ -580,11 +580,30 @@ func checkSecret(v *validator, path string, s SecretRef) {
 	case s.Env != "" && s.File != "":
 		v.add(path, "set exactly one of env and file")
 	case v.unresolved[path]:
+	case s.Env != "" && !envNameRE.MatchString(s.Env):
+		v.add(path+".env", "is not the name of an environment variable (letters, digits and '_', not starting with a digit); "+
+			"env names the variable that holds the secret, never the secret itself (the value is not shown)")
+	case s.Env != "" && s.Value == "" && !plainEnvName(s.Env):
+		v.add(path+".env", "the environment variable it names is unset or empty (the name is not shown, since it looks like it could be "+
+			"the secret itself: env names the variable that holds the secret)")
 	case s.Env != "" && s.Value == "":
 		v.add(path+".env", "environment variable %s is unset or empty", s.Env)
 	case s.File != "" && s.Value == "":
 		v.add(path+".file", "secret file %s is empty", s.File)
 	}
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// plainEnvName reports whether name looks like a variable's name rather
+// than a secret pasted in its place: without digits (SCALEO_TOKEN,
+// scaleo_token), or upper case words joined by '_' (TOKEN_2). Only such a
+// name is shown in a message.
+func plainEnvName(name string) bool {
+	if !strings.ContainsAny(name, "0123456789") {
+		return true
+	}
+	return name == strings.ToUpper(name) && strings.Contains(name, "_")
 }
 
 func goalList() string {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+	"go.uber.org/zap"
 
 	"github.com/postbackd/postbackd/config"
 )
@@ -178,4 +181,50 @@ func newRedis(c config.Redis) (redis.UniversalClient, error) {
 		Addr: c.Addrs[0], Username: c.Username, Password: c.Password.Reveal(),
 		DB: c.DB, TLSConfig: t, PoolSize: c.PoolSize,
 	}), nil
+}
+
+// redisLog routes go-redis's own log lines (pool and cluster trouble,
+// truncated durations: plain text on stderr by default) through zap, at
+// warn with "component":"go-redis", so that they sit in the JSON log like
+// every other line. go-redis has one logger per process: it is installed
+// once, and each New points it at its own zap logger (the last one wins).
+var (
+	redisLog        = &zapRedisLogger{}
+	installRedisLog sync.Once
+)
+
+// zapRedisLogger implements go-redis's logging interface.
+type zapRedisLogger struct {
+	log atomic.Pointer[zap.Logger]
+}
+
+// useRedisLogger sends go-redis's log lines to log from now on.
+func useRedisLogger(log *zap.Logger) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	redisLog.log.Store(log.With(zap.String("component", "go-redis")))
+	installRedisLog.Do(func() { redis.SetLogger(redisLog) })
+}
+
+// Printf logs one go-redis line at warn: go-redis logs only what went wrong
+// or what it had to change.
+func (z *zapRedisLogger) Printf(_ context.Context, format string, v ...any) {
+	if l := z.log.Load(); l != nil {
+		l.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+	}
+}
+
+// dependencyError says which dependency a start-up check failed on, and at
+// which address when the error does not say it already:
+// "redis: dial tcp 127.0.0.1:1: connect: connection refused",
+// "kafka: 10.0.0.7:9092: read topic metadata: context deadline exceeded".
+func dependencyError(dependency string, addrs []string, err error) error {
+	msg := err.Error()
+	for _, a := range addrs {
+		if strings.Contains(msg, a) {
+			return fmt.Errorf("%s: %w", dependency, err)
+		}
+	}
+	return fmt.Errorf("%s: %s: %w", dependency, strings.Join(addrs, ","), err)
 }

@@ -51,6 +51,10 @@ type Options struct {
 
 // New builds the service. It connects nothing yet: Run does.
 func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	useRedisLogger(log)
 	m := o.Metrics
 	if m == nil {
 		m = metrics.New(nil)
@@ -65,9 +69,7 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 			return nil, err
 		}
 	}
-	store := dedupe.New(rc, dedupe.Options{
-		Prefix: cfg.Redis.KeyPrefix, RecordTTL: cfg.Redis.RecordTTL, Shards: cfg.Delayed.Shards, Metrics: m,
-	})
+	store := newStore(cfg, rc, m)
 	disp, err := dispatcher.New(cfg.Partners, dispatcher.Options{Logger: log, Metrics: m})
 	if err != nil {
 		return nil, err
@@ -127,6 +129,14 @@ func PipelineConfig(cfg *config.Config) pipeline.Config {
 	}
 }
 
+// redisAddrs is where the Redis client connects: the configured addresses,
+// or the address of a client given in Options.
+func (s *Service) redisAddrs() []string {
+	if c, ok := s.redis.(*redis.Client); ok {
+		return []string{c.Options().Addr}
+	}
+	return s.cfg.Redis.Addrs
+}
 
 // topics lists every topic the service reads or writes.
 func (s *Service) topics() []string { return allTopics(s.cfg) }
@@ -154,12 +164,18 @@ func (s *Service) Ready() bool { return s.consumer.Ready() }
 func (s *Service) Run(ctx context.Context) error {
 	defer s.close()
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	// Every error names its dependency and where it was looked for.
 	err := s.redis.Ping(pctx).Err()
-	if err == nil {
-		err = s.checkRedisDurability(pctx)
+	if err != nil {
+		err = dependencyError("redis", s.redisAddrs(), err)
 	}
 	if err == nil {
-		err = s.kafka.checkTopics(pctx, s.topics())
+		err = s.checkRedisDurability(pctx) // says "redis:" itself
+	}
+	if err == nil {
+		if err = s.kafka.checkTopics(pctx, s.topics()); err != nil {
+			err = dependencyError("kafka", s.kafka.brokers, err)
+		}
 	}
 	cancel()
 	if err != nil {
