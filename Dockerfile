@@ -3,7 +3,10 @@
 # postbackd: a static binary on a distroless base, run as a non-root user.
 #
 #   docker build -t postbackd:local --build-arg VERSION=$(git describe --always) .
-#   docker run --rm -v $PWD/examples/local.yaml:/etc/postbackd/config.yaml:ro postbackd:local
+#   docker run --rm --network host -v $PWD/examples/local.yaml:/etc/postbackd/config.yaml:ro postbackd:local
+#
+# (examples/local.yaml names the servers of scripts/infra.sh on the host's
+# loopback, hence --network host.)
 #
 # The same image runs the service (default command) and the recording
 # tracker (command: tracker --addr :8080), as docker-compose.yml does.
@@ -24,7 +27,9 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # no shell, no package manager.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/postbackd /usr/local/bin/postbackd
-USER nonroot:nonroot
+# The base image's nonroot user, by number: Kubernetes verifies runAsNonRoot
+# only against a numeric user (deploy/kubernetes runs it as 65532 too).
+USER 65532:65532
 # Admin server: /healthz, /readyz, /metrics.
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/postbackd"]
