@@ -171,6 +171,9 @@ func (p *Pipeline) auditEvent(out *outputs, ev event.Event, src event.Source, ne
 		OccurredAt:    &occurred,
 		RecordedAt:    p.now().UTC(),
 	}
+	if len(env.Params) > 0 {
+		a.Params = env.Params // the event's own: what it told its click (rebuild-state reads them)
+	}
 	if a.Network == "" {
 		a.Network = env.Network
 	}

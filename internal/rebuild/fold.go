@@ -64,7 +64,7 @@ type click struct {
 	firstSeen, lastSeen time.Time
 	registeredAt        time.Time
 	ftd                 *dedupe.FTDRecord
-	// status and statusEvent are from the first delivered status change; a
+	// status and statusEvent are from the first status change decided; a
 	// status change's record can precede its FTD's (the FTD's outputs were
 	// still being written), so it is set on the record only in Clicks.
 	status, statusEvent string
@@ -112,10 +112,34 @@ func (f *Fold) Add(a record.Audit) {
 	c.outcome(a)
 }
 
+// notAttributed are the reasons of records of events that never reached
+// attribution: invalid input, and events whose state could not be read.
+var notAttributed = map[string]bool{
+	"undecodable": true, "schema_invalid": true, "unknown_currency": true, "invalid_amount": true,
+	"unknown_merchant": true, "unknown_partner": true, "unprocessable": true,
+}
+
 // attribution learns the click context and the route memo from a record.
 func (c *click) attribution(a record.Audit) {
+	if notAttributed[a.Reason] && a.PostbackID == "" {
+		return
+	}
 	if a.EventKind == event.KindRegistration && (a.Network != "" || a.Reason == "no_route") && c.registeredAt.IsZero() {
 		c.registeredAt = a.RecordedAt
+	}
+	if a.PostbackID == "" {
+		// An event that made no postback (a failed deposit, a CPA
+		// merchant's revenue, a qualification): its record has its own
+		// network and params, which it gave its click by the attribution's
+		// rule — a network when the click had none, params unless it named
+		// another network than the click's.
+		if a.Network != "" && c.network == "" {
+			c.network = a.Network
+		}
+		if a.Network == "" || a.Network == c.network {
+			c.addParams(a.Params)
+		}
+		return
 	}
 	if a.Network == "" {
 		return
@@ -146,18 +170,23 @@ func (c *click) attribution(a record.Audit) {
 		contributes = true
 	}
 	if contributes {
-		for k, v := range a.Params {
-			if _, ok := c.params[k]; !ok && v != "" {
-				if c.params == nil {
-					c.params = map[string]string{}
-				}
-				c.params[k] = v
-			}
-		}
+		c.addParams(a.Params)
 	}
 	if (via == dedupe.RouteClick || via == dedupe.RouteDefault) && a.EventID != "" {
 		if _, ok := c.routes[a.EventID]; !ok {
 			c.routes[a.EventID] = stamped[dedupe.Route]{dedupe.Route{Partner: a.Network, Via: via}, a.RecordedAt}
+		}
+	}
+}
+
+// addParams adds ps to the click's params, the first value of a key kept.
+func (c *click) addParams(ps map[string]string) {
+	for k, v := range ps {
+		if _, ok := c.params[k]; !ok && v != "" {
+			if c.params == nil {
+				c.params = map[string]string{}
+			}
+			c.params[k] = v
 		}
 	}
 }
@@ -174,7 +203,11 @@ func (c *click) conversion(a record.Audit) {
 			c.answers[a.EventID] = stamped[postback.Goal]{goal, a.RecordedAt}
 		}
 	case postback.GoalFTDStatus:
-		if a.Outcome == record.OutcomeDelivered && c.status == "" {
+		// The status is recorded on the FTD record when the status change is
+		// decided, before it is sent: any status change with a postback id
+		// (delivered, failed, refused, skipped for want of the goal) means
+		// the FTD had been delivered and holds that status.
+		if a.PostbackID != "" && a.Status != "" && c.status == "" {
 			c.status, c.statusEvent = a.Status, a.EventID
 		}
 		return

@@ -189,3 +189,39 @@ func TestFoldRules(t *testing.T) {
 		t.Errorf("items past their TTL restored: context %+v answers %v outcomes %v", c.Context, c.Answers, c.Deliveries)
 	}
 }
+
+// TestFoldEventsWithoutPostbacks: an event that made no postback still told
+// its click its network and params (a failed deposit naming the network),
+// unless it named another network; invalid input told nothing; a status
+// change that was decided but refused still set the FTD's status.
+func TestFoldEventsWithoutPostbacks(t *testing.T) {
+	f := NewFold()
+	own := func(network string, params map[string]string, reason string) func(*record.Audit) {
+		return func(a *record.Audit) { a.EventID, a.Network, a.Params, a.Reason = "x", network, params, reason }
+	}
+	for _, a := range []record.Audit{
+		rec("c", 0, event.KindDeposit, "", record.OutcomeSkipped, own("datingnet", map[string]string{"tr": "t1"}, "deposit_failed")),
+		rec("c", 1, event.KindRevenue, postback.GoalRevshare, record.OutcomeSkipped, own("other", map[string]string{"x": "1"}, "deal_not_hybrid")),
+		rec("c", 2, event.KindRevenue, postback.GoalRevshare, record.OutcomeSkipped, own("", map[string]string{"offer_id": "o"}, "deal_not_hybrid")),
+		rec("bad", 0, event.KindDeposit, "", record.OutcomeDeadLettered, own("junk", map[string]string{"a": "b"}, "unknown_partner")),
+
+		rec("s", 0, event.KindDeposit, postback.GoalFTD, record.OutcomeDelivered, pb("f", "d", "n", "event", nil)),
+		rec("s", 1, event.KindQualification, postback.GoalFTDStatus, record.OutcomeDeadLettered, func(a *record.Audit) {
+			pb("st", "q", "n", "conversion", nil)(a)
+			a.Status, a.Reason = postback.StatusApproved, "postback_refused"
+		}),
+	} {
+		f.Add(a)
+	}
+	clicks := f.Clicks(t0.Add(time.Minute), time.Hour)
+	c := find(t, clicks, "c")
+	if c.Context == nil || c.Context.Network != "datingnet" || !maps.Equal(c.Context.Params, map[string]string{"tr": "t1", "offer_id": "o"}) {
+		t.Errorf("context from events without postbacks: %+v, want datingnet with tr and offer_id (not other's x)", c.Context)
+	}
+	if c := find(t, clicks, "bad"); c.Context != nil {
+		t.Errorf("invalid input gave its click a context: %+v", c.Context)
+	}
+	if c := find(t, clicks, "s"); c.FTD == nil || c.FTD.Status != postback.StatusApproved || c.FTD.StatusEventID != "q" {
+		t.Errorf("FTD after a refused status change: %+v, want approved by q", c.FTD)
+	}
+}
