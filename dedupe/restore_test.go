@@ -227,3 +227,60 @@ func testInspect(t *testing.T, h *harness) {
 		t.Errorf("unknown click: %+v %v", st, err)
 	}
 }
+
+// testPrepareReplay: a refused postback becomes sendable again and its FTD
+// loses its failure; a delivered one is left alone; replays are remembered.
+func testPrepareReplay(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	restore(t, s, restored("c1"))
+	if _, err := s.Classify(ctx, Deposit{ClickID: "f", EventID: "d1", Amount: "1", Currency: "EUR", OccurredAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.Claim(ctx, "f", "pb-f", time.Minute)
+	if _, err := s.MarkDelivered(ctx, "f", "pb-f", c.Token, Delivery{HTTPStatus: 400, Refused: "HTTP 400"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FailFTD(ctx, "f", "d1", "ftd_dead_lettered"); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		click, pb, ftd string
+		want           ReplayPrep
+	}{
+		{"c1", "pb-ftd", "e1", ReplayDelivered},
+		{"c1", "pb-rd", "", ReplayCleared},
+		{"c1", "pb-rd", "", ReplayUnmarked}, // a second call
+		{"c1", "never", "", ReplayUnmarked},
+		{"f", "pb-f", "d1", ReplayCleared},
+	} {
+		got, err := s.PrepareReplay(ctx, tc.click, tc.pb, tc.ftd)
+		if err != nil || got != tc.want {
+			t.Errorf("PrepareReplay(%s, %s) = %q %v, want %q", tc.click, tc.pb, got, err, tc.want)
+		}
+	}
+	if c, err := s.Claim(ctx, "c1", "pb-rd", time.Minute); err != nil || c.State != ClaimAcquired {
+		t.Errorf("claim of a replayed refusal: %+v %v, want acquired", c, err)
+	}
+	if c, err := s.Claim(ctx, "c1", "pb-ftd", time.Minute); err != nil || c.State != ClaimDelivered {
+		t.Errorf("claim of a delivered postback after PrepareReplay: %+v %v, want delivered", c, err)
+	}
+	// The FTD's failure is forgotten: a qualification waits for it again.
+	q, err := s.Qualify(ctx, Qualification{ClickID: "f", EventID: "q", Status: "approved", Payload: []byte("x"), At: t0})
+	if err != nil || q.Decision != DecideWait {
+		t.Errorf("qualification after the FTD's replay: %+v %v, want wait", q, err)
+	}
+
+	if _, ok, err := s.Replayed(ctx, "dlq/0/7"); err != nil || ok {
+		t.Fatalf("Replayed before MarkReplayed: %v %v", ok, err)
+	}
+	for _, at := range []time.Time{t0, t0.Add(time.Hour)} {
+		if err := s.MarkReplayed(ctx, "dlq/0/7", at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if at, ok, err := s.Replayed(ctx, "dlq/0/7"); err != nil || !ok || !at.Equal(t0) {
+		t.Errorf("Replayed = %s %v %v, want the first replay's time", at, ok, err)
+	}
+}

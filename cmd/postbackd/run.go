@@ -29,6 +29,8 @@ commands:
                                     the URL of every postback an event would make
   topics check --config FILE        report missing topics
   topics create --config FILE [--partitions N] [--replication N]
+  replay --config FILE [--reason R] [--partner P] [--since T] [--until T] [--dry-run]
+                                    send dead letters back to their input topics
   inspect --config FILE CLICK_ID    what Redis holds about a click
   send-test --config FILE --partner NAME [--goal GOAL]
                                     one marked test postback to the partner's endpoint
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdRender(args[1:], getenv, os.Stdin, stdout, stderr)
 	case "send-test":
 		return cmdSendTest(ctx, args[1:], getenv, stdout, stderr)
+	case "replay":
+		return cmdReplay(ctx, args[1:], getenv, stdout, stderr)
 	case "inspect":
 		return cmdInspect(ctx, args[1:], getenv, stdout, stderr)
 	case "rebuild-state":

@@ -80,6 +80,12 @@ func TestCommandLine(t *testing.T) {
 		{name: "render an invalid event", args: []string{"render", "--config", "../../examples/tracker-string.yaml", "--event", "testdata/invalid.json"}, wantCode: 1,
 			wantStderr: []string{"would be dead-lettered", "as a deposit"}},
 		{name: "render without --event", args: []string{"render", "--config", "../../examples/tracker-string.yaml"}, wantCode: 2, wantStderr: []string{"--event is required"}},
+		{name: "replay --help", args: []string{"replay", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd replay", "-reason", "-dry-run"}},
+		{name: "inspect --help", args: []string{"inspect", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd inspect"}},
+		{name: "send-test --help", args: []string{"send-test", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd send-test", "-partner"}},
+		{name: "render --help", args: []string{"render", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd render", "-event"}},
+		{name: "check-config --help", args: []string{"check-config", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd check-config"}},
+		{name: "replay with a bad time", args: []string{"replay", "--config", "../../examples/tracker-string.yaml", "--since", "last week"}, wantCode: 2, wantStderr: []string{"--since"}},
 		{name: "tracker on a bad address", args: []string{"tracker", "--addr", "127.0.0.1:-1"}, wantCode: 1, wantStderr: []string{"invalid port"}},
 	}
 	for _, tt := range tests {
