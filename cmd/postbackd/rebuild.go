@@ -144,6 +144,14 @@ func printRebuild(w io.Writer, topic, group string, rewindTo time.Time, r *servi
 		for _, p := range r.Rewound {
 			fmt.Fprintf(w, "  %s/%d: %d -> %d\n", p.Topic, p.Partition, p.From, p.To)
 		}
+		if len(r.Uncommitted) > 0 {
+			var names []string
+			for _, p := range r.Uncommitted {
+				names = append(names, fmt.Sprintf("%s/%d", p.Topic, p.Partition))
+			}
+			fmt.Fprintf(w, "  never committed by the group, left to consumer.start_offset (earliest: read from their start; latest: what they hold now is skipped): %s\n",
+				strings.Join(names, ", "))
+		}
 	}
 }
 

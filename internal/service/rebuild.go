@@ -59,7 +59,10 @@ type RebuildReport struct {
 	Pending      int
 	PendingSince time.Time
 	Rewound      []PartitionRewind
-	DryRun       bool
+	// Uncommitted are the input partitions the group never committed: a
+	// rewind leaves them to consumer.start_offset.
+	Uncommitted []PartitionRewind
+	DryRun      bool
 }
 
 // PartitionRewind is one input partition's committed offset, moved.
@@ -148,7 +151,7 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 	}
 	if !o.RewindTo.IsZero() {
 		inputs := []string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}
-		if rep.Rewound, err = rewindGroup(ctx, client, cfg.Kafka.GroupID, inputs, o.RewindTo, o.DryRun); err != nil {
+		if rep.Rewound, rep.Uncommitted, err = rewindGroup(ctx, client, cfg.Kafka.GroupID, inputs, o.RewindTo, o.DryRun); err != nil {
 			return rep, fmt.Errorf("kafka: rewind group %s: %w", cfg.Kafka.GroupID, err)
 		}
 	}
@@ -240,15 +243,15 @@ func restorePartition(ctx context.Context, store *dedupe.Store, fold *rebuild.Fo
 // topics back to the partition's first message at or after t (its end
 // when there is none); a partition committed before that keeps its offset,
 // one never committed is left to the consumer's start_offset.
-func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics []string, t time.Time, dryRun bool) ([]PartitionRewind, error) {
+func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics []string, t time.Time, dryRun bool) (out, uncommitted []PartitionRewind, err error) {
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	parts := map[string][]int{}
 	for _, mt := range meta.Topics {
 		if mt.Error != nil {
-			return nil, fmt.Errorf("topic %s: %w", mt.Name, mt.Error)
+			return nil, nil, fmt.Errorf("topic %s: %w", mt.Name, mt.Error)
 		}
 		for _, p := range mt.Partitions {
 			parts[mt.Name] = append(parts[mt.Name], p.ID)
@@ -263,7 +266,7 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	at := map[string][]kafka.OffsetRequest{}
 	last := map[string][]kafka.OffsetRequest{}
@@ -291,7 +294,7 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	target := func(topic string, p int) (int64, error) {
 		for _, po := range atRes.Topics[topic] {
@@ -316,19 +319,19 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 		}
 		return 0, fmt.Errorf("no offsets for %s/%d", topic, p)
 	}
-	var out []PartitionRewind
 	commit := map[string][]kafka.OffsetCommit{}
 	for topic, cps := range committed.Topics {
 		for _, cp := range cps {
 			if cp.Error != nil {
-				return nil, fmt.Errorf("%s/%d: %w", topic, cp.Partition, cp.Error)
+				return nil, nil, fmt.Errorf("%s/%d: %w", topic, cp.Partition, cp.Error)
 			}
 			if cp.CommittedOffset < 0 {
+				uncommitted = append(uncommitted, PartitionRewind{Topic: topic, Partition: cp.Partition, From: -1, To: -1})
 				continue // never committed
 			}
 			to, err := target(topic, cp.Partition)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if to >= cp.CommittedOffset {
 				continue
@@ -337,14 +340,10 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 			commit[topic] = append(commit[topic], kafka.OffsetCommit{Partition: cp.Partition, Offset: to})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Topic != out[j].Topic {
-			return out[i].Topic < out[j].Topic
-		}
-		return out[i].Partition < out[j].Partition
-	})
+	sortRewinds(out)
+	sortRewinds(uncommitted)
 	if dryRun || len(commit) == 0 {
-		return out, nil
+		return out, uncommitted, nil
 	}
 	// An empty group takes commits outside any generation (-1).
 	err = retryKafka(ctx, func() error {
@@ -361,7 +360,16 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 		}
 		return nil
 	})
-	return out, err
+	return out, uncommitted, err
+}
+
+func sortRewinds(rs []PartitionRewind) {
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].Topic != rs[j].Topic {
+			return rs[i].Topic < rs[j].Topic
+		}
+		return rs[i].Partition < rs[j].Partition
+	})
 }
 
 // retryKafka runs a request again while the broker's answer is

@@ -87,6 +87,10 @@ func TestRebuildState(t *testing.T) {
 	if len(rep.Rewound) != 1 || rep.Rewound[0] != (PartitionRewind{Topic: cfg.Topics.Deposits, Partition: 0, From: 10, To: 5}) {
 		t.Errorf("rewound %+v, want deposits/0 10 -> 5 only", rep.Rewound)
 	}
+	// Six partitions of the other input topics were never committed.
+	if len(rep.Uncommitted) != 6 || rep.Uncommitted[0].Topic == cfg.Topics.Deposits {
+		t.Errorf("uncommitted %+v, want the 6 partitions of revenue, registrations, qualifications", rep.Uncommitted)
+	}
 	off, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: cfg.Kafka.GroupID, Topics: map[string][]int{cfg.Topics.Deposits: {0, 1}}})
 	if err != nil {
 		t.Fatal(err)

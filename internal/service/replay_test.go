@@ -58,7 +58,9 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	src := func(off int64) event.Source { return event.Source{Topic: cfg.Topics.Deposits, Partition: 0, Offset: off} }
+	src := func(off int64) event.Source {
+		return event.Source{Topic: cfg.Topics.Deposits, Partition: 0, Offset: off}
+	}
 	pb := func(click, ev string) *postback.Postback {
 		return &postback.Postback{ID: "pb-" + click, Partner: "net", Goal: postback.GoalFTD, ClickID: click, EventID: ev}
 	}
