@@ -87,6 +87,9 @@ func (c *chaos) note(format string, args ...any) {
 func (c *chaos) kill(restart bool) {
 	i := c.rng.IntN(len(c.members))
 	m := c.members[i]
+	// Kill while postbacks are in flight when there are any: wait a moment
+	// for one (the partners' slow answers make them common).
+	waitFor(3*time.Second, func() bool { return c.e.tracker.inFlightNow() > 0 })
 	inFlight := c.e.tracker.inFlightNow()
 	m.signal(syscall.SIGKILL)
 	if _, ok := m.wait(10 * time.Second); !ok {

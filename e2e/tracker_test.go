@@ -150,6 +150,16 @@ func (st *scriptedTracker) serve(w http.ResponseWriter, r *http.Request) {
 type faultKey struct{}
 
 func (st *scriptedTracker) respond(r *http.Request) (int, string) {
+	// In flight from its arrival: a slow answer is a request whose sender
+	// may die before it comes.
+	st.mu.Lock()
+	st.inFlight++
+	st.mu.Unlock()
+	defer func() {
+		st.mu.Lock()
+		st.inFlight--
+		st.mu.Unlock()
+	}()
 	fault, _ := r.Context().Value(faultKey{}).(string)
 	switch fault {
 	case "down", "503":
@@ -167,12 +177,6 @@ func (st *scriptedTracker) respond(r *http.Request) (int, string) {
 	q := r.URL.Query()
 	key := pbKey(q.Get("g"), q.Get("status"), q.Get("event_id"))
 	st.mu.Lock()
-	st.inFlight++
-	defer func() {
-		st.mu.Lock()
-		st.inFlight--
-		st.mu.Unlock()
-	}()
 	n := st.attempts[key]
 	st.attempts[key]++
 	plan, delay, slots := st.plan[q.Get("event_id")], st.delay, st.slots
