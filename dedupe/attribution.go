@@ -126,6 +126,23 @@ type WaitingEvent struct {
 	Payload []byte
 }
 
+// luaContext is shared by the scripts that read a click context: str() is a
+// string field or "", context(key) the stored context as a table (empty when
+// there is none or it does not decode: a broken context must not fail every
+// event of its click) and its raw text (false when there is none).
+const luaContext = `
+local function str(v) if type(v) == 'string' then return v end return '' end
+local function context(key)
+  local raw = redis.call('GET', key)
+  local c = {}
+  if raw then
+    local ok, d = pcall(cjson.decode, raw)
+    if ok and type(d) == 'table' then c = d end
+  end
+  return c, raw
+end
+`
+
 // attributeScript: KEYS ctx, route memo (of this event), waiting; ARGV
 // 1 event_id, 2 network, 3 params JSON ("" none), 4 merchant_id,
 // 5 default partner, 6 wait payload ("" never wait), 7 ttl_ms, 8 at,
@@ -146,14 +163,8 @@ type WaitingEvent struct {
 // Empty tables are never encoded (cjson implementations disagree on "{}" or
 // "[]"), and a context that does not decode is treated as empty rather than
 // failing every event of the click.
-var attributeScript = redis.NewScript(`
-local function str(v) if type(v) == 'string' then return v end return '' end
-local raw = redis.call('GET', KEYS[1])
-local c = {}
-if raw then
-  local ok, d = pcall(cjson.decode, raw)
-  if ok and type(d) == 'table' then c = d end
-end
+var attributeScript = redis.NewScript(luaContext + `
+local c, raw = context(KEYS[1])
 local changed = false
 local net = ARGV[2]
 local cnet = str(c.network)

@@ -83,17 +83,11 @@ type RestoreResult struct {
 // route_via route_params), 15 answers count, 16 routes count, then for
 // every item key its value and TTL ms. Returns {ftd outcome, existing ftd
 // event id, context changed, answers, routes, deliveries}.
-var restoreScript = redis.NewScript(luaPrelude + `
-local function str(v) if type(v) == 'string' then return v end return '' end
+var restoreScript = redis.NewScript(luaPrelude + luaContext + `
 local ctxChanged = '0'
 if ARGV[1] ~= '' and tonumber(ARGV[2]) > 0 then
   local r = cjson.decode(ARGV[1])
-  local raw = redis.call('GET', KEYS[1])
-  local c = {}
-  if raw then
-    local ok, d = pcall(cjson.decode, raw)
-    if ok and type(d) == 'table' then c = d end
-  end
+  local c = context(KEYS[1])
   local changed = false
   for _, f in ipairs({'merchant_id', 'network', 'first_seen_at', 'registered_at'}) do
     if str(c[f]) == '' and str(r[f]) ~= '' then c[f] = r[f]; changed = true end

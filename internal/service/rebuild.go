@@ -100,19 +100,12 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 	}
 	var store *dedupe.Store
 	if !o.DryRun {
-		rc := o.Redis
-		if rc == nil {
-			c, err := newRedis(cfg.Redis)
-			if err != nil {
-				return nil, err
-			}
-			defer c.Close()
-			rc = c
+		s, done, err := openStore(ctx, cfg, o.Redis)
+		if err != nil {
+			return nil, err
 		}
-		store = newStore(cfg, rc, nil)
-		if err := store.Ping(ctx); err != nil {
-			return nil, fmt.Errorf("redis: %w", err)
-		}
+		defer done()
+		store = s
 	}
 
 	rep := &RebuildReport{

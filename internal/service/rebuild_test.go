@@ -64,9 +64,7 @@ func TestRebuildState(t *testing.T) {
 		}
 		return (&kafka.Hash{}).Balance(m, ps...)
 	})
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
+	produce(t, w, msgs...)
 	// The group has consumed all ten of partition 0 and two of partition 1.
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	if _, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: cfg.Kafka.GroupID, GenerationID: -1,
@@ -151,5 +149,19 @@ func TestRebuildStateRefusesActiveGroup(t *testing.T) {
 	}
 	if n, err := rc.Keys(ctx, cfg.Redis.KeyPrefix+":*").Result(); err != nil || len(n) != 0 {
 		t.Errorf("keys written under the prefix: %v %v", n, err)
+	}
+}
+
+// produce writes msgs in order, again while the broker is still electing
+// the leaders of topics just created (UnknownTopicOrPartition), for at most
+// 30 seconds; every message is written once.
+func produce(t *testing.T, w *kafka.Writer, msgs ...kafka.Message) {
+	t.Helper()
+	var err error
+	if !testinfra.Eventually(30*time.Second, func() bool {
+		err = w.WriteMessages(context.Background(), msgs...)
+		return !errors.Is(err, kafka.UnknownTopicOrPartition) && !errors.Is(err, kafka.LeaderNotAvailable)
+	}) || err != nil {
+		t.Fatalf("produce: %v", err)
 	}
 }

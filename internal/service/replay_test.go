@@ -34,12 +34,10 @@ func TestReplay(t *testing.T) {
 	// The source of two given-up postbacks: deposits at offsets 0 and 1.
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), RequiredAcks: kafka.RequireAll}
 	defer w.Close()
-	if err := w.WriteMessages(ctx,
+	produce(t, w,
 		kafka.Message{Topic: cfg.Topics.Deposits, Key: []byte("c2"), Value: []byte(`{"event_id":"d2"}`)},
 		kafka.Message{Topic: cfg.Topics.Deposits, Key: []byte("c3"), Value: []byte(`{"event_id":"d3"}`)},
-	); err != nil {
-		t.Fatal(err)
-	}
+	)
 	// d2's FTD postback was refused (its FTD failed); d3's was delivered
 	// after it had been dead-lettered.
 	if _, err := store.Classify(ctx, dedupe.Deposit{ClickID: "c2", EventID: "d2", Amount: "1", Currency: "EUR"}); err != nil {
@@ -80,9 +78,7 @@ func TestReplay(t *testing.T) {
 		}
 		msgs = append(msgs, kafka.Message{Topic: cfg.Topics.DLQ, Key: []byte(l.ClickID), Value: b})
 	}
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
+	produce(t, w, msgs...)
 
 	skips := func(rep *ReplayReport) map[string]string {
 		out := map[string]string{}

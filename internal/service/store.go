@@ -1,6 +1,9 @@
 package service
 
 import (
+	"context"
+	"fmt"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/postbackd/postbackd/config"
@@ -13,6 +16,26 @@ func newStore(cfg *config.Config, rc redis.UniversalClient, m *metrics.Metrics) 
 	return dedupe.New(rc, dedupe.Options{
 		Prefix: cfg.Redis.KeyPrefix, RecordTTL: cfg.Redis.RecordTTL, Shards: cfg.Delayed.Shards, Metrics: m,
 	})
+}
+
+// openStore is the store a command works on: on rc when given (tests),
+// else on a client of its own, closed by the returned func; Redis must
+// answer.
+func openStore(ctx context.Context, cfg *config.Config, rc redis.UniversalClient) (*dedupe.Store, func(), error) {
+	done := func() {}
+	if rc == nil {
+		c, err := newRedis(cfg.Redis)
+		if err != nil {
+			return nil, nil, err
+		}
+		rc, done = c, func() { _ = c.Close() }
+	}
+	store := newStore(cfg, rc, nil)
+	if err := store.Ping(ctx); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("redis: %w", err)
+	}
+	return store, done, nil
 }
 
 // OpenStore connects to cfg's Redis (connecting lazily, as go-redis does)
