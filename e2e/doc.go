@@ -4,6 +4,6 @@
 // plain Go over the generated input (it calls no pipeline code).
 //
 // The tests run only when KAFKA_BROKERS and REDIS_ADDR are set (CI sets
-// both; scripts/kafka.sh and scripts/redis.sh start them locally) and skip
+// both; eval "$(bash scripts/infra.sh up)" starts them locally) and skip
 // with the reason otherwise. kcat must be on PATH for the wire-format test.
 package e2e

@@ -29,13 +29,20 @@ var binary string
 // skipReason says why the tests cannot run here ("" when they can).
 var skipReason string
 
+// infraCommand is the README's command that starts the real servers and
+// exports KAFKA_BROKERS and REDIS_ADDR.
+const infraCommand = `eval "$(bash scripts/infra.sh up)"`
+
+// noInfraReason is skipReason when KAFKA_BROKERS or REDIS_ADDR is unset.
+const noInfraReason = "e2e tests need a real Kafka and Redis: set KAFKA_BROKERS and REDIS_ADDR (" + infraCommand + ")"
+
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
 }
 
 func testMain(m *testing.M) int {
 	if os.Getenv("KAFKA_BROKERS") == "" || os.Getenv("REDIS_ADDR") == "" {
-		skipReason = "e2e tests need a real Kafka and Redis: set KAFKA_BROKERS and REDIS_ADDR (scripts/kafka.sh, scripts/redis.sh)"
+		skipReason = noInfraReason
 		return m.Run()
 	}
 	dir, err := os.MkdirTemp("", "postbackd-e2e")
@@ -70,6 +77,25 @@ func moduleRoot() (string, error) {
 		return "", fmt.Errorf("not inside the postbackd module")
 	}
 	return filepath.Dir(mod), nil
+}
+
+// TestSkipReasonNamesInfraCommand: a skipped run tells how to get the
+// servers the way the README does, with the one command that starts them
+// and exports their addresses.
+func TestSkipReasonNamesInfraCommand(t *testing.T) {
+	if !strings.Contains(noInfraReason, infraCommand) {
+		t.Errorf("skip reason %q does not name %s", noInfraReason, infraCommand)
+	}
+	if strings.Contains(noInfraReason, "kafka.sh") || strings.Contains(noInfraReason, "redis.sh") {
+		t.Errorf("skip reason %q still names the per-server scripts", noInfraReason)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), infraCommand) {
+		t.Errorf("README.md does not say %s, which the skip reason names", infraCommand)
+	}
 }
 
 func requireInfra(t *testing.T) {

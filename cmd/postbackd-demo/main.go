@@ -25,7 +25,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("postbackd-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	players := fs.Int("players", 200, "player journeys per merchant")
+	players := fs.Int("players", demo.DefaultPlayers, "player journeys per merchant (the demo has two merchants)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

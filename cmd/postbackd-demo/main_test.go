@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,17 +12,42 @@ import (
 func TestRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	if code := run(ctx, []string{"--players", "5"}, &stdout, &stderr); code != 0 {
-		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	// stdout is a file, as when the demo's output is redirected to a log:
+	// not a terminal, so no \r progress frames.
+	f, err := os.CreateTemp(t.TempDir(), "stdout")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range []string{"postbackd demo: in-process Kafka", "audit records", "partner", "sample postbacks as audited (tokens redacted):"} {
-		if !strings.Contains(stdout.String(), s) {
-			t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
+	defer f.Close()
+	var stderr bytes.Buffer
+	code := run(ctx, []string{"--players", "5"}, f, &stderr)
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := string(b)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr.String())
+	}
+	for _, s := range []string{
+		"postbackd demo: in-process Kafka",
+		"feeding 10 player journeys (casino-1 5, dating-1 5), ", // --players is per merchant
+		"\n10 player journeys, ",
+		"audit records",
+		"accepted by the partner's success rule",
+		"partner",
+		"(replay)   the postback was delivered before",
+		"sample postbacks as audited (tokens redacted):",
+	} {
+		if !strings.Contains(stdout, s) {
+			t.Errorf("stdout lacks %q:\n%s", s, stdout)
 		}
 	}
+	if strings.Contains(stdout, "\r") {
+		t.Errorf("stdout, a file, holds \\r progress frames: %q", stdout)
+	}
 	for _, secret := range []string{"demo-scaleo-secret", "demo-dating-secret"} {
-		if strings.Contains(stdout.String()+stderr.String(), secret) {
+		if strings.Contains(stdout+stderr.String(), secret) {
 			t.Errorf("the output holds the token %s", secret)
 		}
 	}

@@ -28,28 +28,37 @@ import (
 	"github.com/postbackd/postbackd/record"
 )
 
+// DefaultPlayers is the player journeys per merchant of a default run.
+const DefaultPlayers = 200
+
 // Options tune a demo run.
 type Options struct {
-	Players int           // player journeys per merchant (default 200)
+	Players int           // player journeys per merchant (default DefaultPlayers)
 	Timeout time.Duration // give up waiting for outcomes after this (default 60s)
 	Log     *zap.Logger   // the service's logs (default: none)
 }
 
 // Summary is what the demo observed on the output topics and the tracker.
 type Summary struct {
+	Players       int                   // player journeys in the script, all merchants
 	Events        int                   // input events produced
 	Audit         []record.Audit        // every audit record read back
 	Confirmations []record.Confirmation // every confirmation read back
 	DeadLetters   []record.DeadLetter   // every DLQ record read back
-	Received      int64                 // postbacks the tracker accepted
+	Received      int64                 // requests the tracker answered 2xx, body-level refusals included
+	Accepted      int                   // postbacks the partner's success rule accepted (see countPostbacks)
+	Refused       int                   // postbacks the partner refused for good (see countPostbacks)
 	Elapsed       time.Duration         // from first event to last outcome
-	Counts        map[[3]string]int     // partner, goal, outcome → audit records
+	// Counts: partner, goal, outcome → audit records. A missing partner or
+	// goal is "-"; the outcome is marked " (replay)" for a replayed record
+	// and " (refused)" for a postback the partner refused (see legend).
+	Counts map[[3]string]int
 }
 
 // Run runs the demo, writing progress and a summary to w.
 func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 	if o.Players <= 0 {
-		o.Players = 200
+		o.Players = DefaultPlayers
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 60 * time.Second
@@ -95,6 +104,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 
 	fmt.Fprintf(w, "postbackd demo: in-process Kafka %s, Redis %s, tracker %s\n", kc.ListenAddrs()[0], mr.Addr(), ln.Addr())
 	script := newScript(o.Players)
+	fmt.Fprintf(w, "feeding %s\n", script.size())
 	collector := newCollector(kc.ListenAddrs()[0])
 	go collector.run(runCtx)
 
@@ -103,10 +113,13 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 	defer writer.Close()
 	deadline := time.Now().Add(o.Timeout)
 	produced := 0
-	progress := func(phase string) {
+	pr := newProgressPrinter(w)
+	defer pr.close()
+	progressLine := func(phase string) string {
 		s := collector.snapshot()
-		fmt.Fprintf(w, "\r  %-14s produced %5d/%d events · audited %5d · tracker received %5d · dlq %3d   ",
-			phase, produced, script.total(), len(s.Audit), tr.Count(), len(s.DeadLetters))
+		accepted, refused := countPostbacks(s.Audit)
+		return fmt.Sprintf("  %-14s produced %5d/%d events · audited %5d · accepted %5d · refused %3d · dlq %3d",
+			phase, produced, script.total(), len(s.Audit), accepted, refused, len(s.DeadLetters))
 	}
 	// Registrations first: they record each click's partner and tracker
 	// string, as they would minutes before a player's first deposit.
@@ -116,9 +129,8 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 		}
 		produced += len(phase)
 		for !collector.phaseDone(script, i) {
-			progress(fmt.Sprintf("phase %d/%d", i+1, len(script.phases)))
+			pr.update(progressLine(fmt.Sprintf("phase %d/%d", i+1, len(script.phases))))
 			if time.Now().After(deadline) {
-				fmt.Fprintln(w)
 				return nil, fmt.Errorf("timed out after %s: not every event of phase %d was audited", o.Timeout, i+1)
 			}
 			select {
@@ -130,17 +142,25 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 			}
 		}
 	}
-	progress("done")
-	fmt.Fprintln(w)
+	pr.final(progressLine("done"))
 	elapsed := time.Since(start)
 	stop()
 	if err := <-svcErr; err != nil {
 		return nil, err
 	}
 	s := collector.snapshot()
+	s.Players = script.players()
 	s.Events = script.total()
 	s.Received = tr.Count()
 	s.Elapsed = elapsed
+	s.tally()
+	printSummary(w, s)
+	return s, nil
+}
+
+// tally fills Accepted, Refused and Counts from the audit records.
+func (s *Summary) tally() {
+	s.Accepted, s.Refused = countPostbacks(s.Audit)
 	s.Counts = map[[3]string]int{}
 	for _, a := range s.Audit {
 		goal := a.Goal
@@ -155,10 +175,11 @@ func Run(ctx context.Context, w io.Writer, o Options) (*Summary, error) {
 		if a.Replayed {
 			outcome += " (replay)"
 		}
+		if a.Outcome == record.OutcomeDeadLettered && a.Reason == reasonRefused {
+			outcome += " (refused)"
+		}
 		s.Counts[[3]string{network, goal, outcome}]++
 	}
-	printSummary(w, s)
-	return s, nil
 }
 
 func loadConfig(kafkaAddr, redisAddr, trackerAddr string) (*config.Config, error) {
@@ -197,6 +218,51 @@ func trackerResponder() tracker.Responder {
 	}
 }
 
+// countPostbacks counts the postbacks of audit records by what the
+// partner's success rule made of them: accepted (delivered; a replay, which
+// re-audits a delivery without sending, is not counted again) and refused
+// for good (dead-lettered as postback_refused: the answer fails the success
+// rule, e.g. a 200 with the body "ERROR ..." or a 404). A postback is
+// counted once by its id, however many records name it. The tracker's own
+// count is no measure: it counts every 2xx, body-level refusals included.
+func countPostbacks(audit []record.Audit) (accepted, refused int) {
+	seen := map[string]bool{}
+	for _, a := range audit {
+		var n *int
+		switch {
+		case a.Outcome == record.OutcomeDelivered && !a.Replayed:
+			n = &accepted
+		case a.Outcome == record.OutcomeDeadLettered && a.Reason == reasonRefused:
+			n = &refused
+		default:
+			continue
+		}
+		if a.PostbackID != "" {
+			key := string(a.Outcome) + "/" + a.PostbackID
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+		}
+		*n++
+	}
+	return accepted, refused
+}
+
+// reasonRefused is the pipeline's reason for a postback the partner
+// refused for good (pipeline/deliver.go).
+const reasonRefused = "postback_refused"
+
+// legend explains the table's "-", "(replay)" and "(refused)" entries.
+const legend = `  -          the audit record names no partner (or no goal): the event made no
+             postback (invalid input, a deposit that did not succeed, or a
+             qualification of a click that never deposited)
+  (replay)   the postback was delivered before and its event came again (a
+             redelivery): audited again, not sent again
+  (refused)  the partner refused it for good: its answer fails the success rule
+             (here a 200 with the body "ERROR ..."): dead-lettered, not retried
+`
+
 func printSummary(w io.Writer, s *Summary) {
 	keys := make([][3]string, 0, len(s.Counts))
 	for k := range s.Counts {
@@ -210,13 +276,16 @@ func printSummary(w io.Writer, s *Summary) {
 		}
 		return false
 	})
-	fmt.Fprintf(w, "\n%d events → %d audit records, %d confirmations, %d dead letters, %d postbacks accepted by the tracker in %s\n\n",
-		s.Events, len(s.Audit), len(s.Confirmations), len(s.DeadLetters), s.Received, s.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "%-10s  %-11s  %-20s  %6s\n", "partner", "goal", "outcome", "count")
-	fmt.Fprintf(w, "%s\n", strings.Repeat("-", 52))
+	fmt.Fprintf(w, "\n%d player journeys, %d events → %d audit records, %d confirmations, %d dead letters in %s\n",
+		s.Players, s.Events, len(s.Audit), len(s.Confirmations), len(s.DeadLetters), s.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "postbacks: %d accepted by the partner's success rule, %d refused (dead-lettered as %s)\n\n",
+		s.Accepted, s.Refused, reasonRefused)
+	fmt.Fprintf(w, "%-10s  %-11s  %-23s  %6s\n", "partner", "goal", "outcome", "count")
+	fmt.Fprintf(w, "%s\n", strings.Repeat("-", 55))
 	for _, k := range keys {
-		fmt.Fprintf(w, "%-10s  %-11s  %-20s  %6d\n", k[0], k[1], k[2], s.Counts[k])
+		fmt.Fprintf(w, "%-10s  %-11s  %-23s  %6d\n", k[0], k[1], k[2], s.Counts[k])
 	}
+	fmt.Fprint(w, "\n"+legend)
 	reasons := map[string]int{}
 	for _, d := range s.DeadLetters {
 		reasons[d.Reason]++

@@ -41,7 +41,8 @@ type expectation struct {
 //     a confirmation (one each: no click is qualified twice); without any
 //     deposit it waits, then goes to the DLQ as an orphan;
 //   - the dating tracker refuses offer "expired" in the body of a 200: every
-//     postback of such a click is dead-lettered as postback_refused;
+//     postback of such a click is dead-lettered as postback_refused, which
+//     the table marks "(refused)";
 //   - an undecodable message and an unknown currency are dead-lettered.
 func expect(t *testing.T, s *script) expectation {
 	t.Helper()
@@ -54,7 +55,7 @@ func expect(t *testing.T, s *script) expectation {
 	add := func(net, goal, outcome string) { e.counts[[3]string{net, goal, outcome}]++ }
 	sent := func(click, net, goal string) {
 		if expired[click] {
-			add(net, goal, string(record.OutcomeDeadLettered))
+			add(net, goal, string(record.OutcomeDeadLettered)+" (refused)")
 			e.deadLetters["postback_refused"]++
 			return
 		}
@@ -327,12 +328,63 @@ func TestRun(t *testing.T) {
 		}
 	})
 
+	t.Run("printed size", func(t *testing.T) {
+		// Every number about the demo's size comes from what it ran: the
+		// script's journeys (one per player and merchant) and its messages.
+		printed := out.String()
+		if s.Players != 2*players {
+			t.Errorf("Players = %d, want %d (%d per merchant, two merchants)", s.Players, 2*players, players)
+		}
+		for _, line := range []string{
+			fmt.Sprintf("feeding %d player journeys (casino-1 %d, dating-1 %d), %d events in 2 phases\n", 2*players, players, players, total),
+			fmt.Sprintf("\n%d player journeys, %d events → ", 2*players, total),
+		} {
+			if !strings.Contains(printed, line) {
+				t.Errorf("output lacks %q:\n%s", line, printed)
+			}
+		}
+	})
+
+	t.Run("headline counts what the success rule accepted", func(t *testing.T) {
+		requireComplete(t, missing)
+		// The script has a body-level refusal: the dating tracker answers
+		// 200 "ERROR offer expired" for offer "expired", which the
+		// partner's success rule (body ^OK) refuses. The tracker counts
+		// that 200; the headline must not.
+		accepted, refused := 0, want.deadLetters["postback_refused"]
+		for k, n := range want.counts {
+			if k[2] == string(record.OutcomeDelivered) {
+				accepted += n
+			}
+		}
+		if refused == 0 {
+			t.Fatal("the script scripts no refusal")
+		}
+		if s.Accepted != accepted || s.Refused != refused {
+			t.Errorf("Accepted, Refused = %d, %d, want %d, %d", s.Accepted, s.Refused, accepted, refused)
+		}
+		if s.Received == int64(accepted) {
+			t.Errorf("the tracker received %d, as many as were accepted: the refusals' 200s are not in it", s.Received)
+		}
+		headline := fmt.Sprintf("postbacks: %d accepted by the partner's success rule, %d refused", accepted, refused)
+		if !strings.Contains(out.String(), headline) {
+			t.Errorf("output lacks %q:\n%s", headline, out.String())
+		}
+	})
+
+	t.Run("no carriage returns when not on a terminal", func(t *testing.T) {
+		if strings.Contains(out.String(), "\r") {
+			t.Errorf("output to a buffer holds \\r progress frames: %q", out.String())
+		}
+	})
+
 	t.Run("printed summary", func(t *testing.T) {
 		printed := out.String()
-		header := fmt.Sprintf("%-10s  %-11s  %-20s  %6s\n", "partner", "goal", "outcome", "count")
+		header := fmt.Sprintf("%-10s  %-11s  %-23s  %6s\n", "partner", "goal", "outcome", "count")
 		for _, s := range []string{
 			fmt.Sprintf("%d events → %d audit records, %d confirmations, %d dead letters", s.Events, len(s.Audit), len(s.Confirmations), len(s.DeadLetters)),
 			header,
+			legend,
 			"dead letters by reason:",
 			"sample postbacks as audited (tokens redacted):",
 			"/track/conv?click_id=",

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -21,6 +23,34 @@ type script struct {
 	// more), so a phase is done when each id has been audited.
 	ids        [][]string
 	unreadable []int
+	// journeys counts the player journeys by merchant: one per registration
+	// in the script (each journey starts with its click's registration).
+	journeys map[string]int
+}
+
+// players is the number of player journeys in the script, all merchants.
+func (s *script) players() int {
+	n := 0
+	for _, j := range s.journeys {
+		n += j
+	}
+	return n
+}
+
+// size describes the script as the demo prints it, from what it holds:
+// "400 player journeys (casino-1 200, dating-1 200), 1858 events in 2 phases".
+func (s *script) size() string {
+	merchants := make([]string, 0, len(s.journeys))
+	for m := range s.journeys {
+		merchants = append(merchants, m)
+	}
+	sort.Strings(merchants)
+	per := make([]string, len(merchants))
+	for i, m := range merchants {
+		per[i] = fmt.Sprintf("%s %d", m, s.journeys[m])
+	}
+	return fmt.Sprintf("%d player journeys (%s), %d events in %d phases",
+		s.players(), strings.Join(per, ", "), s.total(), len(s.phases))
 }
 
 func (s *script) total() int {
@@ -130,7 +160,15 @@ func newScript(players int) *script {
 		msg(config.DefaultTopicDeposits, "cas-0002", map[string]any{"merchant_id": "casino-1", "amount": "10.00", "currency": "XYZ", "status": "succeeded", "player_id": "p"}),
 		msg(config.DefaultTopicQualifications, "never-deposited", map[string]any{"merchant_id": "casino-1", "status": "approved"}),
 	)
-	sc := &script{phases: [][]kafka.Message{regs, rest}}
+	sc := &script{phases: [][]kafka.Message{regs, rest}, journeys: map[string]int{}}
+	for _, m := range regs {
+		var v struct {
+			MerchantID string `json:"merchant_id"`
+		}
+		if json.Unmarshal(m.Value, &v) == nil {
+			sc.journeys[v.MerchantID]++
+		}
+	}
 	for _, phase := range sc.phases {
 		var ids []string
 		unreadable := 0
