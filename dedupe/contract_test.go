@@ -126,6 +126,7 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("Restore", func(t *testing.T) { testRestore(t, newHarness(t)) })
 	t.Run("RestoreMerges", func(t *testing.T) { testRestoreMerges(t, newHarness(t)) })
 	t.Run("Inspect", func(t *testing.T) { testInspect(t, newHarness(t)) })
+	t.Run("InspectGlobIDs", func(t *testing.T) { testInspectGlobIDs(t, newHarness(t)) })
 	t.Run("PrepareReplay", func(t *testing.T) { testPrepareReplay(t, newHarness(t)) })
 	t.Run("EmptyIDs", func(t *testing.T) { testEmptyIDs(t, newHarness(t)) })
 	t.Run("Classify", func(t *testing.T) { testClassify(t, newHarness(t)) })

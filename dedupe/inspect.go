@@ -66,7 +66,7 @@ func (s *Store) Inspect(ctx context.Context, clickID string) (*ClickState, error
 	}
 	prefix := s.clickKey(clickID, "")
 	st := &ClickState{KeyPrefix: prefix, Answers: map[string]string{}, Routes: map[string]Route{}, Waiting: map[string]bool{}}
-	keys, err := s.scanClick(ctx, clickID, prefix+"*")
+	keys, err := s.scanClick(ctx, clickID, globEscape(prefix)+"*")
 	if err != nil {
 		return nil, fmt.Errorf("dedupe: inspect: %w", err)
 	}
@@ -155,21 +155,56 @@ func (s *Store) readParked(ctx context.Context, key string) (*ParkedState, error
 	return &ParkedState{Parked: Parked{EventID: str(0), Status: str(1), Payload: []byte(str(2)), ParkedAt: at}, Released: released}, nil
 }
 
-// scanClick lists the keys matching pattern, on the node that holds the
-// click's slot in a Cluster.
+// globEscape quotes the characters SCAN MATCH reads as a pattern, so that
+// a click id is matched as it is.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// scanClick lists the click's keys matching pattern. In a Cluster they
+// are all in the click's slot, which its node lists directly; a single node
+// is scanned (SCAN is linear in the keyspace: seconds for millions of keys).
 func (s *Store) scanClick(ctx context.Context, clickID, pattern string) ([]string, error) {
-	var node redis.Cmdable = s.rdb
+	var out []string
 	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		c, err := cc.MasterForKey(ctx, s.clickKey(clickID, "ctx"))
+		key := s.clickKey(clickID, "ctx")
+		node, err := cc.MasterForKey(ctx, key)
 		if err != nil {
 			return nil, err
 		}
-		node = c
+		slot, err := cc.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			return nil, err
+		}
+		prefix := s.clickKey(clickID, "")
+		for {
+			keys, err := node.ClusterGetKeysInSlot(ctx, int(slot), 100000).Result()
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range keys {
+				if strings.HasPrefix(k, prefix) {
+					out = append(out, k)
+				}
+			}
+			if len(keys) < 100000 {
+				break
+			}
+			return nil, fmt.Errorf("slot %d holds more than 100000 keys", slot)
+		}
+		sort.Strings(out)
+		return out, nil
 	}
-	var out []string
 	var cursor uint64
 	for {
-		keys, next, err := node.Scan(ctx, cursor, pattern, 1000).Result()
+		keys, next, err := s.rdb.Scan(ctx, cursor, pattern, 10000).Result()
 		if err != nil {
 			return nil, err
 		}

@@ -284,3 +284,21 @@ func testPrepareReplay(t *testing.T, h *harness) {
 		t.Errorf("Replayed = %s %v %v, want the first replay's time", at, ok, err)
 	}
 }
+
+// testInspectGlobIDs: click ids with the characters SCAN reads as a
+// pattern are inspected as they are, and not mixed with other clicks.
+func testInspectGlobIDs(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	for _, id := range []string{"a[1]", "a1", `x\y`, "q?", "s*"} {
+		if _, err := s.Classify(ctx, Deposit{ClickID: id, EventID: "d-" + id, Amount: "1", Currency: "EUR", OccurredAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"a[1]", "a1", `x\y`, "q?", "s*"} {
+		st, err := s.Inspect(ctx, id)
+		if err != nil || st.FTD == nil || st.FTD.EventID != "d-"+id || len(st.Answers) != 1 {
+			t.Errorf("Inspect(%q): %+v %v, want its own FTD and answer only", id, st, err)
+		}
+	}
+}

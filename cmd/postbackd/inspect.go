@@ -24,6 +24,10 @@ refused, claimed), the parked qualification, waiting events, and the click's
 scheduled jobs (retries, deadlines). It reads only. The audit topic holds
 the full history: filter postbacks.dispatched on the click id.
 
+On a Redis Cluster the click's keys are listed from its slot at once; on a
+single node they are found with SCAN, which is linear in the keyspace
+(about 4 seconds per million keys on a small machine).
+
 flags:
 `
 
@@ -56,7 +60,7 @@ func cmdInspect(ctx context.Context, args []string, getenv func(string) string, 
 		return 1
 	}
 	defer closeStore()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute) // a single node is scanned
 	defer cancel()
 	st, err := store.Inspect(ctx, click)
 	if err != nil {

@@ -32,8 +32,9 @@ the audit. --rewind-to moves the group back so that the service derives it
 again from the input topics; re-consumed events whose postbacks were
 delivered are not sent again (their outcomes are restored), they are
 audited again with replayed=true. Rewind at least to the time of the loss
-minus the longest wait (qualification.window, attribution_wait), and to the
-earliest pending retry the report names.
+minus the longest wait (qualification.window, attribution_wait); the rewind
+also reaches back, partition by partition, to the events of the postbacks
+whose retries were pending.
 
 flags:
 `
@@ -126,15 +127,14 @@ func printRebuild(w io.Writer, topic, group string, rewindTo time.Time, r *servi
 		}
 	}
 	if r.Pending > 0 {
-		since := r.PendingSince.UTC().Format(time.RFC3339)
-		switch {
-		case rewindTo.IsZero():
-			fmt.Fprintf(w, "WARNING: %d postbacks were waiting for a retry scheduled in Redis (first attempts since %s); rerun with --rewind-to %s or earlier to send them\n", r.Pending, since, since)
-		case rewindTo.After(r.PendingSince):
-			fmt.Fprintf(w, "WARNING: %d postbacks were waiting for a retry, some since %s, before the rewind point: rerun with --rewind-to %s or earlier to send them all\n", r.Pending, since, since)
-		default:
-			fmt.Fprintf(w, "pending retries: %d (since %s), covered by the rewind\n", r.Pending, since)
+		if rewindTo.IsZero() {
+			fmt.Fprintf(w, "WARNING: %d postbacks were waiting for a retry scheduled in Redis; rerun with --rewind-to (any time: the rewind also reaches back to their events) to send them\n", r.Pending)
+		} else {
+			fmt.Fprintf(w, "pending retries: %d, their events in %d partitions: the rewind reaches them\n", r.Pending, len(r.PendingFrom))
 		}
+	}
+	if r.Legacy > 0 {
+		fmt.Fprintf(w, "note: %d postback records predate audit records with params: the routes of their clicks are restored, their params only from later records\n", r.Legacy)
 	}
 	if !rewindTo.IsZero() {
 		verb := "rewound"

@@ -109,7 +109,13 @@ func cmdRender(args []string, getenv func(string) string, stdin io.Reader, stdou
 		return 1
 	}
 	env := ev.Common()
-	rt, how, err := previewRoute(cfg, env, *clickNetwork, clickParams)
+	routed := *env
+	if ev.EventKind() == event.KindQualification {
+		// A status change goes where its FTD went, with the FTD's params
+		// (the click's, as given): never by the qualification's own network.
+		routed.Network, routed.Params = "", nil
+	}
+	rt, how, err := previewRoute(cfg, &routed, *clickNetwork, clickParams)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

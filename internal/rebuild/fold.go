@@ -45,8 +45,10 @@ type Fold struct {
 	clicks map[string]*click
 	order  []string
 	// Records counts the records added; Ignored those that carried nothing
-	// to restore (no click id: undecodable input).
-	Records, Ignored int
+	// to restore (no click id: undecodable input); Legacy the postback
+	// records written before audit records carried params and occurred_at
+	// (their clicks' params cannot be restored from them).
+	Records, Ignored, Legacy int
 }
 
 // NewFold returns an empty Fold.
@@ -74,9 +76,10 @@ type click struct {
 	answers    map[string]stamped[postback.Goal]
 	routes     map[string]stamped[dedupe.Route]
 	deliveries map[string]stamped[dedupe.Delivery]
-	// pending are postbacks with a failed attempt and no final outcome yet
-	// (their retry was scheduled in Redis): postback id -> first attempt.
-	pending map[string]time.Time
+	// pending are postbacks whose last outcome is a failed attempt (a retry
+	// scheduled in Redis, or a replay): postback id -> the input message
+	// they came from (a rewind must reach it to send them again).
+	pending map[string]event.Source
 }
 
 // Add folds one audit record in.
@@ -86,13 +89,16 @@ func (f *Fold) Add(a record.Audit) {
 		f.Ignored++
 		return
 	}
+	if a.PostbackID != "" && a.OccurredAt == nil {
+		f.Legacy++
+	}
 	c := f.clicks[a.ClickID]
 	if c == nil {
 		c = &click{
 			answers:    map[string]stamped[postback.Goal]{},
 			routes:     map[string]stamped[dedupe.Route]{},
 			deliveries: map[string]stamped[dedupe.Delivery]{},
-			pending:    map[string]time.Time{},
+			pending:    map[string]event.Source{},
 		}
 		f.clicks[a.ClickID] = c
 		f.order = append(f.order, a.ClickID)
@@ -239,6 +245,8 @@ func (c *click) conversion(a record.Audit) {
 	case c.ftd.Delivered:
 	case a.Outcome == record.OutcomeDeadLettered:
 		c.ftd.Failure = "ftd_dead_lettered"
+	case a.Outcome == record.OutcomeFailed:
+		c.ftd.Failure = "" // open again (a replay), or not given up yet
 	case a.Outcome == record.OutcomeSkipped && a.Reason == "goal_not_configured":
 		c.ftd.Failure = "ftd_not_sent"
 	}
@@ -256,30 +264,35 @@ func (c *click) outcome(a record.Audit) {
 	}
 	d := dedupe.Delivery{HTTPStatus: a.HTTPStatus, Attempts: a.Attempts, DeliveredAt: at, URL: a.URL}
 	prev, seen := c.deliveries[a.PostbackID]
-	if a.Outcome == record.OutcomeFailed && !seen {
-		first := a.RecordedAt
-		if a.FirstAttempt != nil {
-			first = *a.FirstAttempt
-		}
-		if p, ok := c.pending[a.PostbackID]; !ok || first.Before(p) {
-			c.pending[a.PostbackID] = first
-		}
-	}
-	if a.Outcome == record.OutcomeDelivered || a.Outcome == record.OutcomeDeadLettered {
-		delete(c.pending, a.PostbackID)
-	}
+	delivered := seen && prev.value.Refused == ""
 	switch a.Outcome {
 	case record.OutcomeDelivered:
-		if !seen || prev.value.Refused != "" {
+		if !delivered {
 			c.deliveries[a.PostbackID] = stamped[dedupe.Delivery]{d, a.RecordedAt}
 		}
+		delete(c.pending, a.PostbackID)
 	case record.OutcomeDeadLettered:
-		if !seen {
-			d.Refused = a.Reason
+		if !delivered {
+			d.Refused = string(record.OutcomeDeadLettered) // never "": "" is a delivery
+			if a.Reason != "" {
+				d.Refused = a.Reason
+			}
 			if a.Error != "" {
 				d.Refused += ": " + a.Error
 			}
 			c.deliveries[a.PostbackID] = stamped[dedupe.Delivery]{d, a.RecordedAt}
+		}
+		delete(c.pending, a.PostbackID)
+	case record.OutcomeFailed:
+		if delivered {
+			return
+		}
+		// A failed attempt after a dead letter: the postback was replayed
+		// (postbackd replay forgets its refusal and audits that), so it is
+		// open again, not refused.
+		delete(c.deliveries, a.PostbackID)
+		if _, ok := c.pending[a.PostbackID]; !ok {
+			c.pending[a.PostbackID] = a.Source
 		}
 	}
 }
@@ -343,19 +356,18 @@ func (f *Fold) SecondFTDs() map[string][]string {
 }
 
 // Pending counts the postbacks whose last audited outcome is a failed
-// attempt, and the earliest first attempt among them. Their retries were
-// scheduled in Redis: after a loss only a rewind of the input to that time
-// (or before) sends them again.
-func (f *Fold) Pending() (n int, since time.Time) {
+// attempt: their retries were scheduled in Redis, so after a loss only a
+// rewind of the input to their events sends them again. Their events are
+// returned as the first offset, per input partition, a rewind must reach.
+func (f *Fold) Pending() (n int, from map[event.Source]bool) {
+	from = map[event.Source]bool{}
 	for _, c := range f.clicks {
-		for _, at := range c.pending {
+		for _, src := range c.pending {
 			n++
-			if since.IsZero() || at.Before(since) {
-				since = at
-			}
+			from[src] = true
 		}
 	}
-	return n, since
+	return n, from
 }
 
 // Len is the number of clicks seen.

@@ -74,7 +74,10 @@ func TestFoldJourney(t *testing.T) {
 			a.Status = postback.StatusApproved
 		}),
 		// A retry still pending at the end.
-		rec("c1", 6, event.KindDeposit, postback.GoalRD, record.OutcomeFailed, pb("p-rd3", "d3", "scaleo", "click", nil)),
+		rec("c1", 6, event.KindDeposit, postback.GoalRD, record.OutcomeFailed, func(a *record.Audit) {
+			pb("p-rd3", "d3", "scaleo", "click", nil)(a)
+			a.Source = event.Source{Topic: "deposits", Partition: 1, Offset: 42}
+		}),
 		// Undecodable input: nothing to restore.
 		{SchemaVersion: 1, Outcome: record.OutcomeDeadLettered, Reason: "undecodable", RecordedAt: t0},
 	} {
@@ -129,8 +132,8 @@ func TestFoldJourney(t *testing.T) {
 	if _, ok := outcomes["p-rd3"]; ok {
 		t.Error("a pending retry was restored as final")
 	}
-	if n, since := f.Pending(); n != 1 || !since.Equal(t0.Add(6*time.Minute)) {
-		t.Errorf("pending %d since %s, want 1 since t0+6m", n, since)
+	if n, from := f.Pending(); n != 1 || !from[event.Source{Topic: "deposits", Partition: 1, Offset: 42}] {
+		t.Errorf("pending %d from %v, want 1 from deposits/1/42", n, from)
 	}
 }
 
@@ -223,5 +226,33 @@ func TestFoldEventsWithoutPostbacks(t *testing.T) {
 	}
 	if c := find(t, clicks, "s"); c.FTD == nil || c.FTD.Status != postback.StatusApproved || c.FTD.StatusEventID != "q" {
 		t.Errorf("FTD after a refused status change: %+v, want approved by q", c.FTD)
+	}
+}
+
+// TestFoldReplayReopens: a postback dead-lettered, then replayed (its next
+// record a failed attempt), is open again: not restored as refused, counted
+// pending, and its FTD no longer failed.
+func TestFoldReplayReopens(t *testing.T) {
+	f := NewFold()
+	src := event.Source{Topic: "deposits", Partition: 0, Offset: 7}
+	withSrc := func(a *record.Audit) { pb("f", "d", "n", "event", nil)(a); a.Source = src }
+	f.Add(rec("c", 0, event.KindDeposit, postback.GoalFTD, record.OutcomeDeadLettered, withSrc))
+	f.Add(rec("c", 1, event.KindDeposit, postback.GoalFTD, record.OutcomeFailed, withSrc))
+	c := find(t, f.Clicks(t0.Add(time.Minute), time.Hour), "c")
+	if c.FTD == nil || c.FTD.Failure != "" || c.FTD.Delivered || len(c.Deliveries) != 0 {
+		t.Errorf("replayed FTD: %+v, outcomes %+v; want open (not failed, no final outcome)", c.FTD, c.Deliveries)
+	}
+	if n, from := f.Pending(); n != 1 || !from[src] {
+		t.Errorf("pending %d %v, want the replayed FTD from %v", n, from, src)
+	}
+	// Delivered at last: final, and a later failed record changes nothing.
+	f.Add(rec("c", 2, event.KindDeposit, postback.GoalFTD, record.OutcomeDelivered, withSrc))
+	f.Add(rec("c", 3, event.KindDeposit, postback.GoalFTD, record.OutcomeFailed, withSrc))
+	c = find(t, f.Clicks(t0.Add(time.Minute), time.Hour), "c")
+	if !c.FTD.Delivered || len(c.Deliveries) != 1 || c.Deliveries[0].Value.Refused != "" {
+		t.Errorf("delivered FTD: %+v %+v", c.FTD, c.Deliveries)
+	}
+	if n, _ := f.Pending(); n != 0 {
+		t.Errorf("pending %d after the delivery", n)
 	}
 }

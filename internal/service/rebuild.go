@@ -53,11 +53,14 @@ type RebuildReport struct {
 	SecondFTDs                            map[string][]string
 	Contexts, Answers, Routes, Deliveries int
 	// Pending are postbacks whose last audited outcome is a failed attempt
-	// (a retry was scheduled): the retry lived in Redis. PendingSince is the
-	// earliest first attempt among them: a rewind to it, or earlier, sends
-	// them again.
-	Pending      int
-	PendingSince time.Time
+	// (a retry was scheduled, or a replay): the retry lived in Redis, so only
+	// a rewind sends them again. A rewind always reaches their events:
+	// PendingFrom is, per input partition, the lowest offset among them.
+	Pending     int
+	PendingFrom map[topicPartition]int64
+	// Legacy counts postback records written before audit records carried
+	// params: their clicks' params cannot be restored (routes can).
+	Legacy int
 	Rewound      []PartitionRewind
 	// Uncommitted are the input partitions the group never committed: a
 	// rewind leaves them to consumer.start_offset.
@@ -110,6 +113,7 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 
 	rep := &RebuildReport{
 		FTDs: map[dedupe.FTDRestore]int{}, Conflicts: map[string]string{}, SecondFTDs: map[string][]string{},
+		PendingFrom: map[topicPartition]int64{},
 		DryRun: o.DryRun,
 	}
 	topic := cfg.Topics.Dispatched
@@ -136,6 +140,11 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 		if err != nil {
 			return rep, fmt.Errorf("kafka: audit topic %s partition %d: %w", topic, pe.partition, err)
 		}
+		if !o.DryRun {
+			if err := checkGroupEmpty(ctx, client, cfg.Kafka.GroupID); err != nil {
+				return rep, err
+			}
+		}
 		if err := restorePartition(ctx, store, fold, now, cfg.Redis.RecordTTL, rep); err != nil {
 			return rep, fmt.Errorf("redis: %w", err)
 		}
@@ -144,11 +153,24 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 	}
 	if !o.RewindTo.IsZero() {
 		inputs := []string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}
-		if rep.Rewound, rep.Uncommitted, err = rewindGroup(ctx, client, cfg.Kafka.GroupID, inputs, o.RewindTo, o.DryRun); err != nil {
+		if !o.DryRun {
+			// Nobody may have joined while the rebuild ran: a member would
+			// have worked beside it.
+			if err := checkGroupEmpty(ctx, client, cfg.Kafka.GroupID); err != nil {
+				return rep, err
+			}
+		}
+		if rep.Rewound, rep.Uncommitted, err = rewindGroup(ctx, client, cfg.Kafka.GroupID, inputs, o.RewindTo, rep.PendingFrom, o.DryRun); err != nil {
 			return rep, fmt.Errorf("kafka: rewind group %s: %w", cfg.Kafka.GroupID, err)
 		}
 	}
 	return rep, nil
+}
+
+// topicPartition names one partition.
+type topicPartition struct {
+	Topic     string
+	Partition int
 }
 
 // checkGroupEmpty fails with ErrGroupActive when the group has members.
@@ -188,11 +210,15 @@ func restorePartition(ctx context.Context, store *dedupe.Store, fold *rebuild.Fo
 	for id, later := range fold.SecondFTDs() {
 		rep.SecondFTDs[id] = later
 	}
-	n, since := fold.Pending()
+	n, from := fold.Pending()
 	rep.Pending += n
-	if n > 0 && (rep.PendingSince.IsZero() || since.Before(rep.PendingSince)) {
-		rep.PendingSince = since
+	for src := range from {
+		tp := topicPartition{src.Topic, src.Partition}
+		if off, ok := rep.PendingFrom[tp]; !ok || src.Offset < off {
+			rep.PendingFrom[tp] = src.Offset
+		}
 	}
+	rep.Legacy += fold.Legacy
 	if store == nil {
 		for _, c := range clicks {
 			if c.FTD != nil {
@@ -236,7 +262,8 @@ func restorePartition(ctx context.Context, store *dedupe.Store, fold *rebuild.Fo
 // topics back to the partition's first message at or after t (its end
 // when there is none); a partition committed before that keeps its offset,
 // one never committed is left to the consumer's start_offset.
-func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics []string, t time.Time, dryRun bool) (out, uncommitted []PartitionRewind, err error) {
+func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics []string, t time.Time,
+	reach map[topicPartition]int64, dryRun bool) (out, uncommitted []PartitionRewind, err error) {
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, nil, err
@@ -325,6 +352,9 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 			to, err := target(topic, cp.Partition)
 			if err != nil {
 				return nil, nil, err
+			}
+			if off, ok := reach[topicPartition{topic, cp.Partition}]; ok && off < to {
+				to = off // a pending postback's event: it must be consumed again
 			}
 			if to >= cp.CommittedOffset {
 				continue

@@ -44,6 +44,8 @@ func TestRebuildState(t *testing.T) {
 		audit("c1", 1, postback.GoalRD, record.OutcomeDelivered, "p2", "d2"),
 		audit("c2", 2, postback.GoalFTD, record.OutcomeFailed, "p3", "d3"),
 	}
+	// p3's retry is pending; its deposit is message 2 of deposits/0.
+	records[2].Source = event.Source{Topic: cfg.Topics.Deposits, Partition: 0, Offset: 2}
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	var msgs []kafka.Message
@@ -77,13 +79,14 @@ func TestRebuildState(t *testing.T) {
 		t.Fatalf("RebuildState: %v", err)
 	}
 	if rep.AuditRecords != 3 || rep.Clicks != 2 || rep.FTDs[dedupe.FTDCreated] != 2 || rep.Deliveries != 2 || rep.Answers != 3 ||
-		rep.Pending != 1 || !rep.PendingSince.Equal(base.Add(2*time.Minute)) {
+		rep.Pending != 1 || rep.PendingFrom[topicPartition{cfg.Topics.Deposits, 0}] != 2 {
 		t.Errorf("report %+v", rep)
 	}
-	// Rewound to the first message at or after base+4m30s: offset 5. The
+	// Rewound to the first message at or after base+4m30s (offset 5), and
+	// further back to the pending postback's deposit (offset 2). The
 	// partition committed at 0 is not moved forward.
-	if len(rep.Rewound) != 1 || rep.Rewound[0] != (PartitionRewind{Topic: cfg.Topics.Deposits, Partition: 0, From: 10, To: 5}) {
-		t.Errorf("rewound %+v, want deposits/0 10 -> 5 only", rep.Rewound)
+	if len(rep.Rewound) != 1 || rep.Rewound[0] != (PartitionRewind{Topic: cfg.Topics.Deposits, Partition: 0, From: 10, To: 2}) {
+		t.Errorf("rewound %+v, want deposits/0 10 -> 2 only", rep.Rewound)
 	}
 	// Six partitions of the other input topics were never committed.
 	if len(rep.Uncommitted) != 6 || rep.Uncommitted[0].Topic == cfg.Topics.Deposits {
@@ -94,7 +97,7 @@ func TestRebuildState(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range off.Topics[cfg.Topics.Deposits] {
-		if want := map[int]int64{0: 5, 1: 0}[p.Partition]; p.CommittedOffset != want {
+		if want := map[int]int64{0: 2, 1: 0}[p.Partition]; p.CommittedOffset != want {
 			t.Errorf("committed offset of deposits/%d: %d, want %d", p.Partition, p.CommittedOffset, want)
 		}
 	}

@@ -67,6 +67,13 @@ func (r *ReplayReport) Replayed() int {
 	return n
 }
 
+// letter is one dead letter read from the DLQ.
+type letter struct {
+	item ReplayItem
+	dl   record.DeadLetter
+	pb   *postback.Postback
+}
+
 // ReplayHeader marks a message that Replay produced: its value is the dead
 // letter's coordinates.
 const ReplayHeader = "postbackd-replay"
@@ -104,12 +111,7 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 		return nil, fmt.Errorf("kafka: DLQ topic %s: %w", topic, err)
 	}
 	rep := &ReplayReport{DryRun: o.DryRun}
-	type letter struct {
-		item ReplayItem
-		dl   record.DeadLetter
-		pb   *postback.Postback
-	}
-	var letters []letter
+	var all []letter
 	for _, pe := range ends {
 		n, err := readPartition(ctx, kc, topic, pe, func(m kafka.Message) {
 			var dl record.DeadLetter
@@ -128,9 +130,7 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 					l.item.Partner, l.item.Goal = pb.Partner, string(pb.Goal)
 				}
 			}
-			if o.matches(l.dl, l.item) {
-				letters = append(letters, l)
-			}
+			all = append(all, l)
 		})
 		rep.Read += n
 		if err != nil {
@@ -138,7 +138,11 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 		}
 	}
 
+	letters := selectLetters(all, o)
 	inputs := []string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}
+	// Beyond record_ttl Redis has forgotten what became of a postback (its
+	// delivery, an earlier replay): replaying it could pay twice.
+	horizon := o.Now().Add(-(cfg.Redis.RecordTTL - time.Hour))
 	w := kc.writer()
 	defer w.Close()
 	for _, l := range letters {
@@ -146,6 +150,9 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 		msg, skip, err := replayMessage(ctx, client, inputs, l.dl)
 		if err != nil {
 			return rep, err
+		}
+		if skip == "" && l.dl.RecordedAt.Before(horizon) {
+			skip = "older than redis.record_ttl: Redis no longer knows whether it was delivered or replayed since, so a replay could pay twice"
 		}
 		if skip == "" && store != nil {
 			if at, done, err := store.Replayed(ctx, it.DLQ); err != nil {
@@ -167,6 +174,13 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 				skip = "delivered since it was dead-lettered"
 			}
 		}
+		if skip == "" && !o.DryRun && l.pb != nil {
+			// Audited as open again: a rebuild of Redis from the audit must
+			// not restore the refusal this replay forgot.
+			if err := w.WriteMessages(ctx, replayAudit(cfg, *l.pb, l.dl, it.DLQ, o.Now())); err != nil {
+				return rep, fmt.Errorf("kafka: audit the replay: %w", err)
+			}
+		}
 		if skip == "" && !o.DryRun {
 			msg.Headers = append(msg.Headers, kafka.Header{Key: ReplayHeader, Value: []byte(it.DLQ)})
 			if err := w.WriteMessages(ctx, msg); err != nil {
@@ -182,6 +196,63 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 		rep.Items = append(rep.Items, it)
 	}
 	return rep, nil
+}
+
+// selectLetters are the letters o selects, in DLQ order, and with each
+// dead-lettered FTD the dead letters of its click's qualifications that
+// followed it there (ftd_dead_lettered, ftd_not_sent), whatever the
+// filters: replayed without them, the FTD would be sent and its status
+// change would stay behind.
+func selectLetters(all []letter, o ReplayOptions) []letter {
+	ftdClicks := map[string]bool{}
+	picked := make([]bool, len(all))
+	for i, l := range all {
+		if o.matches(l.dl, l.item) {
+			picked[i] = true
+			if l.item.Goal == string(postback.GoalFTD) {
+				ftdClicks[l.dl.ClickID] = true
+			}
+		}
+	}
+	var out []letter
+	for i, l := range all {
+		companion := ftdClicks[l.dl.ClickID] && (l.dl.Reason == "ftd_dead_lettered" || l.dl.Reason == "ftd_not_sent")
+		if picked[i] || companion {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// replayAudit is the audit record of a postback sent back by replay: a
+// failed outcome (open again, to be attempted when its event comes), reason
+// "replayed".
+func replayAudit(cfg *config.Config, pb postback.Postback, dl record.DeadLetter, dlq string, now time.Time) kafka.Message {
+	kind := event.KindRegistration
+	switch pb.Goal {
+	case postback.GoalFTD, postback.GoalRD:
+		kind = event.KindDeposit
+	case postback.GoalFTDStatus:
+		kind = event.KindQualification
+	case postback.GoalRevshare:
+		kind = event.KindRevenue
+	}
+	a := record.Audit{
+		SchemaVersion: record.SchemaVersion, PostbackID: pb.ID, EventID: pb.EventID, EventKind: kind, Source: dl.Source,
+		MerchantID: pb.Merchant, ClickID: pb.ClickID, Network: pb.Partner, Route: pb.Route, ClickNetwork: pb.ClickNetwork,
+		Goal: string(pb.Goal), Status: pb.Status, Currency: pb.Currency, Params: pb.Params, Outcome: record.OutcomeFailed,
+		Reason: "replayed", Error: "dead letter " + dlq + " (" + dl.Reason + ") replayed: attempted again when its event is consumed",
+		Attempts: pb.Attempts, RecordedAt: now.UTC(),
+	}
+	if pb.HasAmount {
+		a.Amount = pb.Amount.String()
+	}
+	if !pb.OccurredAt.IsZero() {
+		t := pb.OccurredAt.UTC()
+		a.OccurredAt = &t
+	}
+	b, _ := json.Marshal(a) // a record of plain values always encodes
+	return kafka.Message{Topic: cfg.Topics.Dispatched, Key: []byte(pb.ClickID), Value: b}
 }
 
 func (o ReplayOptions) matches(dl record.DeadLetter, it ReplayItem) bool {

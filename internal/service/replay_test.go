@@ -69,7 +69,12 @@ func TestReplay(t *testing.T) {
 		{Reason: "schema_invalid", Source: src(8), EventID: "d4", Value: `{"event_id":`, ValueTruncated: true, ValueSize: 300000, RecordedAt: base.Add(3 * time.Minute)},
 		{Reason: "max_age_exceeded", Source: src(999), EventID: "d5", ClickID: "c5", Postback: pb("c5", "d5"), RecordedAt: base.Add(4 * time.Minute)},
 		{Reason: "schema_invalid", Source: event.Source{Topic: "elsewhere"}, Value: "x", RecordedAt: base.Add(5 * time.Minute)},
+		// c2's qualification, dead-lettered with its FTD: replayed with it.
+		{Reason: "ftd_dead_lettered", Source: event.Source{Topic: cfg.Topics.Qualifications}, EventID: "q2", ClickID: "c2", EventKind: event.KindQualification, RecordedAt: base.Add(6 * time.Minute)},
+		// Older than record_ttl: Redis forgot what became of it.
+		{Reason: "unknown_merchant", Source: src(7), EventID: "d6", ClickID: "c6", Key: "c6", Value: `{"event_id":"d6"}`, RecordedAt: time.Now().Add(-cfg.Redis.RecordTTL)},
 	}
+	produce(t, w, kafka.Message{Topic: cfg.Topics.Qualifications, Key: []byte("c2"), Value: []byte(`{"event_id":"q2"}`)})
 	var msgs []kafka.Message
 	for _, l := range letters {
 		b, err := json.Marshal(l)
@@ -92,7 +97,7 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Read != 6 || len(rep.Items) != 6 || rep.Replayed() != 3 {
+	if rep.Read != 8 || len(rep.Items) != 8 || rep.Replayed() != 4 {
 		t.Errorf("dry run: read %d, items %+v", rep.Read, rep.Items)
 	}
 	// The filters: a reason, a partner, a time window.
@@ -100,9 +105,10 @@ func TestReplay(t *testing.T) {
 		o    ReplayOptions
 		want int
 	}{
-		{ReplayOptions{DryRun: true, Reason: "postback_refused"}, 2},
-		{ReplayOptions{DryRun: true, Partner: "net"}, 3},
-		{ReplayOptions{DryRun: true, Since: base.Add(time.Minute), Until: base.Add(3 * time.Minute)}, 2},
+		// c2's qualification comes along with its FTD, whatever the filters.
+		{ReplayOptions{DryRun: true, Reason: "postback_refused"}, 3},
+		{ReplayOptions{DryRun: true, Partner: "net"}, 4},
+		{ReplayOptions{DryRun: true, Since: base.Add(time.Minute), Until: base.Add(3 * time.Minute)}, 3},
 	} {
 		if rep, err := Replay(ctx, cfg, zap.NewNop(), tc.o); err != nil || len(rep.Items) != tc.want {
 			t.Errorf("Replay(%+v): %d items %v, want %d", tc.o, len(rep.Items), err, tc.want)
@@ -114,7 +120,8 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := skips(rep)
-	if got["d1"] != "" || got["d2"] != "" || !strings.Contains(got["d3"], "delivered since") || !strings.Contains(got["d4"], "kept only") ||
+	if got["d1"] != "" || got["d2"] != "" || got["q2"] != "" || !strings.Contains(got["d6"], "older than redis.record_ttl") ||
+		!strings.Contains(got["d3"], "delivered since") || !strings.Contains(got["d4"], "kept only") ||
 		!strings.Contains(got["d5"], "no longer in the topic") || !strings.Contains(got[""], "not an input topic") {
 		t.Errorf("replay: %v", got)
 	}
@@ -157,5 +164,26 @@ func TestReplay(t *testing.T) {
 	}
 	if strings.Join(replayed, " ") != `c1={"event_id":"d1"} c2={"event_id":"d2"}` {
 		t.Errorf("replayed messages %v", replayed)
+	}
+
+	// The replayed postback is audited as open again (a rebuild must not
+	// restore its refusal); the one skipped is not.
+	ends, err = partitionEnds(ctx, kc.client(), cfg.Topics.Dispatched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var audits []record.Audit
+	for _, pe := range ends {
+		if _, err := readPartition(ctx, kc, cfg.Topics.Dispatched, pe, func(m kafka.Message) {
+			var a record.Audit
+			if json.Unmarshal(m.Value, &a) == nil {
+				audits = append(audits, a)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(audits) != 1 || audits[0].PostbackID != "pb-c2" || audits[0].Outcome != record.OutcomeFailed || audits[0].Reason != "replayed" {
+		t.Errorf("audit records of the replay: %+v, want pb-c2 failed/replayed only", audits)
 	}
 }
