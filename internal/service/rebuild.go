@@ -60,8 +60,8 @@ type RebuildReport struct {
 	PendingFrom map[topicPartition]int64
 	// Legacy counts postback records written before audit records carried
 	// params: their clicks' params cannot be restored (routes can).
-	Legacy int
-	Rewound      []PartitionRewind
+	Legacy  int
+	Rewound []PartitionRewind
 	// Uncommitted are the input partitions the group never committed: a
 	// rewind leaves them to consumer.start_offset.
 	Uncommitted []PartitionRewind
@@ -114,7 +114,7 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 	rep := &RebuildReport{
 		FTDs: map[dedupe.FTDRestore]int{}, Conflicts: map[string]string{}, SecondFTDs: map[string][]string{},
 		PendingFrom: map[topicPartition]int64{},
-		DryRun: o.DryRun,
+		DryRun:      o.DryRun,
 	}
 	topic := cfg.Topics.Dispatched
 	var ends []partitionEnd
