@@ -10,40 +10,63 @@ import (
 	"time"
 )
 
-// TestSmoke runs a small load through the real harness. It measures
-// nothing: a run on shared CI cores says nothing about speed, so the test
-// checks only that every phase completes and the ratio table is printed.
+// TestSmoke runs a small load through the real harness: the real postbackd
+// binary, Kafka and Redis. It measures nothing: a run on shared CI cores
+// says nothing about speed, so the test checks only that every phase
+// completes and the table is printed.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the load harness takes tens of seconds; skipped with -short")
+		t.Skip("the load harness takes a minute or more; skipped with -short")
 	}
 	if os.Getenv("KAFKA_BROKERS") == "" || os.Getenv("REDIS_ADDR") == "" {
 		t.Skip("the load harness needs a real Kafka and Redis: set KAFKA_BROKERS and REDIS_ADDR (eval \"$(bash scripts/infra.sh up)\")")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := run(ctx, []string{"-deposits", "2000", "-clicks", "500", "-naive-events", "50"}, os.Getenv, &stdout, &stderr)
+	code := run(ctx, []string{"-deposits", "2000", "-clicks", "500", "-naive-events", "50", "-latency", "2s",
+		"-mixed-clicks", "400", "-backlog", "3000", "-scaleout", "1,2", "-scaleout-events", "3000", "-rebalance-rate", "200"},
+		os.Getenv, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
-	if !strings.Contains(out, "pipeline (same run, same machine)") {
-		t.Fatalf("no ratio table in the output:\n%s", out)
-	}
-	// Three rows, each with a rate and two ratios.
-	row := regexp.MustCompile(`(?m)^(naive: one at a time, sync audit|postbackd|raw HTTP leg, 1 connection) +\d+ +\d+\.\d\dx +\d+\.\d\dx$`)
-	rows := row.FindAllStringSubmatch(out, -1)
-	if len(rows) != 3 {
-		t.Fatalf("ratio table has %d well-formed rows, want 3:\n%s", len(rows), out)
-	}
-	for i, name := range []string{"naive: one at a time, sync audit", "postbackd", "raw HTTP leg, 1 connection"} {
-		if rows[i][1] != name {
-			t.Errorf("row %d is %q, want %q", i, rows[i][1], name)
+	for _, want := range []string{
+		"reproduce: go run ./cmd/postbackd-load -deposits 2000 ",
+		"\nmeasurement ",
+		"http-1conn: raw HTTP leg",
+		"deposit-only stream: 2 000 deposits",
+		"mixed funnel: 400 clicks",
+		"backlog: 3 000 deposits",
+		"scale-out: 3 000 deposits",
+		"rebalance pause:",
+		"check: adding a member never lowers the total",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output lacks %q", want)
 		}
 	}
-	if strings.Contains(out+stderr.String(), "load-secret") {
+	// Rows with a figure and a ratio.
+	for _, re := range []string{
+		`(?m)^  postbacks/s, first to last postback +[\d ]+ /s +\d+\.\d\dx +http-1conn$`,
+		`(?m)^  CPU seconds per 10 000 postbacks \(postbackd subprocess\) +\d+\.\d+ s +[\d.]+x +http-1conn CPU per 10 000$`,
+		`(?m)^  peak RSS \(VmHWM, whole life\) +[\d.]+ MiB +[\d.]+x +its RSS at start`,
+		`(?m)^  Redis round trips per event \([\d ]+ events\) +\d+\.\d+ +[\d.]+x +naive$`,
+		`(?m)^  p999 +[\d.]+ (µs|ms|s) +[\d.]+x +http-1conn round trip$`,
+		`(?m)^  longest gap when a member is killed \(kill -9\) +[\d.]+ (µs|ms|s) +[\d.]+x +steady reference$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("no row matching %s", re)
+		}
+	}
+	if strings.Contains(out, "NOT MEASURED") {
+		t.Errorf("a phase was not measured")
+	}
+	if strings.Contains(out+stderr.String(), loadToken) {
 		t.Error("the output holds the load run's partner token")
+	}
+	if t.Failed() {
+		t.Logf("stdout:\n%s\nstderr:\n%s", out, stderr.String())
 	}
 }
 
@@ -57,6 +80,9 @@ func TestUsage(t *testing.T) {
 		{"no infrastructure", nil, nil, "set KAFKA_BROKERS and REDIS_ADDR"},
 		{"no redis", []string{"-brokers", "127.0.0.1:1"}, nil, "set KAFKA_BROKERS and REDIS_ADDR"},
 		{"unknown flag", []string{"-nope"}, nil, "flag provided but not defined: -nope"},
+		{"bad scale-out", []string{"-scaleout", "1,x"}, nil, "-scaleout: want a comma-separated list"},
+		{"negative backlog", []string{"-backlog", "-1"}, nil, "not negative"},
+		{"stray argument", []string{"now"}, nil, "unexpected arguments: now"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,5 +95,39 @@ func TestUsage(t *testing.T) {
 				t.Errorf("stderr lacks %q:\n%s", tt.want, stderr.String())
 			}
 		})
+	}
+}
+
+// The printed reproduce command parses: every flag it names exists and
+// takes its value (the run then stops only for want of infrastructure).
+func TestCommandParses(t *testing.T) {
+	o := options{deposits: 1, clicks: 2, partitions: 3, naive: 4, maxInFlight: 5, latencyFor: time.Second, mixedClicks: 6,
+		backlog: 7, scaleout: []int{1, 2}, scaleoutEvents: 8, scaleoutPartitions: 9, rebalanceRate: 10.5, timeout: time.Minute, cpuProfile: "p"}
+	for _, cmd := range []string{o.command(), options{naive: 2, rebalanceRate: 1}.command()} {
+		args := strings.Fields(strings.TrimPrefix(cmd, "go run ./cmd/postbackd-load "))
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), "set KAFKA_BROKERS") && !strings.Contains(stderr.String(), "must be positive") {
+			t.Errorf("%s: exit %d: %s", cmd, code, stderr.String())
+		}
+	}
+}
+
+func TestNoDesignDocMention(t *testing.T) {
+	files, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name(), ".go") {
+			continue
+		}
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("DESIGN"+".md")) {
+			t.Errorf("%s mentions a document the repository does not have", f.Name())
+		}
 	}
 }

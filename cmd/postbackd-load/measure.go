@@ -5,13 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -27,99 +32,447 @@ import (
 
 type options struct {
 	deposits, clicks, partitions, naive, maxInFlight int
+	mixedClicks                                      int
+	backlog                                          int
+	scaleout                                         []int
+	scaleoutEvents, scaleoutPartitions               int
+	rebalanceRate                                    float64
 	timeout                                          time.Duration
-	brokers, redisAddr, cpuProfile                   string
-	verbose                                          bool
+	brokers, redisAddr, cpuProfile, binary           string
+	verbose, keep                                    bool
 	latencyFor                                       time.Duration
 	goroutineDump                                    string
 }
 
-const loadConfig = `
-kafka: {brokers: [%[1]s], group_id: load-%[4]s}
-redis: {addrs: [%[2]s], key_prefix: load%[4]s, pool_size: 256}
-topics:
-  deposits: load-%[4]s.deposits
-  revenue: load-%[4]s.revenue
-  registrations: load-%[4]s.registrations
-  qualifications: load-%[4]s.qualifications
-  dispatched: load-%[4]s.dispatched
-  confirmed: load-%[4]s.confirmed
-  dlq: load-%[4]s.dlq
-consumer: {max_in_flight: %[5]d, commit_interval: 200ms}
-admin: {disabled: true}
-log: {level: warn}
-partners:
-  net:
-    token: {env: LOAD_TOKEN}
-    allowed_hosts: [127.0.0.1]
-    goals:
-      ftd:  {url: "http://%[3]s/track/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&conv_status={conv_status}&token={token}&transaction_id={transaction_id}"}
-      rdep: {url: "http://%[3]s/track/conv?click_id={click_id}&amount={amount}&currency={currency}&goal_alias={goal_alias}&token={token}&transaction_id={transaction_id}"}
-merchants:
-  # The load stream has deposits only, no registrations: waiting for one
-  # (attribution_wait) would hold every click's first deposit a minute.
-  m1: {default_partner: net, attribution_wait: 0s}
-`
-
-func measure(ctx context.Context, o options, w io.Writer) error {
-	if o.timeout <= 0 {
-		o.timeout = time.Duration(o.deposits/500+60) * time.Second
+// phaseTimeout bounds a phase of n postbacks: -timeout when given, else a
+// minute plus a millisecond per postback (ten times slower than postbackd
+// runs on the 2-core machine).
+func (o options) phaseTimeout(n int) time.Duration {
+	if o.timeout > 0 {
+		return o.timeout
 	}
-	run := suffix()
-	probe := newLatencyProbe()
-	tr := tracker.New(tracker.Options{CountOnly: true, OnRequest: probe.observe})
+	return time.Duration(n)*time.Millisecond + time.Minute
+}
+
+// command is the command line that reproduces the run (the
+// infrastructure comes from the environment).
+func (o options) command() string {
+	ints := func(v []int) string {
+		s := make([]string, len(v))
+		for i, n := range v {
+			s[i] = fmt.Sprint(n)
+		}
+		if len(s) == 0 {
+			return "0"
+		}
+		return strings.Join(s, ",")
+	}
+	c := fmt.Sprintf("go run ./cmd/postbackd-load -deposits %d -clicks %d -partitions %d -naive-events %d -max-in-flight %d -latency %s -mixed-clicks %d -backlog %d -scaleout %s -scaleout-events %d -scaleout-partitions %d -rebalance-rate %g",
+		o.deposits, o.clicks, o.partitions, o.naive, o.maxInFlight, o.latencyFor, o.mixedClicks, o.backlog, ints(o.scaleout), o.scaleoutEvents, o.scaleoutPartitions, o.rebalanceRate)
+	if o.timeout > 0 {
+		c += " -timeout " + o.timeout.String()
+	}
+	if o.cpuProfile != "" {
+		c += " -cpuprofile " + o.cpuProfile
+	}
+	return c
+}
+
+// harness is one run's shared state.
+type harness struct {
+	o           options
+	run         string
+	dir         string
+	bin         string
+	tr          *tracker.Tracker
+	trackerAddr string
+	probes      *activeProbe
+	progress    io.Writer
+	t           table
+	failed      []string
+
+	httpRate, httpCPU10k float64 // raw HTTP leg: req/s, harness CPU s per 10 000 requests
+	naiveRate, naiveRT   float64
+	dep                  *groupResult // deposit-only phase, the baseline of the later ones
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.progress, "load: "+format+"\n", args...)
+}
+
+func (h *harness) phase(name string) phaseConfig {
+	return phaseConfig{
+		brokers: h.o.brokers, redisAddr: h.o.redisAddr, tracker: h.trackerAddr,
+		topics: "load-" + h.run + "-" + name, group: "load-" + h.run + "-" + name, keyPrefix: "load" + h.run + name,
+		maxInFlight: h.o.maxInFlight, admin: true,
+	}
+}
+
+// fail records a phase that could not be measured; the run goes on.
+func (h *harness) fail(name string, err error) {
+	h.logf("%s: %v", name, err)
+	h.failed = append(h.failed, name)
+	h.t.info(name, "NOT MEASURED", firstLine(err.Error()))
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	return s
+}
+
+func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	h := &harness{o: o, run: suffix(), progress: stderr, probes: &activeProbe{}}
+	dir, err := os.MkdirTemp("", "postbackd-load-"+h.run+"-")
+	if err != nil {
+		return err
+	}
+	h.dir = dir
+	defer func() {
+		if o.keep || len(h.failed) > 0 {
+			h.logf("member configurations and logs kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+	h.tr = tracker.New(tracker.Options{CountOnly: true, OnRequest: h.probes.observe})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: tr, ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: h.tr, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
-	trackerAddr := ln.Addr().String()
+	h.trackerAddr = ln.Addr().String()
+	defer func() {
+		if !o.keep {
+			if err := cleanup(o.brokers, o.redisAddr, h.run, stderr); err != nil {
+				h.logf("cleanup: %v", err)
+			}
+		}
+	}()
+	createTopics := func(cfg *config.Config, partitions int) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return service.CreateTopics(cctx, cfg, partitions, 1)
+	}
 
-	cfg, err := parseConfig(fmt.Sprintf(loadConfig, o.brokers, o.redisAddr, trackerAddr, run, o.maxInFlight))
+	start := time.Now()
+	h.logf("run %s: Kafka %s, Redis %s, tracker %s, work dir %s", h.run, o.brokers, o.redisAddr, h.trackerAddr, dir)
+	if o.binary == "" {
+		h.logf("building ./cmd/postbackd")
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		h.bin, err = buildPostbackd(bctx, dir)
+		cancel()
+		if err != nil {
+			return err
+		}
+	} else {
+		h.bin = o.binary
+	}
+
+	// Baselines.
+	h.logf("baseline http-1conn (3 s)")
+	h.httpRate, h.httpCPU10k, err = measureHTTP(ctx, "http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("http-1conn baseline: %w", err)
+	}
+	depPhase := h.phase("dep")
+	depCfg, depPath, err := depPhase.write(dir, "deposits")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "load run %s: %d deposits over %d clicks on %d partitions; Kafka %s, Redis %s, tracker %s\n",
-		run, o.deposits, o.clicks, o.partitions, o.brokers, o.redisAddr, trackerAddr)
-
-	httpRate, err := measureHTTP(ctx, "http://"+trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "  http-1conn baseline: %.0f req/s\n", httpRate)
-
-	if err := service.CreateTopics(ctx, cfg, o.partitions, 1); err != nil {
+	if err := createTopics(depCfg, o.partitions); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if err := produceDeposits(ctx, o, cfg.Topics.Deposits); err != nil {
-		return err
+	if err := produceDeposits(ctx, depCfg.Kafka.Brokers, depCfg.Topics.Deposits, "d"+h.run, o.deposits, o.clicks); err != nil {
+		return fmt.Errorf("produce deposits: %w", err)
 	}
-	fmt.Fprintf(w, "  produced %d deposits in %s\n", o.deposits, time.Since(t0).Round(time.Millisecond))
-
-	naiveRate, err := runNaive(ctx, o, cfg, "http://"+trackerAddr, run)
+	producedIn := time.Since(t0)
+	h.logf("produced %d deposits in %s; naive baseline (%d events)", o.deposits, producedIn.Round(time.Millisecond), o.naive)
+	h.naiveRate, h.naiveRT, err = runNaive(ctx, o, depCfg, "http://"+h.trackerAddr, h.run)
 	if err != nil {
 		return fmt.Errorf("naive baseline: %w", err)
 	}
-	fmt.Fprintf(w, "  naive baseline: %.0f postbacks/s over %d events\n", naiveRate, o.naive)
+	h.t.section("baselines (measured first, same machine)")
+	h.t.add("http-1conn: raw HTTP leg, net/http GET, 1 connection", perSecond(h.httpRate, "req/s"), 1, 1, "itself")
+	h.t.add("its CPU per 10 000 requests (client + tracker)", num(h.httpCPU10k, 3)+" s", 1, 1, "itself")
+	h.t.note("its round trip", dur(time.Duration(float64(time.Second)/h.httpRate)))
+	h.t.add("naive: one event at a time, sync audit and commit", perSecond(h.naiveRate, "postbacks/s"), h.naiveRate, h.httpRate, "http-1conn")
+	h.t.add("its Redis round trips per event", num(h.naiveRT, 2), 1, 1, "itself")
 
-	rate, wall, lat, err := runPostbackd(ctx, o, cfg, tr, probe)
+	// The deposit-only stream, then the latency probe at half its rate.
+	h.logf("deposit-only stream: postbackd subprocess on %d deposits", o.deposits)
+	var lat latencyResult
+	probe := newLatencyProbe("lat"+h.run+"-", merchantDeposits)
+	dep, err := runGroup(ctx, groupSpec{
+		name: "deposits", bin: h.bin, dir: dir, cfgPath: depPath, members: 1, expected: int64(o.deposits),
+		timeout: o.phaseTimeout(o.deposits), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute,
+		then: func(ctx context.Context, rate float64) error {
+			if o.latencyFor <= 0 {
+				return nil
+			}
+			h.logf("latency probe at %.0f deposits/s for %s", rate/2, o.latencyFor)
+			h.probes.p.Store(probe)
+			defer h.probes.p.Store(nil)
+			var err error
+			lat, err = probe.run(ctx, depCfg.Kafka.Brokers, depCfg.Topics.Deposits, rate/2, o.latencyFor, o.phaseTimeout(0))
+			return err
+		},
+	})
+	h.t.section(fmt.Sprintf("deposit-only stream: %s deposits over %s clicks, %d partitions, 1 postbackd subprocess (produced in %s)",
+		grouped(int64(o.deposits)), grouped(int64(o.clicks)), o.partitions, dur(producedIn)))
 	if err != nil {
-		return fmt.Errorf("postbackd: %w", err)
+		h.fail("deposit-only stream", err)
+	} else {
+		h.dep = &dep
+		h.streamRows(dep, "postbackd subprocess", false)
+		if lat.n > 0 {
+			h.t.section(fmt.Sprintf("latency, publication to tracker, at %s deposits/s offered (%s of the measured rate), %s deposits",
+				grouped(int64(lat.rate)), ratio(lat.rate, dep.rate), grouped(int64(lat.n))))
+			rtt := 1 / h.httpRate
+			for _, p := range []struct {
+				name string
+				d    time.Duration
+			}{{"p50", lat.p50}, {"p95", lat.p95}, {"p99", lat.p99}, {"p999", lat.p999}, {"max", lat.pmax}} {
+				h.t.add(p.name, dur(p.d), p.d.Seconds(), rtt, "http-1conn round trip")
+			}
+			if ev := dep.thenProm.events; ev > 0 {
+				h.t.add("Redis round trips per event at that rate", num(dep.thenProm.redisTotal()/ev, 3), dep.thenProm.redisTotal()/ev, h.naiveRT, "naive")
+			}
+		}
 	}
-	fmt.Fprintf(w, "  postbackd: %.0f postbacks/s steady (first to last postback), %d in %s wall clock including group join\n",
-		rate, o.deposits, wall.Round(time.Millisecond))
-	fmt.Fprintf(w, "\n%-34s %12s %10s %12s\n", "pipeline (same run, same machine)", "postbacks/s", "vs naive", "vs http-1conn")
-	fmt.Fprintf(w, "%-34s %12.0f %9.2fx %11.2fx\n", "naive: one at a time, sync audit", naiveRate, 1.0, naiveRate/httpRate)
-	fmt.Fprintf(w, "%-34s %12.0f %9.2fx %11.2fx\n", "postbackd", rate, rate/naiveRate, rate/httpRate)
-	fmt.Fprintf(w, "%-34s %12.0f %9.2fx %11.2fx\n", "raw HTTP leg, 1 connection", httpRate, httpRate/naiveRate, 1.0)
-	if lat.n > 0 {
-		fmt.Fprintf(w, "\nlatency, publication to tracker, at %.0f deposits/s (%.0f%% of the measured throughput), %d deposits: p50 %s, p95 %s, p99 %s\n",
-			lat.rate, 100*lat.rate/rate, lat.n, lat.p50.Round(100*time.Microsecond), lat.p95.Round(100*time.Microsecond), lat.p99.Round(100*time.Microsecond))
+
+	if o.cpuProfile != "" || o.goroutineDump != "" {
+		h.logf("in-process run under the CPU profiler (%d deposits)", o.deposits)
+		rate, err := h.inProcess(ctx, depPhase)
+		h.t.section("in-process run (service.New in the harness; for -cpuprofile/-goroutines: the admin server has no pprof)")
+		if err != nil {
+			h.fail("in-process run", err)
+		} else {
+			h.t.add("postbacks/s, first to last postback", perSecond(rate, "/s"), rate, h.httpRate, "http-1conn")
+			if h.dep != nil {
+				h.t.add("", "", rate, h.dep.rate, "subprocess run")
+			}
+			if o.cpuProfile != "" {
+				h.t.note("CPU profile (go tool pprof)", o.cpuProfile)
+			}
+		}
+	}
+
+	if o.mixedClicks > 0 {
+		f := funnelMix{clicks: o.mixedClicks}
+		c := f.counts()
+		h.t.section(fmt.Sprintf("mixed funnel: %s clicks → %s registrations, %s deposits (FTD + 0-4 repeats), %s revenue (hybrid merchant), %s qualifications; %s events on 4 topics × %d partitions, 1 subprocess",
+			grouped(int64(o.mixedClicks)), grouped(int64(c.registrations)), grouped(int64(c.deposits)), grouped(int64(c.revenue)),
+			grouped(int64(c.qualifications)), grouped(int64(c.events())), o.partitions))
+		if err := h.mixed(ctx, f, createTopics); err != nil {
+			h.fail("mixed funnel", err)
+		}
+	}
+
+	if o.backlog > 0 {
+		clicks := max(o.backlog/4, 1)
+		h.t.section(fmt.Sprintf("backlog: %s deposits over %s clicks in the topic (%d partitions) before postbackd starts, 1 subprocess",
+			grouped(int64(o.backlog)), grouped(int64(clicks)), o.partitions))
+		if err := h.backlog(ctx, clicks, createTopics); err != nil {
+			h.fail("backlog", err)
+		}
+	}
+
+	if len(o.scaleout) > 0 && o.scaleoutEvents > 0 {
+		h.scaleOut(ctx, createTopics)
+	}
+
+	h.logf("done in %s", time.Since(start).Round(time.Second))
+	fmt.Fprintf(stdout, "postbackd-load run %s, %s, %d CPUs; Kafka %s, Redis %s; tracker on loopback in the harness\n",
+		h.run, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), o.brokers, o.redisAddr)
+	fmt.Fprintf(stdout, "reproduce: %s\n", o.command())
+	fmt.Fprintln(stdout, "postbackd runs as the real binary (go build ./cmd/postbackd) in subprocesses: their CPU (utime+stime of /proc/<pid>/stat) and peak RSS (VmHWM) exclude the harness, the producer and the tracker; Redis round trips are postbackd_redis_duration_seconds_count from their /metrics.")
+	fmt.Fprintln(stdout)
+	h.t.write(stdout)
+	if len(h.failed) > 0 {
+		return fmt.Errorf("not measured: %s", strings.Join(h.failed, ", "))
 	}
 	return nil
+}
+
+func (h *harness) verboseW() io.Writer {
+	if h.o.verbose {
+		return h.progress
+	}
+	return nil
+}
+
+// streamRows adds the rows of a one-member stream phase.
+// Later phases (vsDep) also compare with the deposit-only stream.
+func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
+	vsDep = vsDep && h.dep != nil
+	h.t.add("postbacks/s, first to last postback", perSecond(r.rate, "/s"), r.rate, h.httpRate, "http-1conn")
+	h.t.add("", "", r.rate, h.naiveRate, "naive")
+	if vsDep {
+		h.t.add("", "", r.rate, h.dep.rate, "deposit-only stream")
+	}
+	h.t.note("wall clock, start to last postback (incl. group join)", dur(r.last.Sub(r.start)))
+	h.t.add("CPU seconds per 10 000 postbacks ("+what+")", num(r.cpuPer10k(), 3)+" s", r.cpuPer10k(), h.httpCPU10k, "http-1conn CPU per 10 000")
+	if vsDep {
+		h.t.add("", "", r.cpuPer10k(), h.dep.cpuPer10k(), "deposit-only stream")
+	}
+	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")
+	h.redisRows(r.prom)
+}
+
+func (h *harness) redisRows(p promTotals) {
+	if p.events <= 0 {
+		h.t.note("Redis round trips per event", "no events counted")
+		return
+	}
+	h.t.add(fmt.Sprintf("Redis round trips per event (%s events)", grouped(int64(p.events))), num(p.redisTotal()/p.events, 3), p.redisTotal()/p.events, h.naiveRT, "naive")
+	ops := make([]string, 0, len(p.redisByOp))
+	for op := range p.redisByOp {
+		ops = append(ops, op)
+	}
+	slices.SortFunc(ops, func(a, b string) int {
+		if c := -cmpFloat(p.redisByOp[a], p.redisByOp[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	for _, op := range ops {
+		h.t.add("  op "+op, num(p.redisByOp[op]/p.events, 3), p.redisByOp[op], p.redisTotal(), "all round trips")
+	}
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (h *harness) mixed(ctx context.Context, f funnelMix, createTopics func(*config.Config, int) error) error {
+	p := h.phase("mix")
+	cfg, path, err := p.write(h.dir, "mixed")
+	if err != nil {
+		return err
+	}
+	if err := createTopics(cfg, h.o.partitions); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, cfg.Topics); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	c := f.counts()
+	h.logf("mixed funnel: produced %d events in %s; postbackd subprocess", c.events(), time.Since(t0).Round(time.Millisecond))
+	r, err := runGroup(ctx, groupSpec{name: "mixed", bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(c.postbacks()),
+		timeout: h.o.phaseTimeout(c.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
+	if err != nil {
+		return err
+	}
+	h.t.note("postbacks expected and received", grouped(int64(c.postbacks()))+" / "+grouped(r.postbacks))
+	h.streamRows(r, "postbackd subprocess", true)
+	return nil
+}
+
+func (h *harness) backlog(ctx context.Context, clicks int, createTopics func(*config.Config, int) error) error {
+	p := h.phase("bl")
+	cfg, path, err := p.write(h.dir, "backlog")
+	if err != nil {
+		return err
+	}
+	if err := createTopics(cfg, h.o.partitions); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	h.logf("backlog: producing %d deposits", h.o.backlog)
+	if err := produceDeposits(ctx, cfg.Kafka.Brokers, cfg.Topics.Deposits, "b"+h.run, h.o.backlog, clicks); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	producedIn := time.Since(t0)
+	h.logf("backlog: produced in %s; postbackd subprocess", producedIn.Round(time.Millisecond))
+	r, err := runGroup(ctx, groupSpec{name: "backlog", bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(h.o.backlog),
+		timeout: h.o.phaseTimeout(h.o.backlog), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
+	if err != nil {
+		return err
+	}
+	h.t.note("produced in", dur(producedIn))
+	h.t.add("sustained postbacks/s, first to last postback", perSecond(r.rate, "/s"), r.rate, h.httpRate, "http-1conn")
+	if h.dep != nil {
+		h.t.add("", "", r.rate, h.dep.rate, "deposit-only stream")
+	}
+	if r.slowest > 0 {
+		h.t.add("slowest 10 s window", perSecond(r.slowest, "/s"), r.slowest, r.rate, "this phase, first to last")
+	} else {
+		h.t.info("slowest 10 s window", "n/a", "the phase was shorter than 20 s")
+	}
+	h.t.note("wall clock, start to last postback (incl. group join)", dur(r.last.Sub(r.start)))
+	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")
+	if h.dep != nil {
+		h.t.add("", "", float64(r.peakRSS), float64(h.dep.peakRSS), "deposit-only stream")
+	}
+	h.t.add("CPU seconds per 10 000 postbacks", num(r.cpuPer10k(), 3)+" s", r.cpuPer10k(), h.httpCPU10k, "http-1conn CPU per 10 000")
+	h.redisRows(r.prom)
+	return nil
+}
+
+// cleanup deletes the topics (load-<run>-*) and Redis keys of a run: at
+// the end of one (unless -keep), or of an earlier one with -cleanup RUN.
+func cleanup(brokers, redisAddr, run string, progress io.Writer) error {
+	// A backlog of a million deposits leaves millions of keys.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var errs []error
+	cl := &kafka.Client{Addr: kafka.TCP(strings.Split(brokers, ",")...), Timeout: 30 * time.Second}
+	var topics []string
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list topics: %w", err))
+	} else {
+		for _, t := range md.Topics {
+			if strings.HasPrefix(t.Name, "load-"+run+"-") {
+				topics = append(topics, t.Name)
+			}
+		}
+	}
+	if len(topics) > 0 {
+		if _, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: topics}); err != nil {
+			errs = append(errs, fmt.Errorf("delete topics: %w", err))
+		}
+	}
+	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rc.Close()
+	n := 0
+	for _, pattern := range []string{"load" + run + "*", "{load" + run + "*", "naive" + run + ":*"} {
+		it := rc.Scan(ctx, 0, pattern, 10000).Iterator()
+		var batch []string
+		flush := func() {
+			if len(batch) > 0 {
+				if err := rc.Unlink(ctx, batch...).Err(); err != nil {
+					errs = append(errs, err)
+				}
+				n += len(batch)
+				batch = batch[:0]
+			}
+		}
+		for it.Next(ctx) {
+			if batch = append(batch, it.Val()); len(batch) == 10000 {
+				flush()
+			}
+		}
+		flush()
+		if err := it.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("redis: %w", err))
+		}
+	}
+	fmt.Fprintf(progress, "load: cleanup of run %s: deleted %d topics and %d Redis keys\n", run, len(topics), n)
+	return errors.Join(errs...)
 }
 
 func suffix() string {
@@ -128,136 +481,114 @@ func suffix() string {
 	return hex.EncodeToString(b)
 }
 
-func parseConfig(yaml string) (*config.Config, error) {
-	return config.Parse([]byte(yaml), ".", func(k string) string {
-		if k == "LOAD_TOKEN" {
-			return "load-secret"
-		}
-		return ""
-	})
+// rusageCPU is the harness's own CPU seconds so far.
+func rusageCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// measureHTTP is the raw HTTP leg: GETs over one kept-alive connection.
-func measureHTTP(ctx context.Context, url string, d time.Duration) (float64, error) {
+// measureHTTP is the raw HTTP leg: GETs over one kept-alive connection. It
+// returns the rate and the CPU the harness spent per 10 000 requests (the
+// client and the tracker both run in it).
+func measureHTTP(ctx context.Context, url string, d time.Duration) (float64, float64, error) {
 	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
 	end := time.Now().Add(d)
 	n := 0
+	cpu0 := rusageCPU()
 	start := time.Now()
 	for time.Now().Before(end) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		res, err := c.Do(req)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		n++
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	rate := float64(n) / time.Since(start).Seconds()
+	return rate, (rusageCPU() - cpu0) / float64(n) * 10000, nil
 }
 
-func produceDeposits(ctx context.Context, o options, topic string) error {
-	wr := &kafka.Writer{Addr: kafka.TCP(strings.Split(o.brokers, ",")...), Topic: topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchTimeout: 5 * time.Millisecond}
-	defer wr.Close()
-	base := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
-	batch := make([]kafka.Message, 0, 2000)
-	for i := 0; i < o.deposits; i++ {
-		click := fmt.Sprintf("click-%06d", i%o.clicks)
-		v, _ := json.Marshal(map[string]any{
-			"event_id": fmt.Sprintf("dep-%08d", i), "occurred_at": base.Add(time.Duration(i) * time.Millisecond).Format(time.RFC3339),
-			"merchant_id": "m1", "click_id": click, "amount": fmt.Sprintf("%d.%02d", 10+i%90, i%100), "currency": "USD",
-			"status": "succeeded", "player_id": "p" + click, "payment_method": "card",
-		})
-		batch = append(batch, kafka.Message{Key: []byte(click), Value: v})
-		if len(batch) == cap(batch) || i == o.deposits-1 {
-			if err := wr.WriteMessages(ctx, batch...); err != nil {
-				return err
-			}
-			batch = batch[:0]
-		}
+// inProcess runs the deposit-only stream again in the harness process
+// (service.New), on a group and key prefix of its own, under the CPU
+// profiler: postbackd's admin server serves no pprof, so a subprocess
+// cannot be profiled.
+func (h *harness) inProcess(ctx context.Context, p phaseConfig) (float64, error) {
+	p.group += "-inproc"
+	p.keyPrefix += "inproc"
+	p.admin = false
+	cfg, err := p.parse()
+	if err != nil {
+		return 0, err
 	}
-	return nil
+	return runThroughput(ctx, h.o, cfg, h.tr)
 }
 
-// runPostbackd runs the service in-process until the tracker has received
-// one postback per deposit, then (with the service still running and the
-// backlog gone) offers the latency probe half the measured rate.
-func runPostbackd(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker, probe *latencyProbe) (float64, time.Duration, latencyResult, error) {
-	var lat latencyResult
-	rate, wall, err := runThroughput(ctx, o, cfg, tr, func(ctx context.Context, rate float64) error {
-		if o.latencyFor <= 0 {
-			return nil
-		}
-		var err error
-		lat, err = probe.run(ctx, cfg.Kafka.Brokers, cfg.Topics.Deposits, rate/2, o.latencyFor, o.timeout)
-		return err
-	})
-	return rate, wall, lat, err
-}
-
-// runThroughput starts the service, waits until the tracker has one
-// postback per deposit, and calls then (service still running) with the
-// measured rate before stopping it.
-func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker, then func(context.Context, float64) error) (float64, time.Duration, error) {
+// runThroughput starts the service in-process, waits until the tracker has
+// one postback per deposit and stops it.
+func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *tracker.Tracker) (float64, error) {
 	before := tr.Count()
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		defer pprof.StopCPUProfile()
 	}
 	m := metrics.New(nil)
 	svc, err := service.New(cfg, zap.NewNop(), service.Options{Metrics: m})
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	start := time.Now()
 	go func() { done <- svc.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
 	var first time.Time
 	firstCount := int64(0)
 	lastReport := time.Now()
-	deadline := time.Now().Add(o.timeout)
+	timeout := o.phaseTimeout(o.deposits)
+	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	dump := o.goroutineDump
 	for {
 		n := tr.Count() - before
 		if first.IsZero() && n > 0 {
 			first, firstCount = time.Now(), n
 		}
 		if n >= int64(o.deposits) {
-			last := time.Now()
-			rate := float64(n-firstCount) / last.Sub(first).Seconds()
-			return rate, last.Sub(start), then(ctx, rate)
+			return float64(n-firstCount) / time.Since(first).Seconds(), nil
 		}
-		if o.goroutineDump != "" && n >= int64(o.deposits/2) {
-			if f, err := os.Create(o.goroutineDump); err == nil {
+		if dump != "" && n >= int64(o.deposits/2) {
+			if f, err := os.Create(dump); err == nil {
 				_ = pprof.Lookup("goroutine").WriteTo(f, 1)
 				f.Close()
 			}
-			o.goroutineDump = ""
+			dump = ""
 		}
 		if o.verbose && time.Since(lastReport) >= time.Second {
 			lastReport = time.Now()
 			fmt.Fprintf(os.Stderr, "  … %d postbacks, in flight %.0f\n", n, gaugeValue(m))
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("timed out after %s with %d of %d postbacks", o.timeout, n, o.deposits)
+			return 0, fmt.Errorf("timed out after %s with %d of %d postbacks", timeout, n, o.deposits)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return 0, ctx.Err()
 		case err := <-done:
-			return 0, 0, fmt.Errorf("service stopped: %w", err)
+			return 0, fmt.Errorf("service stopped: %w", err)
 		case <-tick.C:
 		}
 	}
@@ -269,25 +600,50 @@ var naiveClassify = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 'ftd' end
 return 'rdep'`)
 
+// roundTrips counts a go-redis client's round trips (a pipeline is one).
+type roundTrips struct{ n atomic.Int64 }
+
+func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
 // runNaive is the baseline pipeline: fetch one message, classify it, send
-// its postback, write its audit record synchronously, commit it; repeat.
-func runNaive(ctx context.Context, o options, cfg *config.Config, trackerURL, run string) (float64, error) {
+// its postback, write its audit record synchronously, commit it; repeat. It
+// returns the rate and its Redis round trips per event.
+func runNaive(ctx context.Context, o options, cfg *config.Config, trackerURL, run string) (float64, float64, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, GroupID: "naive-" + run, Topic: cfg.Topics.Deposits,
 		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond, StartOffset: kafka.FirstOffset})
 	defer r.Close()
 	rc := redis.NewClient(&redis.Options{Addr: o.redisAddr})
 	defer rc.Close()
+	rt := &roundTrips{}
+	rc.AddHook(rt)
 	wr := &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: cfg.Topics.Dispatched, RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond}
 	defer wr.Close()
 	hc := &http.Client{Timeout: 5 * time.Second}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	if o.naive < 2 {
+		return 0, 0, errors.New("-naive-events must be at least 2")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(o.naive)*20*time.Millisecond+time.Minute)
 	defer cancel()
 	var start time.Time
 	for i := 0; i < o.naive; i++ {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if i == 0 {
 			start = time.Now()
@@ -298,28 +654,28 @@ func runNaive(ctx context.Context, o options, cfg *config.Config, trackerURL, ru
 			Amount  string `json:"amount"`
 		}
 		if err := json.Unmarshal(m.Value, &ev); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		goal, err := naiveClassify.Run(ctx, rc, []string{"naive" + run + ":" + ev.ClickID}, ev.EventID).Text()
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, trackerURL+"/naive?click_id="+ev.ClickID+"&goal="+goal+"&amount="+ev.Amount, nil)
 		res, err := hc.Do(req)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		audit, _ := json.Marshal(map[string]any{"event_id": ev.EventID, "goal": goal, "http_status": res.StatusCode})
 		if err := wr.WriteMessages(ctx, kafka.Message{Key: m.Key, Value: audit}); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if err := r.CommitMessages(ctx, m); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return float64(o.naive-1) / time.Since(start).Seconds(), nil
+	return float64(o.naive-1) / time.Since(start).Seconds(), float64(rt.n.Load()) / float64(o.naive), nil
 }
 
 func gaugeValue(m *metrics.Metrics) float64 {

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/postbackd/postbackd/config"
+)
+
+// Merchants of the load configuration.
+const (
+	// merchantDeposits is the merchant of the deposit-only streams: no
+	// registrations ever come, so it waits for none (attribution_wait 0).
+	merchantDeposits = "m1"
+	// merchantCPA and merchantHybrid are the mixed stream's: every click
+	// registers first (naming its network), so they keep the default
+	// attribution_wait, as in production.
+	merchantCPA    = "mc"
+	merchantHybrid = "mh"
+)
+
+// funnelMix is the mixed stream's shape, per click: one registration, one
+// FTD and repeatDeposits(i) repeat deposits (0 to 4, two on average), a
+// revenue event for clicks of the hybrid merchant (every other click), and
+// one qualification of the FTD (one in ten rejected). Each makes one
+// postback: reg, ftd, rdep, revshare, ftd_status.
+type funnelMix struct {
+	clicks int
+}
+
+func repeatDeposits(i int) int { return i % 5 }
+
+func hybrid(i int) bool { return i%2 == 1 }
+
+// funnelCounts is what a mixed stream holds.
+type funnelCounts struct {
+	registrations, deposits, revenue, qualifications int
+}
+
+func (c funnelCounts) events() int {
+	return c.registrations + c.deposits + c.revenue + c.qualifications
+}
+
+// postbacks is how many postbacks the stream makes: one per event.
+func (c funnelCounts) postbacks() int { return c.events() }
+
+func (f funnelMix) counts() funnelCounts {
+	var c funnelCounts
+	for i := range f.clicks {
+		c.registrations++
+		c.deposits += 1 + repeatDeposits(i)
+		if hybrid(i) {
+			c.revenue++
+		}
+		c.qualifications++
+	}
+	return c
+}
+
+// messages calls emit with the events of click i, in the order a funnel
+// produces them: registration, FTD, repeat deposits, revenue,
+// qualification. Times start at base and advance a second per step.
+func (f funnelMix) messages(run string, i int, base time.Time, topics config.Topics, emit func(kafka.Message)) {
+	click := fmt.Sprintf("mix%s-%07d", run, i)
+	merchant := merchantCPA
+	if hybrid(i) {
+		merchant = merchantHybrid
+	}
+	at := base
+	next := func() string { at = at.Add(time.Second); return at.Format(time.RFC3339) }
+	put := func(topic string, v map[string]any) {
+		b, _ := json.Marshal(v)
+		emit(kafka.Message{Topic: topic, Key: []byte(click), Value: b})
+	}
+	put(topics.Registrations, map[string]any{
+		"event_id": "reg-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
+		"kind": "registration", "network": "net", "player_id": "p" + click,
+		"params": map[string]any{"offer_id": "o-7", "custom2": "sub-" + click[len(click)-3:]},
+	})
+	for d := 0; d <= repeatDeposits(i); d++ {
+		put(topics.Deposits, map[string]any{
+			"event_id": fmt.Sprintf("dep-%s-%d", click, d), "occurred_at": next(), "merchant_id": merchant, "click_id": click,
+			"amount": fmt.Sprintf("%d.%02d", 10+(i+d)%90, (i*7+d)%100), "currency": "EUR", "status": "succeeded",
+			"player_id": "p" + click, "payment_method": "card",
+		})
+	}
+	if hybrid(i) {
+		put(topics.Revenue, map[string]any{
+			"event_id": "rev-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
+			"amount": fmt.Sprintf("%d.%02d", 1+i%40, i%100), "currency": "EUR", "player_id": "p" + click,
+		})
+	}
+	status := "approved"
+	if i%10 == 9 {
+		status = "rejected"
+	}
+	put(topics.Qualifications, map[string]any{
+		"event_id": "qual-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
+		"status": status, "reason": "kyc",
+	})
+}
+
+// produceFunnel writes the mixed stream to its four topics.
+func produceFunnel(ctx context.Context, brokers []string, run string, f funnelMix, topics config.Topics) error {
+	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	return produce(ctx, brokers, "", func(emit func(kafka.Message)) {
+		for i := range f.clicks {
+			f.messages(run, i, base.Add(time.Duration(i)*time.Millisecond), topics, emit)
+		}
+	})
+}
+
+// produceDeposits writes n deposits of merchant m1 over clicks clicks to
+// topic; click and event ids carry tag, so streams of one run never share
+// them.
+func produceDeposits(ctx context.Context, brokers []string, topic, tag string, n, clicks int) error {
+	base := time.Now().UTC().Add(-time.Hour)
+	return produce(ctx, brokers, topic, func(emit func(kafka.Message)) {
+		for i := range n {
+			emit(depositMessage(tag, i, clicks, base))
+		}
+	})
+}
+
+// depositMessage is deposit i of a deposit-only stream: clicks take turns,
+// so a click's first deposit is its FTD and the later ones are repeats.
+func depositMessage(tag string, i, clicks int, base time.Time) kafka.Message {
+	click := fmt.Sprintf("%s-click-%07d", tag, i%clicks)
+	v, _ := json.Marshal(map[string]any{
+		"event_id": fmt.Sprintf("%s-dep-%08d", tag, i), "occurred_at": base.Add(time.Duration(i) * time.Millisecond).Format(time.RFC3339),
+		"merchant_id": merchantDeposits, "click_id": click, "amount": fmt.Sprintf("%d.%02d", 10+i%90, i%100), "currency": "USD",
+		"status": "succeeded", "player_id": "p" + click, "payment_method": "card",
+	})
+	return kafka.Message{Key: []byte(click), Value: v}
+}
+
+// produce writes what gen emits, in batches of 2000, keyed by click (each
+// message names its topic when topic is "").
+func produce(ctx context.Context, brokers []string, topic string, gen func(emit func(kafka.Message))) error {
+	wr := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchTimeout: 5 * time.Millisecond}
+	defer wr.Close()
+	batch := make([]kafka.Message, 0, 2000)
+	var err error
+	flush := func() {
+		if err == nil && len(batch) > 0 {
+			err = writeRetry(ctx, wr, batch)
+		}
+		batch = batch[:0]
+	}
+	gen(func(m kafka.Message) {
+		if err != nil {
+			return
+		}
+		batch = append(batch, m)
+		if len(batch) == cap(batch) {
+			flush()
+		}
+	})
+	flush()
+	return err
+}
+
+// newTopicWait bounds how long a write to a topic created moments ago is
+// retried while its partitions' leaders are elected.
+const newTopicWait = 30 * time.Second
+
+// writeRetry writes msgs, retrying the messages that failed while the
+// broker did not know the topic or its partitions had no leader yet (a
+// topic just created).
+func writeRetry(ctx context.Context, wr *kafka.Writer, msgs []kafka.Message) error {
+	deadline := time.Now().Add(newTopicWait)
+	for {
+		err := wr.WriteMessages(ctx, msgs...)
+		if err == nil || !newTopicError(err) || time.Now().After(deadline) {
+			return err
+		}
+		var we kafka.WriteErrors
+		if errors.As(err, &we) && len(we) == len(msgs) {
+			var again []kafka.Message
+			for i, e := range we {
+				if e != nil {
+					again = append(again, msgs[i])
+				}
+			}
+			msgs = again
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func newTopicError(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && !newTopicError(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, kafka.LeaderNotAvailable) || errors.Is(err, kafka.NotLeaderForPartition)
+}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
+// 100 on every Linux architecture Go supports (the kernel fixes it for
+// user space regardless of CONFIG_HZ).
+const clockTicks = 100
+
+// procCPU reads a process's CPU seconds so far (user + system) from
+// /proc/<pid>/stat.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(string(b))
+}
+
+// parseStatCPU takes utime and stime (fields 14 and 15) from the text of
+// /proc/<pid>/stat. The command name (field 2) is in parentheses and may
+// hold spaces and parentheses itself, so fields are counted from the last
+// ')'.
+func parseStatCPU(stat string) (float64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no ')' after the command name")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state): field n is f[n-3].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 13", len(f))
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("stat: %w", err)
+	}
+	return float64(utime+stime) / clockTicks, nil
+}
+
+// memStatus is the resident set of a process: now and its peak (high water
+// mark), in bytes.
+type memStatus struct {
+	rss, hwm int64
+}
+
+// procMem reads VmRSS and VmHWM from /proc/<pid>/status.
+func procMem(pid int) (memStatus, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memStatus{}, err
+	}
+	defer f.Close()
+	return parseStatusMem(bufio.NewScanner(f))
+}
+
+func parseStatusMem(sc *bufio.Scanner) (memStatus, error) {
+	var m memStatus
+	found := 0
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "VmRSS" && key != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(val)
+		if len(f) != 2 || f[1] != "kB" {
+			return m, fmt.Errorf("status: %s: unexpected %q", key, val)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("status: %s: %w", key, err)
+		}
+		if key == "VmRSS" {
+			m.rss = kb << 10
+		} else {
+			m.hwm = kb << 10
+		}
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return m, err
+	}
+	if found != 2 {
+		return m, errors.New("status: no VmRSS and VmHWM (a kernel thread, or not Linux)")
+	}
+	return m, nil
+}
+
+// promSample is one line of the Prometheus text format.
+type promSample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// parseProm reads the samples of a Prometheus text exposition (version
+// 0.0.4). It handles what postbackd's /metrics serves: label values with
+// escaped quotes, backslashes and newlines, no timestamps needed.
+func parseProm(text string) ([]promSample, error) {
+	var out []promSample
+	for n, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		s, err := parsePromLine(line)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %d: %w: %q", n+1, err, line)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func parsePromLine(line string) (promSample, error) {
+	s := promSample{labels: map[string]string{}}
+	i := strings.IndexAny(line, "{ ")
+	if i <= 0 {
+		return s, errors.New("no value")
+	}
+	s.name = line[:i]
+	rest := line[i:]
+	if rest[0] == '{' {
+		rest = rest[1:]
+		for {
+			rest = strings.TrimLeft(rest, " ,")
+			if strings.HasPrefix(rest, "}") {
+				rest = rest[1:]
+				break
+			}
+			eq := strings.IndexByte(rest, '=')
+			if eq <= 0 || len(rest) < eq+2 || rest[eq+1] != '"' {
+				return s, errors.New("bad label")
+			}
+			key := rest[:eq]
+			rest = rest[eq+2:]
+			var val strings.Builder
+			closed := false
+			for j := 0; j < len(rest); j++ {
+				c := rest[j]
+				if c == '\\' && j+1 < len(rest) {
+					j++
+					switch rest[j] {
+					case 'n':
+						val.WriteByte('\n')
+					default:
+						val.WriteByte(rest[j])
+					}
+					continue
+				}
+				if c == '"' {
+					rest = rest[j+1:]
+					closed = true
+					break
+				}
+				val.WriteByte(c)
+			}
+			if !closed {
+				return s, errors.New("unterminated label value")
+			}
+			s.labels[key] = val.String()
+		}
+	}
+	f := strings.Fields(rest)
+	if len(f) == 0 {
+		return s, errors.New("no value")
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return s, err
+	}
+	s.value = v
+	return s, nil
+}
+
+// promTotals is what the harness reads from one scrape of a member.
+type promTotals struct {
+	redisByOp map[string]float64 // postbackd_redis_duration_seconds_count by op
+	events    float64            // input events finished (consumed ok or invalid; retries not counted)
+	inFlight  float64
+}
+
+func totals(samples []promSample) promTotals {
+	t := promTotals{redisByOp: map[string]float64{}}
+	for _, s := range samples {
+		switch s.name {
+		case "postbackd_redis_duration_seconds_count":
+			t.redisByOp[s.labels["op"]] += s.value
+		case "postbackd_events_consumed_total":
+			if s.labels["result"] != "retried" {
+				t.events += s.value
+			}
+		case "postbackd_in_flight_events":
+			t.inFlight += s.value
+		}
+	}
+	return t
+}
+
+// sub is t minus an earlier scrape of the same process.
+func (t promTotals) sub(before promTotals) promTotals {
+	d := promTotals{redisByOp: map[string]float64{}, events: t.events - before.events, inFlight: t.inFlight}
+	for op, v := range t.redisByOp {
+		if dv := v - before.redisByOp[op]; dv != 0 {
+			d.redisByOp[op] = dv
+		}
+	}
+	return d
+}
+
+// add sums the deltas of several members.
+func (t promTotals) add(o promTotals) promTotals {
+	s := promTotals{redisByOp: map[string]float64{}, events: t.events + o.events, inFlight: t.inFlight + o.inFlight}
+	for op, v := range t.redisByOp {
+		s.redisByOp[op] += v
+	}
+	for op, v := range o.redisByOp {
+		s.redisByOp[op] += v
+	}
+	return s
+}
+
+func (t promTotals) redisTotal() float64 {
+	n := 0.0
+	for _, v := range t.redisByOp {
+		n += v
+	}
+	return n
+}
