@@ -183,21 +183,19 @@ func (s *Store) scanClick(ctx context.Context, clickID, pattern string) ([]strin
 		if err != nil {
 			return nil, err
 		}
+		const most = 1000000
+		keys, err := node.ClusterGetKeysInSlot(ctx, int(slot), most).Result()
+		if err != nil {
+			return nil, err
+		}
+		if len(keys) == most {
+			return nil, fmt.Errorf("slot %d holds %d keys or more: too many to list", slot, most)
+		}
 		prefix := s.clickKey(clickID, "")
-		for {
-			keys, err := node.ClusterGetKeysInSlot(ctx, int(slot), 100000).Result()
-			if err != nil {
-				return nil, err
+		for _, k := range keys {
+			if strings.HasPrefix(k, prefix) {
+				out = append(out, k)
 			}
-			for _, k := range keys {
-				if strings.HasPrefix(k, prefix) {
-					out = append(out, k)
-				}
-			}
-			if len(keys) < 100000 {
-				break
-			}
-			return nil, fmt.Errorf("slot %d holds more than 100000 keys", slot)
 		}
 		sort.Strings(out)
 		return out, nil
