@@ -124,7 +124,10 @@ func TestVanishedTopicDoesNotSpin(t *testing.T) {
 		}
 	}
 	joined := logs[0].count(msgGenerationJoined) + logs[1].count(msgGenerationJoined) - joinedBefore
-	if joined > 8 {
+	// A loop joins dozens of generations in this window (25 on Kafka 3.9.2,
+	// whose metadata still lists a topic being deleted); backing off joins
+	// a handful, a few more while 3.9.2's metadata lags.
+	if joined > 12 {
 		t.Errorf("%d generations joined while the topic was missing: the members rejoin in a loop", joined)
 	}
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -78,21 +79,34 @@ func endOffsets(t *testing.T, brokers []string, topics []string) map[string]map[
 	}
 	c, done := kafkaClient(brokers)
 	defer done()
-	res, err := c.ListOffsets(ctx, req)
-	if err != nil {
-		t.Fatalf("list offsets: %v", err)
-	}
-	out := map[string]map[int]int64{}
-	for tp, ps := range res.Topics {
-		out[tp] = map[int]int64{}
-		for _, p := range ps {
-			if p.Error != nil {
-				t.Fatalf("list offsets %s/%d: %v", tp, p.Partition, p.Error)
-			}
-			out[tp][p.Partition] = p.LastOffset
+	// Right after a topic's creation a partition's leader may still be
+	// moving (NotLeaderForPartition, retriable): ask again, within ctx.
+	for {
+		res, err := c.ListOffsets(ctx, req)
+		if err != nil {
+			t.Fatalf("list offsets: %v", err)
 		}
+		out := map[string]map[int]int64{}
+		var retry error
+		for tp, ps := range res.Topics {
+			out[tp] = map[int]int64{}
+			for _, p := range ps {
+				var kerr kafka.Error
+				switch {
+				case p.Error == nil:
+					out[tp][p.Partition] = p.LastOffset
+				case errors.As(p.Error, &kerr) && kerr.Temporary() && ctx.Err() == nil:
+					retry = p.Error
+				default:
+					t.Fatalf("list offsets %s/%d: %v", tp, p.Partition, p.Error)
+				}
+			}
+		}
+		if retry == nil {
+			return out
+		}
+		time.Sleep(100 * time.Millisecond) // pause before asking again, bounded by ctx
 	}
-	return out
 }
 
 // committed returns the group's committed offsets (-1: none yet).
