@@ -1065,16 +1065,7 @@ func TestRebuildStateEventWithoutPostback(t *testing.T) {
 	f["status"] = "failed"
 	s.send(roleDeposits, c, "x-fail", f)
 	s.waitAudit("x-fail", "skipped", func(a record.Audit) bool { return finalOutcome(a.Outcome) })
-	s.e.waitCommitted(rbTimeout, inputRoles...)
-	s.m.stop(s.e.drainTimeout + stopMargin)
-	s.m = nil
-	s.waitGroupEmpty()
-	s.wipe()
-	if code, _, errOut := s.rebuild(); code != 0 {
-		t.Fatalf("rebuild-state exit %d: %s", code, errOut)
-	}
-	s.m = s.e.startMember("b")
-	s.m.waitReady(readyTimeout)
+	s.loseRedisAndRebuild()
 	s.send(roleDeposits, c, "x-dep", deposit("20.00", "USD", nil))
 	a := s.waitAudit("x-dep", "final", func(a record.Audit) bool { return finalOutcome(a.Outcome) })
 	if a.Network != partnerDating || a.Route != "click" {
@@ -1102,16 +1093,7 @@ func TestRebuildStateRefusedStatusChange(t *testing.T) {
 	s.delivered("s2-ftd", "ftd", "pending")
 	s.send(roleQualifications, c, "s2-qual", map[string]any{"status": "approved"})
 	s.waitAudit("s2-qual", "final", func(a record.Audit) bool { return finalOutcome(a.Outcome) })
-	s.e.waitCommitted(rbTimeout, inputRoles...)
-	s.m.stop(s.e.drainTimeout + stopMargin)
-	s.m = nil
-	s.waitGroupEmpty()
-	s.wipe()
-	if code, _, errOut := s.rebuild(); code != 0 {
-		t.Fatalf("rebuild-state exit %d: %s", code, errOut)
-	}
-	s.m = s.e.startMember("b")
-	s.m.waitReady(readyTimeout)
+	s.loseRedisAndRebuild()
 	s.send(roleQualifications, c, "s2-qual-other", map[string]any{"status": "rejected"})
 	a := s.waitAudit("s2-qual-other", "final", func(a record.Audit) bool { return finalOutcome(a.Outcome) })
 	if a.Outcome != record.OutcomeSkipped || a.Reason != "qualification_conflict" {
@@ -1120,4 +1102,21 @@ func TestRebuildStateRefusedStatusChange(t *testing.T) {
 	if got := s.accepted(pbKey("ftd_status", "rejected", s.ids["s2-qual-other"])); len(got) != 0 {
 		t.Errorf("the contradicting status change reached the tracker: %v", got)
 	}
+}
+
+// loseRedisAndRebuild stops the member once its offsets are committed,
+// wipes the test's Redis keys, runs rebuild-state (exit 0 required) and
+// starts a member again.
+func (s *rbSuite) loseRedisAndRebuild() {
+	s.t.Helper()
+	s.e.waitCommitted(rbTimeout, inputRoles...)
+	s.m.stop(s.e.drainTimeout + stopMargin)
+	s.m = nil
+	s.waitGroupEmpty()
+	s.wipe()
+	if code, _, errOut := s.rebuild(); code != 0 {
+		s.t.Fatalf("rebuild-state exit %d: %s", code, errOut)
+	}
+	s.m = s.e.startMember("b")
+	s.m.waitReady(readyTimeout)
 }

@@ -60,7 +60,7 @@ func Preview(cfg Config, sender Sender, ev event.Event, rt PreviewRoute, now tim
 		return nil, "", fmt.Errorf("partner %q is not configured", rt.Partner)
 	}
 	r := route{partner: rt.Partner, via: rt.Via, params: maps.Clone(rt.Params)}
-	plan := func(goal postback.Goal, status, when string, amount *decimal.Decimal, currency string) postback.Postback {
+	plan := func(goal postback.Goal, status, when string, amount *decimal.Decimal, currency string) {
 		pb := p.newPostback(r, goal, status, env, event.Source{})
 		if amount != nil {
 			pb.HasAmount, pb.Amount, pb.Currency = true, *amount, currency
@@ -70,7 +70,6 @@ func Preview(cfg Config, sender Sender, ev event.Event, rt PreviewRoute, now tim
 			skip = "goal_not_configured"
 		}
 		planned = append(planned, Planned{Postback: pb, When: when, Skip: skip})
-		return pb
 	}
 	switch e := ev.(type) {
 	case *event.Deposit:

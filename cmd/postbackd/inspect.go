@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -32,12 +31,7 @@ flags:
 `
 
 func cmdInspect(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, inspectUsage)
-		fs.PrintDefaults()
-	}
+	fs := commandFlags("inspect", inspectUsage, stderr)
 	// The click id may come before or after the flags.
 	var click string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {

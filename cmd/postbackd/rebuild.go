@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -40,12 +39,7 @@ flags:
 `
 
 func cmdRebuildState(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("rebuild-state", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, rebuildUsage)
-		fs.PrintDefaults()
-	}
+	fs := commandFlags("rebuild-state", rebuildUsage, stderr)
 	dryRun := fs.Bool("dry-run", false, "read and report; write nothing to Redis, move no offset")
 	rewind := fs.String("rewind-to", "", "move the group's input offsets back to this time: RFC 3339 (2026-12-01T04:00:00Z) or a duration before now (6h)")
 	cfg, code := loadConfig(fs, args, getenv, stderr)
@@ -55,7 +49,7 @@ func cmdRebuildState(ctx context.Context, args []string, getenv func(string) str
 	now := time.Now()
 	var rewindTo time.Time
 	if *rewind != "" {
-		t, err := parseRewind(*rewind, now)
+		t, err := parseTime(*rewind, now)
 		if err != nil {
 			fmt.Fprintf(stderr, "--rewind-to: %v\n", err)
 			return 2
@@ -83,7 +77,7 @@ func cmdRebuildState(ctx context.Context, args []string, getenv func(string) str
 }
 
 // parseRewind reads an RFC 3339 time or a duration before now.
-func parseRewind(s string, now time.Time) (time.Time, error) {
+func parseTime(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		if t.After(now) {
 			return time.Time{}, fmt.Errorf("%s is in the future", s)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,16 +19,17 @@ import (
 	"github.com/postbackd/postbackd/pipeline"
 )
 
+const checkConfigUsage = `usage: postbackd check-config --config FILE
+
+Validates the configuration (every problem listed, exit 2) and connects to nothing;
+secrets given as env: or file: must be readable. Exit 0 when it is valid.
+
+flags:
+`
+
 // cmdCheckConfig validates a configuration and connects nothing.
 func cmdCheckConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: postbackd check-config --config FILE\n\n"+
-			"Validates the configuration (every problem listed, exit 2) and connects to nothing;\n"+
-			"secrets given as env: or file: must be readable. Exit 0 when it is valid.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	fs := commandFlags("check-config", checkConfigUsage, stderr)
 	cfg, code := loadConfig(fs, args, getenv, stderr)
 	if cfg == nil {
 		return code
@@ -38,7 +38,7 @@ func cmdCheckConfig(args []string, getenv func(string) string, stdout, stderr io
 	merchants := sortedKeys(cfg.Merchants)
 	fmt.Fprintf(stdout, "configuration valid: %d partners (%s), %d merchants (%s), group %s, input topics %s\n",
 		len(partners), strings.Join(partners, ", "), len(merchants), strings.Join(merchants, ", "), cfg.Kafka.GroupID,
-		strings.Join([]string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}, ", "))
+		strings.Join(service.InputTopics(cfg), ", "))
 	return 0
 }
 
@@ -72,12 +72,7 @@ func (p paramFlags) Set(s string) error {
 }
 
 func cmdRender(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("render", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, renderUsage)
-		fs.PrintDefaults()
-	}
+	fs := commandFlags("render", renderUsage, stderr)
 	eventPath := fs.String("event", "", "the event: a JSON file, or - for stdin")
 	kind := fs.String("kind", "", "deposit, revenue, registration or qualification (default: recognised)")
 	clickNetwork := fs.String("click-network", "", "the click's network, as Redis would know it from earlier events")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -29,12 +28,7 @@ flags:
 `
 
 func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, replayUsage)
-		fs.PrintDefaults()
-	}
+	fs := commandFlags("replay", replayUsage, stderr)
 	reason := fs.String("reason", "", "only dead letters with this reason (e.g. postback_refused, max_age_exceeded, unknown_merchant)")
 	partner := fs.String("partner", "", "only postbacks to this partner")
 	since := fs.String("since", "", "only dead letters recorded at or after this time")
@@ -53,7 +47,7 @@ func cmdReplay(ctx context.Context, args []string, getenv func(string) string, s
 		if f.value == "" {
 			continue
 		}
-		t, err := parseRewind(f.value, now)
+		t, err := parseTime(f.value, now)
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", f.name, err)
 			return 2

@@ -78,6 +78,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
+// commandFlags is the flag set of a command whose --help prints usage (its
+// text) and then its flags, to stderr.
+func commandFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // parseExit is the exit code after a flag parse error: 0 for --help (the
 // usage was printed), 2 for a usage error.
 func parseExit(err error) int {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -35,12 +34,7 @@ flags:
 const testIDPrefix = "postbackd-test-"
 
 func cmdSendTest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("send-test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, sendTestUsage)
-		fs.PrintDefaults()
-	}
+	fs := commandFlags("send-test", sendTestUsage, stderr)
 	partner := fs.String("partner", "", "the partner to send to (a key of partners)")
 	goalFlag := fs.String("goal", "", "the goal to send (default: ftd, or the partner's first configured goal)")
 	amountFlag := fs.String("amount", "1.00", "amount of an ftd, rdep, ftd_status or revshare postback")

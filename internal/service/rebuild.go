@@ -152,7 +152,7 @@ func RebuildState(ctx context.Context, cfg *config.Config, log *zap.Logger, o Re
 			zap.Int("records", n), zap.Int("clicks", fold.Len()))
 	}
 	if !o.RewindTo.IsZero() {
-		inputs := []string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}
+		inputs := InputTopics(cfg)
 		if !o.DryRun {
 			// Nobody may have joined while the rebuild ran: a member would
 			// have worked beside it.

@@ -139,7 +139,7 @@ func Replay(ctx context.Context, cfg *config.Config, log *zap.Logger, o ReplayOp
 	}
 
 	letters := selectLetters(all, o)
-	inputs := []string{cfg.Topics.Deposits, cfg.Topics.Revenue, cfg.Topics.Registrations, cfg.Topics.Qualifications}
+	inputs := InputTopics(cfg)
 	// Beyond record_ttl Redis has forgotten what became of a postback (its
 	// delivery, an earlier replay): replaying it could pay twice.
 	horizon := o.Now().Add(-(cfg.Redis.RecordTTL - time.Hour))

@@ -143,7 +143,13 @@ func (s *Service) topics() []string { return allTopics(s.cfg) }
 
 func allTopics(cfg *config.Config) []string {
 	t := cfg.Topics
-	return []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications, t.Dispatched, t.Confirmed, t.DLQ}
+	return append(InputTopics(cfg), t.Dispatched, t.Confirmed, t.DLQ)
+}
+
+// InputTopics are the topics the service consumes.
+func InputTopics(cfg *config.Config) []string {
+	t := cfg.Topics
+	return []string{t.Deposits, t.Revenue, t.Registrations, t.Qualifications}
 }
 
 // AdminAddr is where the admin server listens ("" when disabled).
