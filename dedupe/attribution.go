@@ -389,18 +389,42 @@ func (s *Store) FinishWaiting(ctx context.Context, clickID string, eventIDs ...s
 	if len(eventIDs) == 0 {
 		return nil
 	}
-	defer s.observe("finish_waiting", time.Now())
-	args := make([]any, len(eventIDs))
-	for i, id := range eventIDs {
-		if id == "" {
-			return fmt.Errorf("dedupe: finish waiting: %w", ErrEmptyID)
+	_, err := s.FinishWaitingBatch(ctx, []FinishedWaits{{ClickID: clickID, EventIDs: eventIDs}})
+	return err
+}
+
+// FinishedWaits names waiting events of one click to mark done.
+type FinishedWaits struct {
+	ClickID  string
+	EventIDs []string
+}
+
+// FinishWaitingBatch marks the waiting events of many clicks done in one
+// pipelined round trip, each click exactly as FinishWaiting does. On error
+// (naming the first click that failed) some may have been marked; calling
+// it again is safe.
+func (s *Store) FinishWaitingBatch(ctx context.Context, fs []FinishedWaits) ([]struct{}, error) {
+	calls := make([]scriptCall, 0, len(fs))
+	for i, f := range fs {
+		if f.ClickID == "" {
+			return nil, fmt.Errorf("dedupe: finish waiting: click %d: %w", i, ErrEmptyID)
 		}
-		args[i] = id
+		args := make([]any, len(f.EventIDs))
+		for j, id := range f.EventIDs {
+			if id == "" {
+				return nil, fmt.Errorf("dedupe: finish waiting: click %q: %w", f.ClickID, ErrEmptyID)
+			}
+			args[j] = id
+		}
+		calls = append(calls, scriptCall{keys: []string{s.clickKey(f.ClickID, "await")}, args: args})
 	}
-	if err := finishWaitingScript.Run(ctx, s.rdb, []string{s.clickKey(clickID, "await")}, args...).Err(); err != nil {
-		return fmt.Errorf("dedupe: finish waiting: %w", err)
+	defer s.observe("finish_waiting", time.Now())
+	for i, c := range s.runPipelined(ctx, finishWaitingScript, calls) {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("dedupe: finish waiting: click %q: %w", fs[i].ClickID, err)
+		}
 	}
-	return nil
+	return make([]struct{}, len(fs)), nil
 }
 
 // WaitState is what Redis holds of one waiting event.

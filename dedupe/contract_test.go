@@ -141,6 +141,7 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("FailFTDAfterOrphan", func(t *testing.T) { testFailFTDAfterOrphan(t, newHarness(t)) })
 	t.Run("ParkedEventID", func(t *testing.T) { testParkedEventID(t, newHarness(t)) })
 	t.Run("Batches", func(t *testing.T) { testBatches(t, newHarness(t)) })
+	t.Run("MixedStreamBatches", func(t *testing.T) { testMixedStreamBatches(t, newHarness(t)) })
 	t.Run("ScriptCacheFlushed", func(t *testing.T) { testScriptFlush(t, newHarness(t)) })
 	t.Run("Schedule", func(t *testing.T) { testSchedule(t, newHarness(t)) })
 	t.Run("ScheduleMaxAndShards", func(t *testing.T) { testScheduleMax(t, newHarness(t)) })
@@ -167,7 +168,16 @@ func testEmptyIDs(t *testing.T, h *harness) {
 		"FailFTD":        func() error { _, err := s.FailFTD(ctx, "c", "", "refused"); return err },
 		"FailFTD reason": func() error { _, err := s.FailFTD(ctx, "c", "d", ""); return err },
 		"Schedule":       func() error { return s.Schedule(ctx, "", t0, nil) },
-		"Ack":            func() error { return s.Ack(ctx, "") },
+		"ScheduleBatch":  func() error { _, err := s.ScheduleBatch(ctx, []ScheduledJob{{ID: "j"}, {}}); return err },
+		"QualifyBatch": func() error {
+			_, err := s.QualifyBatch(ctx, []Qualification{{ClickID: "c", EventID: "e", Status: "approved"}, {ClickID: "c", Status: "approved"}})
+			return err
+		},
+		"FinishWaitingBatch": func() error {
+			_, err := s.FinishWaitingBatch(ctx, []FinishedWaits{{EventIDs: []string{"e"}}})
+			return err
+		},
+		"Ack": func() error { return s.Ack(ctx, "") },
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, ErrEmptyID) {
@@ -1022,6 +1032,87 @@ func testBatches(t *testing.T, h *harness) {
 	marks[1].FTD = &FTDDelivered{EventID: "not-it"}
 	if _, err := s.MarkDeliveredBatch(ctx, marks); !errors.Is(err, ErrNotFTD) {
 		t.Fatalf("batch with a wrong FTD: %v, want ErrNotFTD", err)
+	}
+}
+
+// testMixedStreamBatches: the batched qualification, schedule and
+// finished-waiting calls decide and store exactly what their single
+// counterparts do, each entry on its own, in the order given.
+func testMixedStreamBatches(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{Shards: 1})
+	const A, R = postback.StatusApproved, postback.StatusRejected
+	deliverFTD(t, s, "m-sent", "d1")
+	qs := []Qualification{
+		{ClickID: "m-wait", EventID: "q1", Status: A, Payload: []byte("p1"), At: t0}, // no FTD yet: parked
+		{ClickID: "m-wait", EventID: "q2", Status: A, Payload: []byte("p2"), At: t0}, // same status behind it: repeated
+		{ClickID: "m-wait", EventID: "q3", Status: R, Payload: []byte("p3"), At: t0}, // other status: conflict
+		{ClickID: "m-sent", EventID: "q4", Status: R, Payload: []byte("p4"), At: t0}, // delivered FTD: send
+	}
+	want := []struct {
+		d        Decision
+		repeated bool
+		parked   string
+	}{{DecideWait, false, "q1"}, {DecideWait, true, "q1"}, {DecideConflict, false, "q1"}, {DecideSend, false, ""}}
+	for round := range 2 {
+		rs, err := s.QualifyBatch(ctx, qs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) != len(qs) {
+			t.Fatalf("%d results for %d qualifications", len(rs), len(qs))
+		}
+		for i, r := range rs {
+			w := want[i]
+			if round == 1 && i == 0 {
+				w.repeated = true // its own redelivery
+			}
+			if round == 1 && i == 3 {
+				w.repeated = true // the status is recorded now
+			}
+			if r.Decision != w.d || r.Repeated != w.repeated || r.ParkedEventID != w.parked {
+				t.Errorf("round %d qualification %d: %s repeated %v parked %q; want %s %v %q",
+					round, i, r.Decision, r.Repeated, r.ParkedEventID, w.d, w.repeated, w.parked)
+			}
+		}
+		if rs[3].FTD.EventID != "d1" || rs[3].FTD.Status != R {
+			t.Errorf("round %d: send decided against FTD %+v, want d1 rejected", round, rs[3].FTD)
+		}
+	}
+
+	base := time.UnixMilli(1_800_000_000_000)
+	jobs := []ScheduledJob{{ID: "j2", Due: base.Add(2 * time.Second), Payload: []byte("two")},
+		{ID: "j1", Due: base.Add(time.Second), Payload: []byte("one")},
+		{ID: "j2", Due: base.Add(3 * time.Second), Payload: []byte("two again")}} // later entry replaces
+	if _, err := s.ScheduleBatch(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.TakeDue(ctx, base.Add(time.Hour), time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(jobIDs(due)); got != "[j1 j2]" || string(due[1].Payload) != "two again" || !due[1].Due.Equal(base.Add(3*time.Second)) {
+		t.Fatalf("scheduled %s, j2 %q due %s; want [j1 j2], j2 rescheduled", got, due[1].Payload, due[1].Due)
+	}
+
+	// Two clicks with waiting events; one batch finishes one event of each.
+	for _, c := range []string{"w1", "w2"} {
+		for _, e := range []string{"a", "b"} {
+			if _, err := s.Attribute(ctx, Touch{ClickID: c, EventID: e, MerchantID: "m", WaitPayload: []byte(e), At: t0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := s.FinishWaitingBatch(ctx, []FinishedWaits{{ClickID: "w1", EventIDs: []string{"a"}}, {ClickID: "w2", EventIDs: []string{"b", "never-waited"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		click, event string
+		want         WaitState
+	}{{"w1", "a", WaitFinished}, {"w1", "b", WaitPending}, {"w2", "a", WaitPending}, {"w2", "b", WaitFinished}, {"w2", "never-waited", WaitMissing}} {
+		if got, err := s.Waiting(ctx, c.click, c.event); err != nil || got != c.want {
+			t.Errorf("%s/%s after the batch: %v, %v; want %v", c.click, c.event, got, err, c.want)
+		}
 	}
 }
 

@@ -162,27 +162,66 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", ErrEmptyID)
 	}
 	defer s.observe("qualify", time.Now())
-	v, err := qualifyScript.Run(ctx, s.rdb,
-		[]string{s.clickKey(q.ClickID, "ftd"), s.clickKey(q.ClickID, "parked"), s.clickKey(q.ClickID, "orphan", q.EventID)},
-		q.EventID, q.Status, q.Payload, formatTime(q.At), s.ttlMS).Result()
+	keys, args := s.qualifyCall(q)
+	v, err := qualifyScript.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
 		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
 	}
+	r, err := parseQualify(v)
+	if err != nil {
+		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
+	}
+	return r, nil
+}
+
+// QualifyBatch decides many qualifications in one pipelined round trip;
+// each is its own atomic script, exactly as Qualify. The results are in the
+// order of qs. On error (naming the first failed qualification) some may
+// have been decided; calling it again is safe, as Qualify is.
+func (s *Store) QualifyBatch(ctx context.Context, qs []Qualification) ([]QualifyResult, error) {
+	calls := make([]scriptCall, len(qs))
+	for i, q := range qs {
+		if q.ClickID == "" || q.EventID == "" || q.Status == "" {
+			return nil, fmt.Errorf("dedupe: qualify batch: qualification %d: %w", i, ErrEmptyID)
+		}
+		calls[i].keys, calls[i].args = s.qualifyCall(q)
+	}
+	defer s.observe("qualify_batch", time.Now())
+	cmds := s.runPipelined(ctx, qualifyScript, calls)
+	out := make([]QualifyResult, len(qs))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err == nil {
+			out[i], err = parseQualify(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: qualify batch: qualification %d (event %s): %w", i, qs[i].EventID, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) qualifyCall(q Qualification) ([]string, []any) {
+	return []string{s.clickKey(q.ClickID, "ftd"), s.clickKey(q.ClickID, "parked"), s.clickKey(q.ClickID, "orphan", q.EventID)},
+		[]any{q.EventID, q.Status, q.Payload, formatTime(q.At), s.ttlMS}
+}
+
+func parseQualify(v any) (QualifyResult, error) {
 	a, err := asArray(v)
 	if err != nil || len(a) != 6 {
-		return QualifyResult{}, corruptf("dedupe: qualify: unexpected reply %v", v)
+		return QualifyResult{}, corruptf("unexpected qualify reply %v", v)
 	}
 	f, err := asStrings(append(a[:3:3], a[4:]...))
 	if err != nil {
-		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
+		return QualifyResult{}, err
 	}
 	rec, err := parseFTD(a[3])
 	if err != nil {
-		return QualifyResult{}, fmt.Errorf("dedupe: qualify: %w", err)
+		return QualifyResult{}, err
 	}
 	parkedAt, err := parseTime(f[4])
 	if err != nil {
-		return QualifyResult{}, corruptf("dedupe: qualify: parked_at: %w", err)
+		return QualifyResult{}, corruptf("parked_at: %w", err)
 	}
 	r := QualifyResult{
 		FTD: rec, FTDExists: rec.Exists(), ExistingStatus: f[2], Repeated: f[1] == "1",
@@ -198,7 +237,7 @@ func (s *Store) Qualify(ctx context.Context, q Qualification) (QualifyResult, er
 	case "ftdfailed":
 		r.Decision = DecideFTDFailed
 	default:
-		return QualifyResult{}, corruptf("dedupe: qualify: unexpected decision %q", f[0])
+		return QualifyResult{}, corruptf("unexpected qualify decision %q", f[0])
 	}
 	return r, nil
 }

@@ -68,13 +68,45 @@ func (s *Store) Schedule(ctx context.Context, jobID string, due time.Time, paylo
 		return fmt.Errorf("dedupe: schedule: %w", ErrEmptyID)
 	}
 	defer s.observe("schedule", time.Now())
-	dueMS := strconv.FormatInt(due.UnixMilli(), 10)
-	val := make([]byte, 0, len(dueMS)+1+len(payload))
-	val = append(append(append(val, dueMS...), '|'), payload...)
-	if err := scheduleScript.Run(ctx, s.rdb, s.shardKeys(s.shardOf(jobID)), jobID, dueMS, val).Err(); err != nil {
+	keys, args := s.scheduleCall(ScheduledJob{ID: jobID, Due: due, Payload: payload})
+	if err := scheduleScript.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("dedupe: schedule: %w", err)
 	}
 	return nil
+}
+
+// ScheduledJob is one job to store with ScheduleBatch.
+type ScheduledJob struct {
+	ID      string
+	Due     time.Time
+	Payload []byte
+}
+
+// ScheduleBatch stores many jobs in one pipelined round trip, each exactly
+// as Schedule does (idempotent by id). On error (naming the first job that
+// failed) some may have been stored; calling it again is safe.
+func (s *Store) ScheduleBatch(ctx context.Context, jobs []ScheduledJob) ([]struct{}, error) {
+	calls := make([]scriptCall, len(jobs))
+	for i, j := range jobs {
+		if j.ID == "" {
+			return nil, fmt.Errorf("dedupe: schedule batch: job %d: %w", i, ErrEmptyID)
+		}
+		calls[i].keys, calls[i].args = s.scheduleCall(j)
+	}
+	defer s.observe("schedule_batch", time.Now())
+	for i, c := range s.runPipelined(ctx, scheduleScript, calls) {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("dedupe: schedule batch: job %d (%s): %w", i, jobs[i].ID, err)
+		}
+	}
+	return make([]struct{}, len(jobs)), nil
+}
+
+func (s *Store) scheduleCall(j ScheduledJob) ([]string, []any) {
+	dueMS := strconv.FormatInt(j.Due.UnixMilli(), 10)
+	val := make([]byte, 0, len(dueMS)+1+len(j.Payload))
+	val = append(append(append(val, dueMS...), '|'), j.Payload...)
+	return s.shardKeys(s.shardOf(j.ID)), []any{j.ID, dueMS, val}
 }
 
 // TakeDue returns up to max jobs due at now, oldest first within a shard,
