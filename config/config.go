@@ -92,7 +92,7 @@ type Topics struct {
 // Consumer tunes consumption.
 type Consumer struct {
 	// MaxInFlight bounds events fetched but not finished, across partitions
-	// (default 4096): the backpressure that keeps memory bounded.
+	// (default 1024): the backpressure that keeps memory bounded.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// CommitInterval is how often finished prefixes are committed (default 200ms).
 	CommitInterval time.Duration `yaml:"commit_interval"`

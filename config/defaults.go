@@ -13,9 +13,13 @@ import (
 // REFERENCE.md; a zero value in the YAML means "use the default", except an
 // explicit revshare_percent: 0, which Load refuses (see yamlcheck.go).
 const (
-	DefaultGroupID          = "postbackd"
-	DefaultClientID         = "postbackd"
-	DefaultMaxInFlight      = 4096
+	DefaultGroupID  = "postbackd"
+	DefaultClientID = "postbackd"
+	// DefaultMaxInFlight is enough to fill the Redis batches (up to 256
+	// scripts each) at full speed; postbackd-load measured 4096 as no faster,
+	// with twice the RSS and more CPU spent scanning the stacks of the
+	// goroutines holding them.
+	DefaultMaxInFlight      = 1024
 	DefaultCommitInterval   = 200 * time.Millisecond
 	DefaultDrainTimeout     = 30 * time.Second
 	DefaultSessionTimeout   = 10 * time.Second

@@ -88,7 +88,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"topics.dispatched", cfg.Topics.Dispatched, "postbacks.dispatched"},
 		{"topics.confirmed", cfg.Topics.Confirmed, "conversions.confirmed"},
 		{"topics.dlq", cfg.Topics.DLQ, "postbacks.dlq"},
-		{"consumer.max_in_flight", cfg.Consumer.MaxInFlight, 4096},
+		{"consumer.max_in_flight", cfg.Consumer.MaxInFlight, 1024},
 		{"consumer.commit_interval", cfg.Consumer.CommitInterval, 200 * time.Millisecond},
 		{"consumer.drain_timeout", cfg.Consumer.DrainTimeout, 30 * time.Second},
 		{"consumer.session_timeout", cfg.Consumer.SessionTimeout, 10 * time.Second},

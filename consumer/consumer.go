@@ -65,7 +65,7 @@ type Config struct {
 	Dialer *kafka.Dialer
 
 	// MaxInFlight bounds messages fetched and not finished across all
-	// partitions (default 4096). Reaching it blocks fetching: backpressure.
+	// partitions (default 1024). Reaching it blocks fetching: backpressure.
 	MaxInFlight int
 	// MaxUncommitted bounds, per partition, the offsets fetched beyond the
 	// committable prefix, finished or not (default 65536). A message stuck at
@@ -96,7 +96,7 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultMaxInFlight      = 4096
+	DefaultMaxInFlight      = 1024
 	DefaultMaxUncommitted   = 65536
 	DefaultCommitInterval   = 200 * time.Millisecond
 	DefaultDrainTimeout     = 30 * time.Second

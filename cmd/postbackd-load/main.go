@@ -55,6 +55,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/postbackd/postbackd/config"
 )
 
 func main() {
@@ -73,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&o.partitions, "partitions", 4, "partitions of the deposit-only, mixed and backlog topics")
 	fs.IntVar(&o.naive, "naive-events", 3000, "events the naive baseline processes (it is slow)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "bound of each phase (default: a minute plus a millisecond per postback)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 4096, "postbackd consumer.max_in_flight")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", config.DefaultMaxInFlight, "postbackd consumer.max_in_flight")
 	fs.IntVar(&o.mixedClicks, "mixed-clicks", 20000, "clicks of the mixed four-topic funnel, 5.5 events each (0: skip)")
 	fs.IntVar(&o.backlog, "backlog", 1000000, "deposits in the topic before postbackd starts (0: skip)")
 	scaleout := fs.String("scaleout", "1,2,4", "group sizes of the scale-out runs (0: skip scale-out and the rebalance pause)")
