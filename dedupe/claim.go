@@ -67,16 +67,24 @@ type FTDDelivered struct {
 }
 
 // claimScript: KEYS lease, done; ARGV token, lease_ms.
-var claimScript = redis.NewScript(`
-local d = redis.call('GET', KEYS[2])
-if d then return {'delivered', d} end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'acquired', ''} end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {'acquired', ''}
-end
-return {'held', tostring(redis.call('PTTL', KEYS[1]))}
+var claimScript = redis.NewScript(luaClaim + `
+return claim(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 `)
+
+// luaClaim defines claim(lease, done, token, lease_ms) for claimScript and
+// classifyClaimScript, returning {state, detail}.
+const luaClaim = `
+local function claim(lease, done, token, ms)
+  local d = redis.call('GET', done)
+  if d then return {'delivered', d} end
+  if redis.call('SET', lease, token, 'NX', 'PX', ms) then return {'acquired', ''} end
+  if redis.call('GET', lease) == token then
+    redis.call('PEXPIRE', lease, ms)
+    return {'acquired', ''}
+  end
+  return {'held', tostring(redis.call('PTTL', lease))}
+end
+`
 
 // Claim guards the send of one postback. At most one caller holds an
 // unexpired lease at a time; each acquisition gets a fresh random token.

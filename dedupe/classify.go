@@ -87,25 +87,35 @@ type Classification struct {
 // An answer stored under the event id wins. Without one (first time, or the
 // answer expired) the FTD record decides: its own event id is ftd again,
 // no record makes this deposit the FTD, any other record makes it rdep.
-var classifyScript = redis.NewScript(luaPrelude + `
-local a = redis.call('GET', KEYS[2])
-if a then return {a, '1', ftd(KEYS[1])} end
-local rec = ftd(KEYS[1])
-local goal = 'rdep'
-local rep = '0'
-if rec[1] == ARGV[1] then
-  goal = 'ftd'
-  rep = '1'
-elseif rec[1] == '' then
-  redis.call('HSET', KEYS[1], 'event_id', ARGV[1], 'amount', ARGV[2], 'currency', ARGV[3],
-    'occurred_at', ARGV[4], 'delivered', '0', 'status', '', 'status_event_id', '',
-    'route_partner', ARGV[6], 'route_via', ARGV[7], 'route_params', ARGV[8])
-  goal = 'ftd'
-  rec = ftd(KEYS[1])
-end
-redis.call('SET', KEYS[2], goal, 'PX', ARGV[5])
+var classifyScript = redis.NewScript(luaPrelude + luaClassify + `
+local goal, rep, rec = classify()
 return {goal, rep, rec}
 `)
+
+// luaClassify defines classify() for classifyScript and classifyClaimScript
+// (KEYS[1], KEYS[2], ARGV[1..8] as classifyScript's), returning goal,
+// repeated ('1' or '0') and the FTD record.
+const luaClassify = `
+local function classify()
+  local a = redis.call('GET', KEYS[2])
+  if a then return a, '1', ftd(KEYS[1]) end
+  local rec = ftd(KEYS[1])
+  local goal = 'rdep'
+  local rep = '0'
+  if rec[1] == ARGV[1] then
+    goal = 'ftd'
+    rep = '1'
+  elseif rec[1] == '' then
+    redis.call('HSET', KEYS[1], 'event_id', ARGV[1], 'amount', ARGV[2], 'currency', ARGV[3],
+      'occurred_at', ARGV[4], 'delivered', '0', 'status', '', 'status_event_id', '',
+      'route_partner', ARGV[6], 'route_via', ARGV[7], 'route_params', ARGV[8])
+    goal = 'ftd'
+    rec = ftd(KEYS[1])
+  end
+  redis.call('SET', KEYS[2], goal, 'PX', ARGV[5])
+  return goal, rep, rec
+end
+`
 
 // Classify decides, atomically and in one round trip, whether d is the
 // click's FTD or an rdep, and remembers the answer under d.EventID for
@@ -202,4 +212,109 @@ func parseFTD(v any) (FTDRecord, error) {
 		}
 	}
 	return r, nil
+}
+
+// classifyClaimScript: KEYS ftd, answer (classifyScript's), then lease and
+// done of the postback the deposit makes as the FTD, then lease and done of
+// the one it makes as an rdep; ARGV classifyScript's eight, token, lease_ms.
+// Returns {goal, repeated, ftd fields, claim state, claim detail}. The claim
+// state is 'rerouted', and nothing is claimed, when the deposit is the FTD
+// and its record keeps another route partner than ARGV[6]: its postback id
+// names that partner, not the one the caller derived the ids from.
+var classifyClaimScript = redis.NewScript(luaPrelude + luaClassify + luaClaim + `
+local goal, rep, rec = classify()
+if goal == 'ftd' and rec[9] ~= '' and rec[9] ~= ARGV[6] then
+  return {goal, rep, rec, 'rerouted', ''}
+end
+local c
+if goal == 'ftd' then
+  c = claim(KEYS[3], KEYS[4], ARGV[9], ARGV[10])
+else
+  c = claim(KEYS[5], KEYS[6], ARGV[9], ARGV[10])
+end
+return {goal, rep, rec, c[1], c[2]}
+`)
+
+// ClassifyClaim is a deposit to classify together with the claim of the
+// postback its classification calls for: the postback ids it has as the FTD
+// and as an rdep (both derived from Deposit.Route.Partner), the lease, and
+// the caller's claim token (NewClaimToken, required: the claim is re-entrant
+// with it, as ClaimRequest.Token makes a claim).
+type ClassifyClaim struct {
+	Deposit       Deposit
+	FTDPostbackID string
+	RDPostbackID  string
+	Lease         time.Duration
+	Token         string
+}
+
+// ClassifiedClaim is the answer for one ClassifyClaim.
+type ClassifiedClaim struct {
+	Classification
+	// Claim is the claim of the postback of Classification.Goal, as Claim
+	// answers it. Nil when nothing was claimed: the deposit is the FTD and
+	// its record keeps another route partner than Deposit.Route.Partner
+	// (classified before with another route), so its postback is another
+	// one, for the caller to claim.
+	Claim *ClaimResult
+}
+
+// ClassifyClaimBatch classifies many deposits and claims the postback each
+// one makes, one atomic script per deposit, all in one pipelined round trip:
+// what Classify and then Claim would do, without the round trip between
+// them. Each part keeps its own contract: a repeat gets the same
+// classification with Repeated set, and a repeat with the same token gets
+// the lease back. On error (naming the first failed deposit) some may have
+// been classified and claimed; calling it again with the same tokens is
+// safe.
+func (s *Store) ClassifyClaimBatch(ctx context.Context, reqs []ClassifyClaim) ([]ClassifiedClaim, error) {
+	calls := make([]scriptCall, len(reqs))
+	for i, r := range reqs {
+		d := r.Deposit
+		if d.ClickID == "" || d.EventID == "" || r.FTDPostbackID == "" || r.RDPostbackID == "" || r.Token == "" {
+			return nil, fmt.Errorf("dedupe: classify and claim batch: deposit %d: %w", i, ErrEmptyID)
+		}
+		if r.Lease < time.Millisecond {
+			return nil, fmt.Errorf("dedupe: classify and claim batch: deposit %d: lease %s below 1ms", i, r.Lease)
+		}
+		keys, args := s.classifyCall(d)
+		ftdKeys, ftdArgs := s.claimCall(d.ClickID, r.FTDPostbackID, r.Token, r.Lease)
+		rdKeys, _ := s.claimCall(d.ClickID, r.RDPostbackID, r.Token, r.Lease)
+		calls[i].keys = append(append(keys, ftdKeys...), rdKeys...)
+		calls[i].args = append(args, ftdArgs...)
+	}
+	defer s.observe("classify_claim_batch", time.Now())
+	cmds := s.runPipelined(ctx, classifyClaimScript, calls)
+	out := make([]ClassifiedClaim, len(reqs))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err == nil {
+			out[i], err = parseClassifiedClaim(v, reqs[i].Token)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: classify and claim batch: deposit %d (event %s): %w", i, reqs[i].Deposit.EventID, err)
+		}
+	}
+	return out, nil
+}
+
+func parseClassifiedClaim(v any, token string) (ClassifiedClaim, error) {
+	a, err := asArray(v)
+	if err != nil || len(a) != 5 {
+		return ClassifiedClaim{}, corruptf("unexpected classify and claim reply %v", v)
+	}
+	c, err := parseClassification(a[:3])
+	if err != nil {
+		return ClassifiedClaim{}, err
+	}
+	out := ClassifiedClaim{Classification: c}
+	if state, _ := asString(a[3]); state == "rerouted" {
+		return out, nil
+	}
+	claim, err := parseClaim(a[3:], token)
+	if err != nil {
+		return ClassifiedClaim{}, err
+	}
+	out.Claim = &claim
+	return out, nil
 }

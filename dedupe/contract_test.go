@@ -142,6 +142,7 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("ParkedEventID", func(t *testing.T) { testParkedEventID(t, newHarness(t)) })
 	t.Run("Batches", func(t *testing.T) { testBatches(t, newHarness(t)) })
 	t.Run("MixedStreamBatches", func(t *testing.T) { testMixedStreamBatches(t, newHarness(t)) })
+	t.Run("ClassifyClaim", func(t *testing.T) { testClassifyClaim(t, newHarness(t)) })
 	t.Run("ScriptCacheFlushed", func(t *testing.T) { testScriptFlush(t, newHarness(t)) })
 	t.Run("Schedule", func(t *testing.T) { testSchedule(t, newHarness(t)) })
 	t.Run("ScheduleMaxAndShards", func(t *testing.T) { testScheduleMax(t, newHarness(t)) })
@@ -171,6 +172,10 @@ func testEmptyIDs(t *testing.T, h *harness) {
 		"ScheduleBatch":  func() error { _, err := s.ScheduleBatch(ctx, []ScheduledJob{{ID: "j"}, {}}); return err },
 		"QualifyBatch": func() error {
 			_, err := s.QualifyBatch(ctx, []Qualification{{ClickID: "c", EventID: "e", Status: "approved"}, {ClickID: "c", Status: "approved"}})
+			return err
+		},
+		"ClassifyClaimBatch": func() error {
+			_, err := s.ClassifyClaimBatch(ctx, []ClassifyClaim{{Deposit: Deposit{ClickID: "c", EventID: "e"}, FTDPostbackID: "f", RDPostbackID: "r"}})
 			return err
 		},
 		"FinishWaitingBatch": func() error {
@@ -1114,6 +1119,89 @@ func testMixedStreamBatches(t *testing.T, h *harness) {
 			t.Errorf("%s/%s after the batch: %v, %v; want %v", c.click, c.event, got, err, c.want)
 		}
 	}
+}
+
+// testClassifyClaim: one script classifies like Classify and claims the
+// postback of the goal it decided like Claim, re-entrant with the caller's
+// token; an FTD whose record keeps another partner is classified and left
+// unclaimed.
+func testClassifyClaim(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	tok := func() string {
+		t.Helper()
+		tk, err := NewClaimToken()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	req := func(click, event, partner, token string) ClassifyClaim {
+		return ClassifyClaim{
+			Deposit:       Deposit{ClickID: click, EventID: event, Amount: "10", Currency: "EUR", OccurredAt: t0, Route: Route{Partner: partner, Via: RouteClick}},
+			FTDPostbackID: "ftd-" + partner + "-" + event, RDPostbackID: "rd-" + partner + "-" + event,
+			Lease: time.Minute, Token: token,
+		}
+	}
+	run := func(step string, reqs ...ClassifyClaim) []ClassifiedClaim {
+		t.Helper()
+		out, err := s.ClassifyClaimBatch(ctx, reqs)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if len(out) != len(reqs) {
+			t.Fatalf("%s: %d answers for %d deposits", step, len(out), len(reqs))
+		}
+		return out
+	}
+	check := func(step string, c ClassifiedClaim, goal postback.Goal, repeated bool, state ClaimState) {
+		t.Helper()
+		if c.Goal != goal || c.Repeated != repeated || c.Claim == nil || c.Claim.State != state {
+			t.Errorf("%s: %s repeated %v claim %+v; want %s %v %s", step, c.Goal, c.Repeated, c.Claim, goal, repeated, state)
+		}
+	}
+	t1, t2 := tok(), tok()
+	first := run("first", req("cc", "d1", "net", t1), req("cc", "d2", "net", t2), req("other", "d9", "net", t1))
+	check("FTD", first[0], postback.GoalFTD, false, ClaimAcquired)
+	check("rdep in the same batch", first[1], postback.GoalRD, false, ClaimAcquired)
+	check("another click's FTD", first[2], postback.GoalFTD, false, ClaimAcquired)
+	if first[0].Claim.Token != t1 || first[0].FTD.EventID != "d1" || first[0].FTD.Route.Partner != "net" {
+		t.Errorf("FTD: token %q record %+v; want the caller's token and d1's record routed to net", first[0].Claim.Token, first[0].FTD)
+	}
+	// The claims are those of the goal's postback ids.
+	if r, err := s.Claim(ctx, "cc", "ftd-net-d1", time.Minute); err != nil || r.State != ClaimHeld {
+		t.Errorf("Claim of the FTD's postback after it: %+v, %v; want held", r, err)
+	}
+	if r, err := s.Claim(ctx, "cc", "ftd-net-d2", time.Minute); err != nil || r.State != ClaimAcquired {
+		t.Errorf("Claim of the postback d2 would make as an FTD: %+v, %v; want acquired (not claimed by the rdep)", r, err)
+	}
+
+	again := run("repeat with the same tokens", req("cc", "d1", "net", t1), req("cc", "d2", "net", t2))
+	check("FTD again, same token", again[0], postback.GoalFTD, true, ClaimAcquired)
+	check("rdep again, same token", again[1], postback.GoalRD, true, ClaimAcquired)
+	held := run("repeat with another token", req("cc", "d1", "net", tok()))
+	check("FTD again, other token", held[0], postback.GoalFTD, true, ClaimHeld)
+
+	if _, err := s.MarkDelivered(ctx, "cc", "ftd-net-d1", t1, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	done := run("after the delivery", req("cc", "d1", "net", tok()))
+	check("FTD after its delivery", done[0], postback.GoalFTD, true, ClaimDelivered)
+	if done[0].Claim.Delivery.HTTPStatus != 200 || !done[0].FTD.Delivered {
+		t.Errorf("after the delivery: %+v, FTD %+v; want the recorded delivery and a delivered FTD", done[0].Claim, done[0].FTD)
+	}
+
+	// The FTD classified with net, seen again routed to another partner
+	// (its route memo lost): classified, and nothing claimed.
+	rerouted := run("rerouted", req("cc", "d1", "elsewhere", tok()))
+	if c := rerouted[0]; c.Goal != postback.GoalFTD || !c.Repeated || c.Claim != nil || c.FTD.Route.Partner != "net" {
+		t.Errorf("rerouted FTD: %s repeated %v claim %+v route %+v; want ftd, repeated, no claim, route net", c.Goal, c.Repeated, c.Claim, c.FTD.Route)
+	}
+	if r, err := s.Claim(ctx, "cc", "ftd-elsewhere-d1", time.Minute); err != nil || r.State != ClaimAcquired {
+		t.Errorf("Claim of the rerouted FTD's would-be postback: %+v, %v; want acquired (untouched)", r, err)
+	}
+	// An rdep routed elsewhere is not an FTD: it is claimed.
+	check("rdep routed elsewhere", run("rdep elsewhere", req("cc", "d3", "elsewhere", tok()))[0], postback.GoalRD, false, ClaimAcquired)
 }
 
 // testScriptFlush: after the server lost its script cache, single calls and

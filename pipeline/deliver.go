@@ -49,18 +49,50 @@ func (r deliverResult) String() string {
 // A non-nil error means Redis could not be reached; calling deliver again is
 // safe.
 func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID string, out *outputs) (deliverResult, error) {
+	return p.deliverClaimed(ctx, pb, jobID, out, nil)
+}
+
+// takenClaim is a claim taken before deliver, together with the
+// classification (see classifyDeposit), with the token it was taken with.
+type takenClaim struct {
+	postbackID string
+	token      string
+	result     dedupe.ClaimResult
+}
+
+// deliverClaimed is deliver with the claim of pb already taken, when
+// taken is non-nil and names pb: it is used instead of a first claim (held,
+// the claim is waited for as deliver does, with the same token).
+func (p *Pipeline) deliverClaimed(ctx context.Context, pb postback.Postback, jobID string, out *outputs, taken *takenClaim) (deliverResult, error) {
+	if taken != nil && taken.postbackID != pb.ID {
+		// Not this postback's claim: leave it to its lease, claim pb's own.
+		taken = nil
+	}
 	if marked := p.accepted.pending(pb.ID); marked != nil {
 		// This process saw the partner accept it and is still marking it:
-		// wait for the mark rather than claim (its claim may have lapsed).
+		// wait for the mark rather than claim (its claim may have lapsed),
+		// and claim again after it, whatever was taken before.
 		select {
 		case <-marked:
 		case <-ctx.Done():
 			return 0, fmt.Errorf("wait for the delivered mark of %s: %w", pb.ID, ctx.Err())
 		}
+		if taken != nil {
+			taken.result = dedupe.ClaimResult{State: dedupe.ClaimHeld}
+		}
 	}
-	claim, err := p.claim(ctx, pb)
-	if err != nil {
-		return 0, err
+	var claim dedupe.ClaimResult
+	var err error
+	if taken != nil && taken.result.State != dedupe.ClaimHeld {
+		claim = taken.result
+	} else {
+		token := ""
+		if taken != nil {
+			token = taken.token
+		}
+		if claim, err = p.claim(ctx, pb, token); err != nil {
+			return 0, err
+		}
 	}
 	if claim.State == dedupe.ClaimDelivered && claim.Delivery.Refused != "" {
 		// Refused for good before (the outcome's records were not written,
@@ -188,11 +220,16 @@ func (p *Pipeline) deliver(ctx context.Context, pb postback.Postback, jobID stri
 // it waits: the holder either delivers (we then see ClaimDelivered) or its
 // lease lapses and we take over. Skipping instead would lose the postback if
 // the holder crashed after we committed.
-func (p *Pipeline) claim(ctx context.Context, pb postback.Postback) (dedupe.ClaimResult, error) {
+//
+// token is the claim token to use ("" for a new one): the claim is
+// re-entrant with it, so a lease taken with it before is taken back.
+func (p *Pipeline) claim(ctx context.Context, pb postback.Postback, token string) (dedupe.ClaimResult, error) {
 	lease := p.claimLease(pb.Partner)
-	token, err := dedupe.NewClaimToken()
-	if err != nil {
-		return dedupe.ClaimResult{}, fmt.Errorf("claim token: %w", err)
+	if token == "" {
+		var err error
+		if token, err = dedupe.NewClaimToken(); err != nil {
+			return dedupe.ClaimResult{}, fmt.Errorf("claim token: %w", err)
+		}
 	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 50 * time.Millisecond

@@ -30,11 +30,7 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 	if err != nil || !ok {
 		return err
 	}
-	cls, err := p.store.Classify(ctx, dedupe.Deposit{
-		ClickID: d.ClickID, EventID: d.EventID,
-		Amount: d.Amount.String(), Currency: d.Currency, OccurredAt: d.OccurredAt,
-		Route: dedupe.Route{Partner: rt.partner, Via: rt.via, Params: rt.params},
-	})
+	cls, taken, err := p.classifyDeposit(ctx, d, rt)
 	if err != nil {
 		return err
 	}
@@ -64,8 +60,46 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 		}
 		return nil
 	}
-	_, err = p.deliver(ctx, pb, "", &u.out)
+	_, err = p.deliverClaimed(ctx, pb, "", &u.out, taken)
 	return err
+}
+
+// classifyDeposit classifies d (routed by rt) and, in the same script, claims
+// the postback its goal calls for: one Redis round trip where Classify and
+// Claim take two. It claims nothing (taken is nil; deliver claims) when the
+// partner lacks the ftd or the rdep goal (no postback may be sent), when
+// this process is still marking one of the two postbacks delivered (deliver
+// waits for that first), and when the deposit is an FTD classified before
+// with another partner (its postback is another one).
+func (p *Pipeline) classifyDeposit(ctx context.Context, d *event.Deposit, rt route) (dedupe.Classification, *takenClaim, error) {
+	dep := dedupe.Deposit{
+		ClickID: d.ClickID, EventID: d.EventID,
+		Amount: d.Amount.String(), Currency: d.Currency, OccurredAt: d.OccurredAt,
+		Route: dedupe.Route{Partner: rt.partner, Via: rt.via, Params: rt.params},
+	}
+	// The ids newPostback gives the deposit's postback as either goal.
+	ftdID := postback.NewID(rt.partner, postback.GoalFTD, d.EventID, postback.StatusPending)
+	rdID := postback.NewID(rt.partner, postback.GoalRD, d.EventID, "")
+	if !p.sender.HasGoal(rt.partner, postback.GoalFTD) || !p.sender.HasGoal(rt.partner, postback.GoalRD) ||
+		p.accepted.pending(ftdID) != nil || p.accepted.pending(rdID) != nil {
+		cls, err := p.store.Classify(ctx, dep)
+		return cls, nil, err
+	}
+	token, err := dedupe.NewClaimToken()
+	if err != nil {
+		return dedupe.Classification{}, nil, fmt.Errorf("claim token: %w", err)
+	}
+	cc, err := p.store.ClassifyClaim(ctx, dedupe.ClassifyClaim{
+		Deposit: dep, FTDPostbackID: ftdID, RDPostbackID: rdID, Lease: p.claimLease(rt.partner), Token: token,
+	})
+	if err != nil || cc.Claim == nil {
+		return cc.Classification, nil, err
+	}
+	id := rdID
+	if cc.Goal == postback.GoalFTD {
+		id = ftdID
+	}
+	return cc.Classification, &takenClaim{postbackID: id, token: token, result: *cc.Claim}, nil
 }
 
 func (p *Pipeline) handleRevenue(ctx context.Context, r *event.Revenue, merchant config.Merchant, u *unit) error {

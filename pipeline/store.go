@@ -19,6 +19,7 @@ type Store interface {
 	PendingWaits(ctx context.Context, clickID string) ([]dedupe.WaitingEvent, error)
 
 	ClassifyBatch(ctx context.Context, ds []dedupe.Deposit) ([]dedupe.Classification, error)
+	ClassifyClaimBatch(ctx context.Context, reqs []dedupe.ClassifyClaim) ([]dedupe.ClassifiedClaim, error)
 	ClaimBatch(ctx context.Context, reqs []dedupe.ClaimRequest) ([]dedupe.ClaimResult, error)
 	MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error)
 	MarkDeliveredBatch(ctx context.Context, reqs []dedupe.MarkRequest) ([]*dedupe.Parked, error)
@@ -36,7 +37,8 @@ type Store interface {
 var _ Store = (*dedupe.Store)(nil)
 
 // batchedStore is the store with the calls an event makes coalesced across
-// the events in flight: the attribution, the classification, the claim, the
+// the events in flight: the attribution, the classification (with or
+// without the claim of the deposit's postback), the claim, the
 // delivered mark, the qualification, the delayed-path schedule and the
 // finished-waiting mark of many concurrent events share pipelined round
 // trips (each script stays atomic on its own). Every call keeps the
@@ -44,13 +46,14 @@ var _ Store = (*dedupe.Store)(nil)
 // batching requires. The rarer calls go straight to the store.
 type batchedStore struct {
 	Store
-	attribute *batch.Coalescer[dedupe.Touch, dedupe.Attribution]
-	classify  *batch.Coalescer[dedupe.Deposit, dedupe.Classification]
-	claim     *batch.Coalescer[dedupe.ClaimRequest, dedupe.ClaimResult]
-	mark      *batch.Coalescer[dedupe.MarkRequest, *dedupe.Parked]
-	qualify   *batch.Coalescer[dedupe.Qualification, dedupe.QualifyResult]
-	schedule  *batch.Coalescer[dedupe.ScheduledJob, struct{}]
-	finish    *batch.Coalescer[dedupe.FinishedWaits, struct{}]
+	attribute     *batch.Coalescer[dedupe.Touch, dedupe.Attribution]
+	classify      *batch.Coalescer[dedupe.Deposit, dedupe.Classification]
+	classifyClaim *batch.Coalescer[dedupe.ClassifyClaim, dedupe.ClassifiedClaim]
+	claim         *batch.Coalescer[dedupe.ClaimRequest, dedupe.ClaimResult]
+	mark          *batch.Coalescer[dedupe.MarkRequest, *dedupe.Parked]
+	qualify       *batch.Coalescer[dedupe.Qualification, dedupe.QualifyResult]
+	schedule      *batch.Coalescer[dedupe.ScheduledJob, struct{}]
+	finish        *batch.Coalescer[dedupe.FinishedWaits, struct{}]
 }
 
 // coalescing is how each operation batches. One batch of an operation on
@@ -65,20 +68,21 @@ var coalescing = batch.Options{Max: 256, Concurrency: 1}
 func newBatchedStore(s Store) *batchedStore {
 	o := coalescing
 	return &batchedStore{
-		Store:     s,
-		attribute: batch.New(s.AttributeBatch, o),
-		classify:  batch.New(s.ClassifyBatch, o),
-		claim:     batch.New(s.ClaimBatch, o),
-		mark:      batch.New(s.MarkDeliveredBatch, o),
-		qualify:   batch.New(s.QualifyBatch, o),
-		schedule:  batch.New(s.ScheduleBatch, o),
-		finish:    batch.New(s.FinishWaitingBatch, o),
+		Store:         s,
+		attribute:     batch.New(s.AttributeBatch, o),
+		classify:      batch.New(s.ClassifyBatch, o),
+		classifyClaim: batch.New(s.ClassifyClaimBatch, o),
+		claim:         batch.New(s.ClaimBatch, o),
+		mark:          batch.New(s.MarkDeliveredBatch, o),
+		qualify:       batch.New(s.QualifyBatch, o),
+		schedule:      batch.New(s.ScheduleBatch, o),
+		finish:        batch.New(s.FinishWaitingBatch, o),
 	}
 }
 
 // close stops the coalescers; calls after it fail with batch.ErrClosed.
 func (b *batchedStore) close() {
-	for _, c := range []interface{ Close() }{b.attribute, b.classify, b.claim, b.mark, b.qualify, b.schedule, b.finish} {
+	for _, c := range []interface{ Close() }{b.attribute, b.classify, b.classifyClaim, b.claim, b.mark, b.qualify, b.schedule, b.finish} {
 		c.Close()
 	}
 }
@@ -89,6 +93,13 @@ func (b *batchedStore) Attribute(ctx context.Context, t dedupe.Touch) (dedupe.At
 
 func (b *batchedStore) Classify(ctx context.Context, d dedupe.Deposit) (dedupe.Classification, error) {
 	return b.classify.Do(ctx, d)
+}
+
+// ClassifyClaim classifies a deposit and claims its postback in one script;
+// the request carries the caller's token, so a re-run is re-entrant as
+// Claim's is.
+func (b *batchedStore) ClassifyClaim(ctx context.Context, r dedupe.ClassifyClaim) (dedupe.ClassifiedClaim, error) {
+	return b.classifyClaim.Do(ctx, r)
 }
 
 // Claim takes the claim with the caller's token (dedupe.NewClaimToken), so

@@ -31,6 +31,7 @@ import (
 	"github.com/postbackd/postbackd/event"
 	"github.com/postbackd/postbackd/internal/testinfra"
 	"github.com/postbackd/postbackd/metrics"
+	"github.com/postbackd/postbackd/postback"
 )
 
 const unitConfig = `
@@ -242,6 +243,16 @@ func (s lossyStore) ClaimBatch(ctx context.Context, reqs []dedupe.ClaimRequest) 
 	return s.Store.ClaimBatch(ctx, reqs)
 }
 
+// ClassifyClaimBatch classifies and claims, then loses the record: the
+// claim is taken by the script that also writes it.
+func (s lossyStore) ClassifyClaimBatch(ctx context.Context, reqs []dedupe.ClassifyClaim) ([]dedupe.ClassifiedClaim, error) {
+	out, err := s.Store.ClassifyClaimBatch(ctx, reqs)
+	for _, r := range reqs {
+		s.mr.Del(s.prefix + ":{c:" + r.Deposit.ClickID + "}:ftd")
+	}
+	return out, err
+}
+
 // TestRefusedMarkIsNotResent: the partner accepted an FTD, then Redis
 // refused to mark it (its FTD record was lost). The event must not be
 // retried into a second send: its delivery is audited with the error and
@@ -428,10 +439,19 @@ type flakyClassify struct {
 
 func (s flakyClassify) ClassifyBatch(ctx context.Context, ds []dedupe.Deposit) ([]dedupe.Classification, error) {
 	if s.left.Add(-1) >= 0 {
-		return nil, fmt.Errorf("dial tcp 127.0.0.1:6379: connect: connection refused (injected)")
+		return nil, errInjectedRefused
 	}
 	return s.Store.ClassifyBatch(ctx, ds)
 }
+
+func (s flakyClassify) ClassifyClaimBatch(ctx context.Context, reqs []dedupe.ClassifyClaim) ([]dedupe.ClassifiedClaim, error) {
+	if s.left.Add(-1) >= 0 {
+		return nil, errInjectedRefused
+	}
+	return s.Store.ClassifyClaimBatch(ctx, reqs)
+}
+
+var errInjectedRefused = errors.New("dial tcp 127.0.0.1:6379: connect: connection refused (injected)")
 
 // TestTransientFailureIsRetriedNotDeadLettered: Redis unavailable is
 // transient however long it lasts: the event is retried (fail closed), never
@@ -606,5 +626,82 @@ func TestRedeliveredWaitingDepositKeepsItsPlace(t *testing.T) {
 	}
 	if goals["d1"] != "ftd" || goals["d2"] != "rdep" {
 		t.Fatalf("delivered goals %v; want d1 the FTD and d2 an rdep", goals)
+	}
+}
+
+// redisOps counts the Redis round trips of each operation so far.
+func (h *unitHarness) redisOps(t *testing.T) map[string]uint64 {
+	t.Helper()
+	fams, err := h.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, f := range fams {
+		if f.GetName() != "postbackd_redis_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" {
+					out[l.GetValue()] += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestDepositClassifiedAndClaimedInOneScript: a deposit's classification
+// and the claim of its postback are one script (no claim of their own), for
+// the FTD, an rdep and a redelivery; a claim that another worker holds is
+// waited for with the script's token, and the postback is sent once it is
+// free, once.
+func TestDepositClassifiedAndClaimedInOneScript(t *testing.T) {
+	h := newUnitHarness(t, nil)
+	ctx := context.Background()
+	ftd, rdep := h.deposit("one", nil), h.deposit("one", nil)
+	for _, m := range []consumer.Message{ftd, rdep, ftd} {
+		if err := h.p.Handle(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.hits.Load(); n != 2 {
+		t.Fatalf("%d sends; want the FTD and the rdep once each", n)
+	}
+	ops := h.redisOps(t)
+	if ops["classify_claim_batch"] != 3 || ops["claim_batch"] != 0 || ops["classify_batch"] != 0 {
+		t.Fatalf("Redis round trips %v; want 3 classify_claim_batch and no classify or claim of their own", ops)
+	}
+
+	// Another worker holds the claim of the next rdep's postback.
+	next := h.deposit("one", nil)
+	var ev struct {
+		EventID string `json:"event_id"`
+	}
+	if err := json.Unmarshal(next.Value, &ev); err != nil {
+		t.Fatal(err)
+	}
+	id := postback.NewID("net", postback.GoalRD, ev.EventID, "")
+	other, err := h.store.Claim(ctx, "one", id, time.Minute)
+	if err != nil || other.State != dedupe.ClaimAcquired {
+		t.Fatalf("the other worker's claim: %+v, %v", other, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = h.p.Handle(short, next)
+	cancel()
+	if err == nil || h.hits.Load() != 2 {
+		t.Fatalf("while another worker holds the claim: %v, %d sends; want a wait cut short by the context and no send", err, h.hits.Load())
+	}
+	if err := h.store.Release(ctx, "one", id, other.Token); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := h.p.Handle(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.hits.Load(); n != 3 {
+		t.Fatalf("%d sends after the claim was released; want the rdep sent once", n)
 	}
 }
