@@ -322,6 +322,11 @@ func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
 		h.t.add("", "", r.cpuPer10k(), h.dep.cpuPer10k(), "deposit-only stream")
 	}
 	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")
+	if r.prom.waited > 0 && r.prom.events > 0 {
+		// Events read before their click's registration (another topic)
+		// wait for it, and are handled again when it releases them.
+		h.t.add("events that waited for their click's network (handled twice)", num(r.prom.waited, 0), r.prom.waited, r.prom.events, "events")
+	}
 	h.redisRows(r.prom)
 }
 

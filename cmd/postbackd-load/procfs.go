@@ -186,6 +186,10 @@ type promTotals struct {
 	redisByOp map[string]float64 // postbackd_redis_duration_seconds_count by op
 	events    float64            // input events finished (consumed ok or invalid; retries not counted)
 	inFlight  float64
+	// waited: events stored to wait for their click's network
+	// (postbackd_attribution_waits_total{stage="waiting"}); each is handled
+	// again when released.
+	waited float64
 }
 
 func totals(samples []promSample) promTotals {
@@ -200,6 +204,10 @@ func totals(samples []promSample) promTotals {
 			}
 		case "postbackd_in_flight_events":
 			t.inFlight += s.value
+		case "postbackd_attribution_waits_total":
+			if s.labels["stage"] == "waiting" {
+				t.waited += s.value
+			}
 		}
 	}
 	return t
@@ -207,7 +215,7 @@ func totals(samples []promSample) promTotals {
 
 // sub is t minus an earlier scrape of the same process.
 func (t promTotals) sub(before promTotals) promTotals {
-	d := promTotals{redisByOp: map[string]float64{}, events: t.events - before.events, inFlight: t.inFlight}
+	d := promTotals{redisByOp: map[string]float64{}, events: t.events - before.events, inFlight: t.inFlight, waited: t.waited - before.waited}
 	for op, v := range t.redisByOp {
 		if dv := v - before.redisByOp[op]; dv != 0 {
 			d.redisByOp[op] = dv
@@ -218,7 +226,7 @@ func (t promTotals) sub(before promTotals) promTotals {
 
 // add sums the deltas of several members.
 func (t promTotals) add(o promTotals) promTotals {
-	s := promTotals{redisByOp: map[string]float64{}, events: t.events + o.events, inFlight: t.inFlight + o.inFlight}
+	s := promTotals{redisByOp: map[string]float64{}, events: t.events + o.events, inFlight: t.inFlight + o.inFlight, waited: t.waited + o.waited}
 	for op, v := range t.redisByOp {
 		s.redisByOp[op] += v
 	}
