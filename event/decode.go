@@ -54,6 +54,10 @@ func (e *InvalidError) Error() string { return e.Reason + ": " + e.Detail }
 // for concurrent use.
 type Decoder struct {
 	set *schemas.Set
+	// fast holds, per kind, the rules of its schema that decodeFast checks;
+	// nil for a kind whose schema uses something decodeFast does not
+	// implement, so that decodeFast declines every message of it.
+	fast map[Kind]*fastSchema
 }
 
 // NewDecoder compiles the schemas once.
@@ -62,7 +66,15 @@ func NewDecoder() (*Decoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile event schemas: %w", err)
 	}
-	return &Decoder{set: set}, nil
+	d := &Decoder{set: set, fast: make(map[Kind]*fastSchema, len(Kinds))}
+	for _, kind := range Kinds {
+		// An error only leaves the kind to decodeSlow, which is correct on
+		// its own; TestFastSchemasCompile insists there is none.
+		if sch, err := fastSchemaOf(kind); err == nil {
+			d.fast[kind] = sch
+		}
+	}
+	return d, nil
 }
 
 // Decode parses value (one Kafka message value) as an event of kind,
@@ -76,6 +88,15 @@ func (d *Decoder) Decode(kind Kind, value []byte) (Event, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, kind)
 	}
+	if e, ok := d.decodeFast(kind, value); ok {
+		return e, nil
+	}
+	return d.decodeSlow(kind, value)
+}
+
+// decodeSlow is Decode for a valid kind by the general path: any JSON, the
+// schema library, and the authoritative error for every invalid message.
+func (d *Decoder) decodeSlow(kind Kind, value []byte) (Event, error) {
 	if len(bytes.TrimSpace(value)) == 0 {
 		return nil, &InvalidError{Reason: ReasonUndecodable, Detail: "empty message value (tombstone)"}
 	}
@@ -91,55 +112,138 @@ func (d *Decoder) Decode(kind Kind, value []byte) (Event, error) {
 		return nil, invalid(obj, ReasonSchema, err.Error())
 	}
 
-	// From here the schema guarantees every required field is present with
-	// its type, so the type assertions below cannot fail.
-	env, err := envelope(obj)
+	// From here the schema guarantees every present field has its type, so
+	// the type assertions cannot fail.
+	var f fields
+	for name, field := range fieldNamed {
+		f.strs[field] = str(obj, name)
+	}
+	if raw, ok := obj["params"].(map[string]any); ok {
+		f.params = make(map[string]string, len(raw))
+		for k, v := range raw {
+			f.params[k], _ = v.(string)
+		}
+	}
+	e, rej := f.event(kind)
+	if rej != nil {
+		return nil, invalid(obj, rej.reason, rej.detail)
+	}
+	return e, nil
+}
+
+// field names a string property of the input events.
+type field int
+
+const (
+	fieldEventID field = iota
+	fieldOccurredAt
+	fieldMerchantID
+	fieldClickID
+	fieldNetwork
+	fieldAmount
+	fieldCurrency
+	fieldStatus
+	fieldPlayerID
+	fieldPaymentMethod
+	fieldKind
+	fieldReason
+	numFields
+)
+
+// fieldNamed maps a property name of the schemas to its field.
+var fieldNamed = map[string]field{
+	"event_id":       fieldEventID,
+	"occurred_at":    fieldOccurredAt,
+	"merchant_id":    fieldMerchantID,
+	"click_id":       fieldClickID,
+	"network":        fieldNetwork,
+	"amount":         fieldAmount,
+	"currency":       fieldCurrency,
+	"status":         fieldStatus,
+	"player_id":      fieldPlayerID,
+	"payment_method": fieldPaymentMethod,
+	"kind":           fieldKind,
+	"reason":         fieldReason,
+}
+
+// fields is a message that passed its kind's schema, as both decode paths
+// hand it to event.
+type fields struct {
+	strs   [numFields]string // "" when absent
+	params map[string]string // nil or empty when absent
+}
+
+// rejection is a check failing that a schema cannot express.
+type rejection struct {
+	reason string // one of the Reason constants
+	detail string
+}
+
+// event builds the typed event of kind from fields that passed the kind's
+// schema and checks what the schema cannot: that occurred_at is a time Go
+// represents, the currency is ISO 4217, the amount a decimal of bounded
+// scale, and a succeeded deposit more than zero. Both decode paths end here,
+// so these rules live in one place.
+func (f *fields) event(kind Kind) (Event, *rejection) {
+	// The schema checked the RFC 3339 shape; time.Parse still refuses what Go
+	// cannot represent, such as a leap second.
+	at, err := time.Parse(time.RFC3339Nano, f.strs[fieldOccurredAt])
 	if err != nil {
-		return nil, invalid(obj, ReasonSchema, err.Error())
+		return nil, &rejection{ReasonSchema, "/occurred_at: not a valid date-time: " + err.Error()}
+	}
+	env := Envelope{
+		EventID:    f.strs[fieldEventID],
+		OccurredAt: at,
+		MerchantID: f.strs[fieldMerchantID],
+		ClickID:    f.strs[fieldClickID],
+		Network:    f.strs[fieldNetwork],
+	}
+	if len(f.params) > 0 {
+		env.Params = f.params
 	}
 	switch kind {
 	case KindDeposit:
 		e := &Deposit{
 			Envelope:      env,
-			Currency:      str(obj, "currency"),
-			Status:        DepositStatus(str(obj, "status")),
-			PlayerID:      str(obj, "player_id"),
-			PaymentMethod: str(obj, "payment_method"),
+			Currency:      f.strs[fieldCurrency],
+			Status:        DepositStatus(f.strs[fieldStatus]),
+			PlayerID:      f.strs[fieldPlayerID],
+			PaymentMethod: f.strs[fieldPaymentMethod],
 		}
 		if !currency.IsValid(e.Currency) {
-			return nil, invalid(obj, ReasonCurrency, unknownCurrency(e.Currency))
+			return nil, &rejection{ReasonCurrency, unknownCurrency(e.Currency)}
 		}
-		if e.Amount, err = money(obj); err != nil {
-			return nil, invalid(obj, ReasonAmount, err.Error())
+		if e.Amount, err = money(f.strs[fieldAmount]); err != nil {
+			return nil, &rejection{ReasonAmount, err.Error()}
 		}
 		if e.Status == DepositSucceeded && e.Amount.Sign() <= 0 {
-			return nil, invalid(obj, ReasonAmount, "/amount: a succeeded deposit must be greater than zero, got "+e.Amount.String())
+			return nil, &rejection{ReasonAmount, "/amount: a succeeded deposit must be greater than zero, got " + e.Amount.String()}
 		}
 		return e, nil
 	case KindRevenue:
 		e := &Revenue{
 			Envelope: env,
-			Currency: str(obj, "currency"),
-			PlayerID: str(obj, "player_id"),
+			Currency: f.strs[fieldCurrency],
+			PlayerID: f.strs[fieldPlayerID],
 		}
 		if !currency.IsValid(e.Currency) {
-			return nil, invalid(obj, ReasonCurrency, unknownCurrency(e.Currency))
+			return nil, &rejection{ReasonCurrency, unknownCurrency(e.Currency)}
 		}
-		if e.Amount, err = money(obj); err != nil {
-			return nil, invalid(obj, ReasonAmount, err.Error())
+		if e.Amount, err = money(f.strs[fieldAmount]); err != nil {
+			return nil, &rejection{ReasonAmount, err.Error()}
 		}
 		return e, nil
 	case KindRegistration:
 		return &Registration{
 			Envelope: env,
-			Kind:     RegistrationKind(str(obj, "kind")),
-			PlayerID: str(obj, "player_id"),
+			Kind:     RegistrationKind(f.strs[fieldKind]),
+			PlayerID: f.strs[fieldPlayerID],
 		}, nil
-	default: // KindQualification: kind.valid() left nothing else.
+	default: // KindQualification: Decode's kind.valid() left nothing else.
 		return &Qualification{
 			Envelope: env,
-			Status:   QualificationStatus(str(obj, "status")),
-			Reason:   str(obj, "reason"),
+			Status:   QualificationStatus(f.strs[fieldStatus]),
+			Reason:   f.strs[fieldReason],
 		}, nil
 	}
 }
@@ -159,32 +263,8 @@ func (k Kind) valid() bool {
 	return false
 }
 
-func envelope(obj map[string]any) (Envelope, error) {
-	// The schema checked the RFC 3339 shape; time.Parse still refuses what Go
-	// cannot represent, such as a leap second.
-	at, err := time.Parse(time.RFC3339Nano, str(obj, "occurred_at"))
-	if err != nil {
-		return Envelope{}, fmt.Errorf("/occurred_at: not a valid date-time: %w", err)
-	}
-	env := Envelope{
-		EventID:    str(obj, "event_id"),
-		OccurredAt: at,
-		MerchantID: str(obj, "merchant_id"),
-		ClickID:    str(obj, "click_id"),
-		Network:    str(obj, "network"),
-	}
-	if raw, ok := obj["params"].(map[string]any); ok && len(raw) > 0 {
-		env.Params = make(map[string]string, len(raw))
-		for k, v := range raw {
-			env.Params[k], _ = v.(string)
-		}
-	}
-	return env, nil
-}
-
 // money parses the amount's decimal string exactly and bounds its scale.
-func money(obj map[string]any) (decimal.Decimal, error) {
-	s := str(obj, "amount")
+func money(s string) (decimal.Decimal, error) {
 	if i := strings.IndexByte(s, '.'); i >= 0 && len(s)-i-1 > MaxAmountScale {
 		return decimal.Decimal{}, fmt.Errorf("/amount: %d fractional digits exceed the maximum %d", len(s)-i-1, MaxAmountScale)
 	}

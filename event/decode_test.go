@@ -69,17 +69,21 @@ func with(t testing.TB, base string, fields map[string]any) []byte {
 	return data
 }
 
-func TestDecodeFillsTypedValues(t *testing.T) {
-	d := newDecoder(t)
-	at := time.Date(2026, 11, 23, 10, 15, 0, 250_000_000, time.UTC)
+// typedAt is the occurred_at of every typedCases message.
+var typedAt = time.Date(2026, 11, 23, 10, 15, 0, 250_000_000, time.UTC)
+
+type typedCase struct {
+	kind  event.Kind
+	value string
+	want  event.Event
+}
+
+// typedCases are a message of each kind and the event it decodes to.
+func typedCases() []typedCase {
 	env := func(id, click, network string, params map[string]string) event.Envelope {
-		return event.Envelope{EventID: id, OccurredAt: at, MerchantID: "casino-eu", ClickID: click, Network: network, Params: params}
+		return event.Envelope{EventID: id, OccurredAt: typedAt, MerchantID: "casino-eu", ClickID: click, Network: network, Params: params}
 	}
-	tests := []struct {
-		kind  event.Kind
-		value string
-		want  event.Event
-	}{
+	return []typedCase{
 		{event.KindDeposit, deposit, &event.Deposit{
 			Envelope: env("dep-1", "cl-1", "scaleo", map[string]string{"custom2": "fb", "offer_id": "7"}),
 			Amount:   decimal.RequireFromString("25.50"), Currency: "EUR", Status: event.DepositSucceeded,
@@ -92,7 +96,11 @@ func TestDecodeFillsTypedValues(t *testing.T) {
 		{event.KindQualification, `{"event_id":"q-1","occurred_at":"2026-11-23T05:15:00.25-05:00","merchant_id":"casino-eu","click_id":"cl-4","status":"rejected","reason":"bonus abuse"}`,
 			&event.Qualification{Envelope: env("q-1", "cl-4", "", nil), Status: event.QualificationRejected, Reason: "bonus abuse"}},
 	}
-	for _, tt := range tests {
+}
+
+func TestDecodeFillsTypedValues(t *testing.T) {
+	d := newDecoder(t)
+	for _, tt := range typedCases() {
 		t.Run(string(tt.kind), func(t *testing.T) {
 			got, err := d.Decode(tt.kind, []byte(tt.value))
 			if err != nil {
@@ -101,11 +109,11 @@ func TestDecodeFillsTypedValues(t *testing.T) {
 			if got.EventKind() != tt.kind {
 				t.Errorf("EventKind = %s", got.EventKind())
 			}
-			if !got.Common().OccurredAt.Equal(at) {
-				t.Errorf("OccurredAt = %v, want %v", got.Common().OccurredAt, at)
+			if !got.Common().OccurredAt.Equal(typedAt) {
+				t.Errorf("OccurredAt = %v, want %v", got.Common().OccurredAt, typedAt)
 			}
 			// Times compare by instant; the rest field by field.
-			got.Common().OccurredAt = at
+			got.Common().OccurredAt = typedAt
 			if !equalEvents(got, tt.want) {
 				t.Errorf("Decode =\n%+v\nwant\n%+v", got, tt.want)
 			}
@@ -145,11 +153,17 @@ func equalEvents(a, b event.Event) bool {
 	return reflect.DeepEqual(clear(a), clear(b))
 }
 
+// revenueWithoutAmount takes the amounts of TestDecodeKeepsDecimalPrecision.
+const revenueWithoutAmount = `{"event_id":"r","occurred_at":"2026-11-23T10:15:00Z","merchant_id":"m","click_id":"c","currency":"EUR"}`
+
+// exactAmounts are amounts that decode to the decimal they spell.
+var exactAmounts = []string{"1000000000.000000001", "-0.000000000000000001", "123456789012345678901234567890.5", "0"}
+
 func TestDecodeKeepsDecimalPrecision(t *testing.T) {
 	d := newDecoder(t)
 	amount := func(s string) decimal.Decimal {
 		t.Helper()
-		e, err := d.Decode(event.KindRevenue, with(t, `{"event_id":"r","occurred_at":"2026-11-23T10:15:00Z","merchant_id":"m","click_id":"c","currency":"EUR"}`, map[string]any{"amount": s}))
+		e, err := d.Decode(event.KindRevenue, with(t, revenueWithoutAmount, map[string]any{"amount": s}))
 		if err != nil {
 			t.Fatalf("Decode(%s): %v", s, err)
 		}
@@ -158,7 +172,7 @@ func TestDecodeKeepsDecimalPrecision(t *testing.T) {
 	if sum := amount("0.1").Add(amount("0.2")); !sum.Equal(decimal.RequireFromString("0.3")) {
 		t.Errorf("0.1 + 0.2 = %s, want exactly 0.3", sum)
 	}
-	for _, s := range []string{"1000000000.000000001", "-0.000000000000000001", "123456789012345678901234567890.5", "0"} {
+	for _, s := range exactAmounts {
 		if got := amount(s).String(); got != s {
 			t.Errorf("amount %s round-trips as %s", s, got)
 		}
@@ -169,15 +183,17 @@ func TestDecodeKeepsDecimalPrecision(t *testing.T) {
 	}
 }
 
-func TestDecodeRejects(t *testing.T) {
-	d := newDecoder(t)
-	tests := []struct {
-		name   string
-		kind   event.Kind
-		value  []byte
-		reason string
-		detail string // substring
-	}{
+type rejectCase struct {
+	name   string
+	kind   event.Kind
+	value  []byte
+	reason string
+	detail string // substring
+}
+
+// rejectCases are invalid messages and the error Decode gives them.
+func rejectCases(t testing.TB) []rejectCase {
+	return []rejectCase{
 		{"tombstone", event.KindDeposit, nil, event.ReasonUndecodable, "tombstone"},
 		{"blank", event.KindDeposit, []byte(" \n"), event.ReasonUndecodable, "tombstone"},
 		{"not json", event.KindDeposit, []byte("dep-1,25.50,EUR"), event.ReasonUndecodable, "not JSON"},
@@ -199,7 +215,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"scale too large", event.KindDeposit, with(t, deposit, map[string]any{"amount": "1.0000000000000000001"}), event.ReasonAmount, "19 fractional digits exceed the maximum 18"},
 		{"revenue scale too large", event.KindRevenue, with(t, examplesString(t, event.KindRevenue), map[string]any{"amount": "-0.0000000000000000001"}), event.ReasonAmount, "/amount"},
 	}
-	for _, tt := range tests {
+}
+
+func TestDecodeRejects(t *testing.T) {
+	d := newDecoder(t)
+	for _, tt := range rejectCases(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			ev, err := d.Decode(tt.kind, tt.value)
 			var ie *event.InvalidError
@@ -237,18 +257,20 @@ func TestInvalidErrorNamesEventAndClick(t *testing.T) {
 	}
 }
 
+// acceptedDepositChanges make valid deposits of the deposit above.
+var acceptedDepositChanges = []struct {
+	name   string
+	fields map[string]any
+}{
+	{"failed deposit of zero", map[string]any{"status": "failed", "amount": "0"}},
+	{"pending deposit of zero", map[string]any{"status": "pending", "amount": "0.00"}},
+	{"yen", map[string]any{"currency": "JPY", "amount": "1500"}},
+	{"smallest positive", map[string]any{"amount": "0.000000000000000001"}},
+}
+
 func TestDecodeAccepts(t *testing.T) {
 	d := newDecoder(t)
-	tests := []struct {
-		name   string
-		fields map[string]any
-	}{
-		{"failed deposit of zero", map[string]any{"status": "failed", "amount": "0"}},
-		{"pending deposit of zero", map[string]any{"status": "pending", "amount": "0.00"}},
-		{"yen", map[string]any{"currency": "JPY", "amount": "1500"}},
-		{"smallest positive", map[string]any{"amount": "0.000000000000000001"}},
-	}
-	for _, tt := range tests {
+	for _, tt := range acceptedDepositChanges {
 		if _, err := d.Decode(event.KindDeposit, with(t, deposit, tt.fields)); err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 		}
@@ -307,6 +329,17 @@ func TestMinorUnits(t *testing.T) {
 	}
 }
 
+// hugeAmount and edgeDepositChanges seed FuzzDecode with edge cases.
+const hugeAmount = `{"amount":1e400}`
+
+var edgeDepositChanges = []map[string]any{
+	{"occurred_at": "0000-01-01T00:00:00.123456789123-23:59"},
+	{"occurred_at": "9999-12-31T23:59:60+00:00"},
+	{"amount": "-0", "status": "failed"},
+	{"params": map[string]any{"\u00e9\n": "\xff", "a/b": ""}},
+	{"network": "", "payment_method": ""},
+}
+
 // FuzzDecode feeds any bytes as any kind. Decode must not panic, must
 // return exactly one of an event or an error, and an accepted event must
 // marshal back into a document its schema accepts.
@@ -322,14 +355,8 @@ func FuzzDecode(f *testing.F) {
 		}
 	}
 	f.Add(uint8(0), []byte(deposit))
-	f.Add(uint8(0), []byte(`{"amount":1e400}`))
-	for _, edge := range []map[string]any{
-		{"occurred_at": "0000-01-01T00:00:00.123456789123-23:59"},
-		{"occurred_at": "9999-12-31T23:59:60+00:00"},
-		{"amount": "-0", "status": "failed"},
-		{"params": map[string]any{"\u00e9\n": "\xff", "a/b": ""}},
-		{"network": "", "payment_method": ""},
-	} {
+	f.Add(uint8(0), []byte(hugeAmount))
+	for _, edge := range edgeDepositChanges {
 		f.Add(uint8(0), with(f, deposit, edge))
 	}
 	f.Fuzz(func(t *testing.T, k uint8, value []byte) {
