@@ -611,8 +611,15 @@ func (c *Consumer) runGeneration(gctx, base context.Context, gen *kafka.Generati
 	}
 	c.commit(gen, parts, true)
 	stopKeepAlive()
+	// Readers close at once, not one after another: a close waits for the
+	// reader's fetch in progress (up to MaxWait), and the group's next
+	// generation waits for this function to return.
+	var closing sync.WaitGroup
 	for _, p := range parts {
-		_ = p.reader.Close()
+		closing.Go(func() { _ = p.reader.Close() })
+	}
+	closing.Wait()
+	for _, p := range parts {
 		c.m.CommitLag.DeleteLabelValues(p.lagLabel...)
 		c.log.Info("partition drained", zap.String("topic", p.topic), zap.Int("partition", p.id),
 			zap.Int64("committed", p.committed), zap.Int64("in_flight_left", p.inflight.Load()),

@@ -126,3 +126,57 @@ func BenchmarkClaimMarkBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
 }
+
+// BenchmarkClassifyThenClaimBatch and BenchmarkClassifyClaimBatch compare a
+// deposit's classification and claim as two pipelined batches (two round
+// trips) and as the one script the pipeline uses (one round trip), 100
+// deposits per batch; ops/s counts deposits.
+func BenchmarkClassifyThenClaimBatch(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	const size = 100
+	ds := make([]Deposit, size)
+	reqs := make([]ClaimRequest, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range ds {
+			n := i*size + j
+			ds[j] = Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: "e" + strconv.Itoa(n), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+		}
+		cs, err := s.ClassifyBatch(ctx, ds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j, c := range cs {
+			reqs[j] = ClaimRequest{ClickID: ds[j].ClickID, PostbackID: string(c.Goal) + ds[j].EventID, Lease: time.Minute}
+		}
+		if _, err := s.ClaimBatch(ctx, reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func BenchmarkClassifyClaimBatch(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	const size = 100
+	reqs := make([]ClassifyClaim, size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range reqs {
+			n := i*size + j
+			ev := "e" + strconv.Itoa(n)
+			reqs[j] = ClassifyClaim{
+				Deposit:       Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: ev, Amount: "10.00", Currency: "EUR", OccurredAt: t0},
+				FTDPostbackID: "ftd" + ev, RDPostbackID: "rdep" + ev, Lease: time.Minute, Token: "t" + ev,
+			}
+		}
+		if _, err := s.ClassifyClaimBatch(ctx, reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
+}

@@ -4,9 +4,13 @@
 //
 // Every operation is one round trip and atomic: a Lua script (go-redis
 // Script: EVALSHA, EVAL when the server lacks it) or a single command. The
-// hot path has batch forms (ClassifyBatch, ClaimBatch, MarkDeliveredBatch)
-// that pipeline many scripts in one round trip; each script stays atomic on
-// its own, a batch as a whole is not.
+// hot path has batch forms (AttributeBatch, ClassifyBatch, ClaimBatch,
+// ClassifyClaimBatch, MarkDeliveredBatch, QualifyBatch, ScheduleBatch,
+// FinishWaitingBatch) that pipeline many scripts in one round trip; each
+// script stays atomic on its own, a batch as a whole is not.
+// ClassifyClaimBatch is a deposit's classification and the claim of the
+// postback it calls for in one script (the two scripts' Lua shared as
+// functions), so a deposit costs one round trip less.
 // Scripts never read the server clock or wall time: times come from the
 // caller, lifetimes are relative (PX / PEXPIRE).
 //
