@@ -19,6 +19,11 @@ func benchStore(b *testing.B) *Store {
 	return New(c, Options{Prefix: prefix})
 }
 
+// benchDeposit is deposit n of a benchmark: event en of click c(n mod 1000).
+func benchDeposit(n int) Deposit {
+	return Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: "e" + strconv.Itoa(n), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+}
+
 func BenchmarkClassify(b *testing.B) {
 	ctx := context.Background()
 	b.Run("sequential", func(b *testing.B) {
@@ -26,7 +31,7 @@ func BenchmarkClassify(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			d := Deposit{ClickID: "c" + strconv.Itoa(i%1000), EventID: "e" + strconv.Itoa(i), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+			d := benchDeposit(i)
 			if _, err := s.Classify(ctx, d); err != nil {
 				b.Fatal(err)
 			}
@@ -42,7 +47,7 @@ func BenchmarkClassify(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := int(n.Add(1))
-				d := Deposit{ClickID: "c" + strconv.Itoa(i%1000), EventID: "e" + strconv.Itoa(i), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+				d := benchDeposit(i)
 				if _, err := s.Classify(ctx, d); err != nil {
 					b.Error(err)
 					return
@@ -87,7 +92,7 @@ func BenchmarkClassifyBatch(b *testing.B) {
 	for i := range b.N {
 		for j := range ds {
 			n := i*size + j
-			ds[j] = Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: "e" + strconv.Itoa(n), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+			ds[j] = benchDeposit(n)
 		}
 		if _, err := s.ClassifyBatch(ctx, ds); err != nil {
 			b.Fatal(err)
@@ -142,7 +147,7 @@ func BenchmarkClassifyThenClaimBatch(b *testing.B) {
 	for i := range b.N {
 		for j := range ds {
 			n := i*size + j
-			ds[j] = Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: "e" + strconv.Itoa(n), Amount: "10.00", Currency: "EUR", OccurredAt: t0}
+			ds[j] = benchDeposit(n)
 		}
 		cs, err := s.ClassifyBatch(ctx, ds)
 		if err != nil {
@@ -168,11 +173,9 @@ func BenchmarkClassifyClaimBatch(b *testing.B) {
 	for i := range b.N {
 		for j := range reqs {
 			n := i*size + j
-			ev := "e" + strconv.Itoa(n)
-			reqs[j] = ClassifyClaim{
-				Deposit:       Deposit{ClickID: "c" + strconv.Itoa(n%1000), EventID: ev, Amount: "10.00", Currency: "EUR", OccurredAt: t0},
-				FTDPostbackID: "ftd" + ev, RDPostbackID: "rdep" + ev, Lease: time.Minute, Token: "t" + ev,
-			}
+			d := benchDeposit(n)
+			ev := d.EventID
+			reqs[j] = ClassifyClaim{Deposit: d, FTDPostbackID: "ftd" + ev, RDPostbackID: "rdep" + ev, Lease: time.Minute, Token: "t" + ev}
 		}
 		if _, err := s.ClassifyClaimBatch(ctx, reqs); err != nil {
 			b.Fatal(err)
