@@ -26,7 +26,7 @@
 //   - scale-out: 1, 2, 4 members of one group on 8 partitions (-scaleout),
 //     then the first size again for the noise; and the pause a rebalance
 //     causes at the tracker when a member joins and when one is killed;
-//   - with -cpuprofile (or -goroutines), the deposit-only stream once more
+//   - with -cpuprofile, -memprofile (or -goroutines), the deposit-only stream once more
 //     in-process, since postbackd's admin server has no pprof.
 //
 // CPU and memory are the subprocesses' own (/proc/<pid>/stat and status),
@@ -91,6 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's topics, Redis keys, member configurations and logs")
 	cleanupRun := fs.String("cleanup", "", "delete the topics and Redis keys of an earlier run (the id its table header names) and exit")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "run the deposit-only stream once more in-process and write its CPU profile to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "run the deposit-only stream once more in-process and write its allocation profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -42,6 +42,9 @@ type options struct {
 	verbose, keep                                    bool
 	latencyFor                                       time.Duration
 	goroutineDump                                    string
+	// memProfile receives the allocations (alloc_space, alloc_objects) of
+	// the in-process run, for the allocation side of the CPU profile's GC.
+	memProfile string
 }
 
 // phaseTimeout bounds a phase of n postbacks: -timeout when given, else a
@@ -74,6 +77,9 @@ func (o options) command() string {
 	}
 	if o.cpuProfile != "" {
 		c += " -cpuprofile " + o.cpuProfile
+	}
+	if o.memProfile != "" {
+		c += " -memprofile " + o.memProfile
 	}
 	return c
 }
@@ -246,7 +252,7 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 	}
 
-	if o.cpuProfile != "" || o.goroutineDump != "" {
+	if o.cpuProfile != "" || o.memProfile != "" || o.goroutineDump != "" {
 		h.logf("in-process run under the CPU profiler (%d deposits)", o.deposits)
 		rate, err := h.inProcess(ctx, depPhase)
 		h.t.section("in-process run (service.New in the harness; for -cpuprofile/-goroutines: the admin server has no pprof)")
@@ -259,6 +265,9 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			}
 			if o.cpuProfile != "" {
 				h.t.note("CPU profile (go tool pprof)", o.cpuProfile)
+			}
+			if o.memProfile != "" {
+				h.t.note("allocation profile (go tool pprof -sample_index=alloc_space)", o.memProfile)
 			}
 		}
 	}
@@ -549,6 +558,16 @@ func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *track
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if o.memProfile != "" {
+		// Counts from here only: the allocations of the run, not the
+		// harness's set-up before it.
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			if err := writeAllocProfile(o.memProfile); err != nil {
+				fmt.Fprintf(os.Stderr, "postbackd-load: allocation profile: %v\n", err)
+			}
+		}()
+	}
 	m := metrics.New(nil)
 	svc, err := service.New(cfg, zap.NewNop(), service.Options{Metrics: m})
 	if err != nil {
@@ -689,4 +708,19 @@ func gaugeValue(m *metrics.Metrics) float64 {
 		return -1
 	}
 	return d.GetGauge().GetValue()
+}
+
+// writeAllocProfile writes the heap profile, whose alloc_space and
+// alloc_objects samples count every allocation since the rate was set.
+func writeAllocProfile(path string) error {
+	runtime.GC() // the profile reflects the last completed GC
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
