@@ -125,11 +125,7 @@ func (d *Dispatcher) Send(ctx context.Context, pb postback.Postback) Result {
 }
 
 func (p *partner) send(ctx context.Context, d *Dispatcher, pb postback.Postback, r *Rendered, res *Result) {
-	bo := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(p.cfg.Retry.InitialInterval),
-		backoff.WithMaxInterval(p.cfg.Retry.MaxInterval),
-		backoff.WithMaxElapsedTime(0), // the attempt count bounds the loop
-	)
+	var bo *backoff.ExponentialBackOff // made at the first retry: most sends never need it
 	for {
 		// The context first: a stopping process must not start an attempt.
 		if err := ctx.Err(); err != nil {
@@ -183,6 +179,13 @@ func (p *partner) send(ctx context.Context, d *Dispatcher, pb postback.Postback,
 		res.Err = o.err
 		if res.Attempts >= p.cfg.Retry.QuickAttempts {
 			return
+		}
+		if bo == nil {
+			bo = backoff.NewExponentialBackOff(
+				backoff.WithInitialInterval(p.cfg.Retry.InitialInterval),
+				backoff.WithMaxInterval(p.cfg.Retry.MaxInterval),
+				backoff.WithMaxElapsedTime(0), // the attempt count bounds the loop
+			)
 		}
 		next := bo.NextBackOff()
 		if o.retryAfter > 0 {
