@@ -8,6 +8,7 @@ import (
 	"github.com/postbackd/postbackd/dedupe"
 	"github.com/postbackd/postbackd/dispatcher"
 	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/internal/decimalfmt"
 	"github.com/postbackd/postbackd/postback"
 	"github.com/postbackd/postbackd/record"
 )
@@ -47,7 +48,7 @@ func (p *Pipeline) basePostbackAudit(pb postback.Postback, outcome record.Outcom
 		RecordedAt:    p.now().UTC(),
 	}
 	if pb.HasAmount {
-		a.Amount = pb.Amount.String()
+		a.Amount = decimalfmt.String(pb.Amount)
 	}
 	if !pb.CreatedAt.IsZero() {
 		t := pb.CreatedAt.UTC()
@@ -121,7 +122,7 @@ func (p *Pipeline) emitAudit(out *outputs, a record.Audit) {
 	if a.Route != "" {
 		p.metrics.Routes.WithLabelValues(a.Route).Inc()
 	}
-	out.add(p.cfg.Topics.Dispatched, a.ClickID, a)
+	out.add(p.cfg.Topics.Dispatched, a.ClickID, &a)
 }
 
 // partnerLabel is network as a metric label: a configured partner's name,
@@ -135,7 +136,7 @@ func (p *Pipeline) partnerLabel(network string) string {
 }
 
 func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback, replayed bool) {
-	out.add(p.cfg.Topics.Confirmed, pb.ClickID, record.Confirmation{
+	out.add(p.cfg.Topics.Confirmed, pb.ClickID, &record.Confirmation{
 		SchemaVersion:        record.SchemaVersion,
 		ClickID:              pb.ClickID,
 		MerchantID:           pb.Merchant,
@@ -143,7 +144,7 @@ func (p *Pipeline) emitConfirmation(out *outputs, pb postback.Postback, replayed
 		Status:               pb.Status,
 		FTDEventID:           pb.FTDEventID,
 		QualificationEventID: pb.EventID,
-		Amount:               pb.Amount.String(),
+		Amount:               decimalfmt.String(pb.Amount),
 		Currency:             pb.Currency,
 		PostbackID:           pb.ID,
 		ConfirmedAt:          p.now().UTC(),
@@ -179,9 +180,9 @@ func (p *Pipeline) auditEvent(out *outputs, ev event.Event, src event.Source, ne
 	}
 	switch e := ev.(type) {
 	case *event.Deposit:
-		a.Amount, a.Currency = e.Amount.String(), e.Currency
+		a.Amount, a.Currency = decimalfmt.String(e.Amount), e.Currency
 	case *event.Revenue:
-		a.Amount, a.Currency = e.Amount.String(), e.Currency
+		a.Amount, a.Currency = decimalfmt.String(e.Amount), e.Currency
 	case *event.Qualification:
 		a.Status = string(e.Status)
 	}

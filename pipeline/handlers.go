@@ -11,6 +11,7 @@ import (
 	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/dedupe"
 	"github.com/postbackd/postbackd/event"
+	"github.com/postbackd/postbackd/internal/decimalfmt"
 	"github.com/postbackd/postbackd/postback"
 	"github.com/postbackd/postbackd/record"
 )
@@ -74,7 +75,7 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 func (p *Pipeline) classifyDeposit(ctx context.Context, d *event.Deposit, rt route) (dedupe.Classification, *takenClaim, error) {
 	dep := dedupe.Deposit{
 		ClickID: d.ClickID, EventID: d.EventID,
-		Amount: d.Amount.String(), Currency: d.Currency, OccurredAt: d.OccurredAt,
+		Amount: decimalfmt.String(d.Amount), Currency: d.Currency, OccurredAt: d.OccurredAt,
 		Route: dedupe.Route{Partner: rt.partner, Via: rt.via, Params: rt.params},
 	}
 	// The ids newPostback gives the deposit's postback as either goal.
@@ -278,7 +279,7 @@ func (p *Pipeline) resumeParked(ctx context.Context, parked *dedupe.Parked, ftd 
 	}
 	// The status change goes where the FTD just went, with its params.
 	rt := route{partner: ftd.Partner, via: dedupe.RouteConversion, params: ftd.Params}
-	err := p.sendStatusChange(ctx, &pq.Event, rt, pq.Source, ftd.EventID, ftd.Amount.String(), ftd.Currency, out)
+	err := p.sendStatusChange(ctx, &pq.Event, rt, pq.Source, ftd.EventID, decimalfmt.String(ftd.Amount), ftd.Currency, out)
 	if errors.Is(err, errUnknownPartner) {
 		// Its partner went away while it waited (configuration changed).
 		// The qualification is released in Redis already: dead-letter it
