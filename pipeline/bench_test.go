@@ -44,7 +44,7 @@ func BenchmarkAuditEncode(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		out.msgs = out.msgs[:0]
-		out.add("postbacks.dispatched", a.ClickID, a)
+		out.add("postbacks.dispatched", a.ClickID, &a)
 	}
 	b.SetBytes(int64(len(out.msgs[0].Value)))
 }

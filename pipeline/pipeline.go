@@ -142,7 +142,15 @@ type outputs struct {
 // finishedWait is a waiting event whose outcome the unit's records hold.
 type finishedWait struct{ clickID, eventID string }
 
+// appendJSONer is a record with a reflection-free encoder that writes exactly
+// json.Marshal's bytes (record.Audit and record.Confirmation: one per event).
+type appendJSONer interface{ AppendJSON([]byte) []byte }
+
 func (o *outputs) add(topic, key string, v any) {
+	if r, ok := v.(appendJSONer); ok {
+		o.msgs = append(o.msgs, kafka.Message{Topic: topic, Key: []byte(key), Value: r.AppendJSON(nil)})
+		return
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		// Records are plain structs of strings, numbers and times: a marshal

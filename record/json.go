@@ -1,0 +1,384 @@
+package record
+
+// Hand-written JSON encoders for the records written once per postback.
+// encoding/json walks the struct by reflection, sorts map keys through a
+// slice of reflect values and allocates a fresh result; these append to a
+// caller's buffer instead.
+//
+// The output is a contract with the topics' consumers and must not change
+// with the encoder, so each encoder writes exactly the bytes json.Marshal
+// writes for the same value: same field order and names, same omitempty
+// rules, same string escaping, same time format. Where an exact copy is not
+// practical (a time that time.Time.MarshalJSON refuses), the encoder hands
+// the whole record to json.Marshal rather than risk writing something else.
+// json_test.go checks this by comparison with json.Marshal, including a fuzz
+// test, and fails when a field is added to a record without being added
+// here.
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// AppendJSON appends a's JSON encoding to b and returns the extended buffer.
+// The bytes are exactly those of json.Marshal(a) (same field order, same
+// omitempty rules, same string escaping incl. HTML escaping of <, >, & and
+// U+2028/U+2029, invalid UTF-8 replaced by U+FFFD, same time format
+// (time.Time.MarshalJSON, RFC 3339 with nanoseconds), sorted map keys).
+// A nil a appends null, as json.Marshal does.
+//
+// json.Marshal fails for one kind of Audit only: one holding a time that
+// time.Time.MarshalJSON refuses (a year outside [0,9999], or a zone offset of
+// 24 hours or more). For such a record there are no bytes to match, so
+// AppendJSON panics with json.Marshal's error: records are built from times
+// the pipeline parsed or read from its clock, and one that cannot be written
+// is a programming error, as outputs.add treats a marshal error today.
+func (a *Audit) AppendJSON(b []byte) []byte {
+	if a == nil {
+		return append(b, "null"...)
+	}
+	n := len(b)
+	if out, ok := a.appendJSON(b); ok {
+		return out
+	}
+	// A time MarshalJSON refuses today. Asking json.Marshal rather than
+	// panicking here keeps the output identical should a Go release accept
+	// more times. out may share b's array past len(b); b[:n] is untouched.
+	return appendMarshal(b[:n], a)
+}
+
+// appendJSON is AppendJSON's encoder; false means a time that
+// time.Time.MarshalJSON refuses was met and the appended bytes are garbage.
+func (a *Audit) appendJSON(b []byte) ([]byte, bool) {
+	b = grow(b, a.sizeHint())
+	ok := true
+
+	b = append(b, `{"schema_version":`...)
+	b = strconv.AppendInt(b, int64(a.SchemaVersion), 10)
+	if a.PostbackID != "" {
+		b = append(b, `,"postback_id":`...)
+		b = appendString(b, a.PostbackID)
+	}
+	b = append(b, `,"event_id":`...)
+	b = appendString(b, a.EventID)
+	// event.Kind is a plain string type: no MarshalJSON or MarshalText
+	// (TestNoCustomMarshalers keeps it so).
+	b = append(b, `,"event_kind":`...)
+	b = appendString(b, string(a.EventKind))
+	// event.Source has its own tags and no omitempty.
+	b = append(b, `,"source":{"topic":`...)
+	b = appendString(b, a.Source.Topic)
+	b = append(b, `,"partition":`...)
+	b = strconv.AppendInt(b, int64(a.Source.Partition), 10)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendInt(b, a.Source.Offset, 10)
+	b = append(b, '}')
+	b = appendOptString(b, `,"merchant_id":`, a.MerchantID)
+	b = appendOptString(b, `,"click_id":`, a.ClickID)
+	b = appendOptString(b, `,"network":`, a.Network)
+	b = appendOptString(b, `,"route":`, a.Route)
+	b = appendOptString(b, `,"click_network":`, a.ClickNetwork)
+	b = appendOptString(b, `,"goal":`, a.Goal)
+	b = appendOptString(b, `,"status":`, a.Status)
+	b = appendOptString(b, `,"amount":`, a.Amount)
+	b = appendOptString(b, `,"currency":`, a.Currency)
+	b = appendOptString(b, `,"url":`, a.URL)
+	// omitempty drops a nil and an empty map alike.
+	if len(a.Params) > 0 {
+		b = append(b, `,"params":`...)
+		b = appendStringMap(b, a.Params)
+	}
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, string(a.Outcome))
+	b = appendOptString(b, `,"reason":`, a.Reason)
+	if a.HTTPStatus != 0 {
+		b = append(b, `,"http_status":`...)
+		b = strconv.AppendInt(b, int64(a.HTTPStatus), 10)
+	}
+	b = append(b, `,"attempts":`...)
+	b = strconv.AppendInt(b, int64(a.Attempts), 10)
+	b = appendOptString(b, `,"error":`, a.Error)
+	if a.Replayed {
+		b = append(b, `,"replayed":true`...)
+	}
+	b, ok = appendOptTime(b, `,"occurred_at":`, a.OccurredAt, ok)
+	b, ok = appendOptTime(b, `,"first_attempt_at":`, a.FirstAttempt, ok)
+	b, ok = appendOptTime(b, `,"last_attempt_at":`, a.LastAttempt, ok)
+	if a.LatencyMillis != 0 {
+		b = append(b, `,"latency_ms":`...)
+		b = strconv.AppendInt(b, a.LatencyMillis, 10)
+	}
+	b, ok = appendOptTime(b, `,"next_attempt_at":`, a.NextAttemptAt, ok)
+	b = append(b, `,"recorded_at":`...)
+	b, ok = appendTime(b, a.RecordedAt, ok)
+	b = append(b, '}')
+	return b, ok
+}
+
+// sizeHint is the length of a's encoding when no string needs escaping, or
+// a little more: enough that encoding into an empty buffer allocates once.
+func (a *Audit) sizeHint() int {
+	// Every field name with its punctuation and the quotes of the string
+	// values (439 bytes), all five times in their longest form
+	// ("2006-01-02T15:04:05.999999999-07:00", 37 bytes with quotes) and the
+	// six integers at their longest (20 bytes). TestAuditAppendJSONAllocs
+	// checks the sum.
+	const fixed = 440 + 5*37 + 6*20
+	n := fixed + len(a.PostbackID) + len(a.EventID) + len(a.EventKind) +
+		len(a.Source.Topic) + len(a.MerchantID) + len(a.ClickID) +
+		len(a.Network) + len(a.Route) + len(a.ClickNetwork) + len(a.Goal) +
+		len(a.Status) + len(a.Amount) + len(a.Currency) + len(a.URL) +
+		len(a.Outcome) + len(a.Reason) + len(a.Error)
+	for k, v := range a.Params {
+		n += len(k) + len(v) + len(`"":"",`)
+	}
+	return n
+}
+
+// AppendJSON appends c's JSON encoding to b and returns the extended buffer.
+// The bytes are exactly those of json.Marshal(c), as for Audit.AppendJSON,
+// and a nil c appends null. Like Audit.AppendJSON it panics with
+// json.Marshal's error when ConfirmedAt is a time time.Time.MarshalJSON
+// refuses.
+func (c *Confirmation) AppendJSON(b []byte) []byte {
+	if c == nil {
+		return append(b, "null"...)
+	}
+	n := len(b)
+	if out, ok := c.appendJSON(b); ok {
+		return out
+	}
+	return appendMarshal(b[:n], c)
+}
+
+// appendJSON is Confirmation.AppendJSON's encoder, as Audit.appendJSON.
+func (c *Confirmation) appendJSON(b []byte) ([]byte, bool) {
+	// Field names and punctuation, the time at its longest, the integer at
+	// its longest; see Audit.sizeHint.
+	const fixed = 200 + 37 + 20
+	b = grow(b, fixed+len(c.ClickID)+len(c.MerchantID)+len(c.Network)+
+		len(c.Status)+len(c.FTDEventID)+len(c.QualificationEventID)+
+		len(c.Amount)+len(c.Currency)+len(c.PostbackID))
+
+	b = append(b, `{"schema_version":`...)
+	b = strconv.AppendInt(b, int64(c.SchemaVersion), 10)
+	b = append(b, `,"click_id":`...)
+	b = appendString(b, c.ClickID)
+	b = append(b, `,"merchant_id":`...)
+	b = appendString(b, c.MerchantID)
+	b = append(b, `,"network":`...)
+	b = appendString(b, c.Network)
+	b = append(b, `,"status":`...)
+	b = appendString(b, c.Status)
+	b = append(b, `,"ftd_event_id":`...)
+	b = appendString(b, c.FTDEventID)
+	b = append(b, `,"qualification_event_id":`...)
+	b = appendString(b, c.QualificationEventID)
+	b = append(b, `,"amount":`...)
+	b = appendString(b, c.Amount)
+	b = append(b, `,"currency":`...)
+	b = appendString(b, c.Currency)
+	b = append(b, `,"postback_id":`...)
+	b = appendString(b, c.PostbackID)
+	b = append(b, `,"confirmed_at":`...)
+	b, ok := appendTime(b, c.ConfirmedAt, true)
+	if c.Replayed {
+		b = append(b, `,"replayed":true`...)
+	}
+	b = append(b, '}')
+	return b, ok
+}
+
+// grow returns b with room for n more bytes, in one allocation if it has
+// not. (slices.Grow does the same but allocates twice under -race.)
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), len(b)+n)
+	copy(nb, b)
+	return nb
+}
+
+// appendMarshal appends json.Marshal(v) to b: the fallback for a record the
+// hand-written encoders cannot reproduce. json.Marshal fails only for a time
+// time.Time.MarshalJSON refuses, which AppendJSON documents as a panic.
+func appendMarshal(b []byte, v any) []byte {
+	out, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("record: marshal %T: %v", v, err))
+	}
+	return append(b, out...)
+}
+
+// appendOptString appends key and s, a field tagged omitempty, unless s is
+// empty. key holds the leading comma, the quoted name and the colon.
+func appendOptString(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = append(b, key...)
+	return appendString(b, s)
+}
+
+// appendOptTime appends key and *t, a pointer field tagged omitempty, unless
+// t is nil; ok is ANDed with whether the time could be encoded, so that one
+// flag follows a whole record.
+func appendOptTime(b []byte, key string, t *time.Time, ok bool) ([]byte, bool) {
+	if t == nil {
+		return b, ok
+	}
+	b = append(b, key...)
+	return appendTime(b, *t, ok)
+}
+
+// appendTime appends t as time.Time.MarshalJSON writes it: quoted RFC 3339
+// with nanoseconds, trailing zeros trimmed. It returns false (and ok's value
+// otherwise) for a time MarshalJSON refuses, found by the same checks
+// time.Time.appendStrictRFC3339 makes on the same formatted bytes.
+// encoding/json passes MarshalJSON's output through its compactor, which
+// leaves these bytes (digits, "-:.TZ+") as they are.
+func appendTime(b []byte, t time.Time, ok bool) ([]byte, bool) {
+	b = append(b, '"')
+	n := len(b)
+	// time.RFC3339Nano is the layout MarshalJSON formats with; AppendFormat
+	// sends it down the same code path.
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	if b[n+len("9999")] != '-' { // year not exactly 4 digits wide
+		ok = false
+	} else if b[len(b)-1] != 'Z' {
+		// Zone offset "±hh:mm": three or more hour digits, or hh >= 24.
+		c := b[len(b)-len("Z07:00")]
+		h := b[len(b)-len("07:00"):]
+		if ('0' <= c && c <= '9') || 10*(h[0]-'0')+(h[1]-'0') >= 24 {
+			ok = false
+		}
+	}
+	return append(b, '"'), ok
+}
+
+// appendStringMap appends m as encoding/json writes a map[string]string:
+// keys sorted bytewise (as strings.Compare orders them, before escaping),
+// keys and values escaped like any string.
+func appendStringMap(b []byte, m map[string]string) []byte {
+	// Audit params hold a handful of entries: sort their keys in an array on
+	// the stack by insertion, and only a larger map in a heap slice.
+	var small [16]string
+	keys := small[:0]
+	if len(m) > len(small) {
+		keys = make([]string, 0, len(m))
+	}
+	for k := range m {
+		keys = append(keys, k)
+	}
+	if len(keys) <= len(small) {
+		for i := 1; i < len(keys); i++ {
+			for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+				keys[j], keys[j-1] = keys[j-1], keys[j]
+			}
+		}
+	} else {
+		slices.Sort(keys)
+	}
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = appendString(b, m[k])
+	}
+	return append(b, '}')
+}
+
+// safeASCII[c] is true for a byte that encoding/json copies into a string
+// as is with HTML escaping on (its htmlSafeSet): printable ASCII and DEL,
+// except ", \, <, > and &. Bytes from 0x80 are false: they start a UTF-8
+// sequence that appendString must decode.
+var safeASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = true
+	}
+	for _, c := range `"\<>&` {
+		t[c] = false
+	}
+	return t
+}()
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a quoted JSON string exactly as encoding/json's
+// appendString does with escapeHTML set (the json.Marshal default):
+//   - ", \ and the control characters \b, \f, \n, \r, \t get their short
+//     escapes; the other bytes below 0x20, and <, > and &, are \u00XX in
+//     lower-case hex;
+//   - each byte of invalid UTF-8 becomes \ufffd;
+//   - U+2028 and U+2029 become \u2028 and \u2029;
+//   - everything else, including valid multi-byte runes, is copied.
+//
+// A string of safe ASCII only, the common case (IDs, hex, URLs without a
+// query), costs one scan and one copy.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	i := 0
+	for i < len(s) && safeASCII[s[i]] {
+		i++
+	}
+	if i == len(s) {
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	start := 0 // s[start:i] is pending, to be copied as is
+	for i < len(s) {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if safeASCII[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default: // other control characters, <, >, &
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
