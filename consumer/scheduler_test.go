@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,4 +187,35 @@ func TestSchedulerInFlightBound(t *testing.T) {
 func waitUntil(t testing.TB, d time.Duration, cond func() bool, what string) {
 	t.Helper()
 	testinfra.WaitUntil(t, d, what, cond)
+}
+
+// TestSchedulerReusesWorkers: keys that start one after another are run by
+// the same parked worker (no goroutine per key), and idle workers exit.
+func TestSchedulerReusesWorkers(t *testing.T) {
+	s := newScheduler(8)
+	before := runtime.NumGoroutine()
+	runs := 0
+	run := func(key string) {
+		if err := s.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		s.dispatch([]byte(key), func() { close(done) })
+		<-done
+		runs++
+		waitUntil(t, 5*time.Second, func() bool { return s.activeKeys() == 0 }, "the key's run ends")
+	}
+	for i := range 200 {
+		run(fmt.Sprintf("k%d", i))
+		if i%2 == 0 {
+			run("") // a job without a key takes a worker too
+		}
+	}
+	// A few workers are fine (a run may start before the previous worker
+	// has parked); a goroutine per key would be one per run.
+	if n := s.started.Load(); n > 10 {
+		t.Errorf("%d workers started for %d runs one after another", n, runs)
+	}
+	waitUntil(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
+		fmt.Sprintf("idle workers exit after %s (goroutines back to %d)", workerIdle, before))
 }
