@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -130,7 +129,7 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stde
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	if gogc, set := applyGCDefault(getenv); set {
+	if gogc, set := service.ApplyGCDefault(getenv); set {
 		log.Info("garbage collector target", zap.Int("gogc", gogc), zap.String("why", "GOGC not set in the environment"))
 	}
 	svc, err := service.New(cfg, log, service.Options{})
@@ -144,28 +143,6 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stde
 	}
 	log.Info("stopped")
 	return 0
-}
-
-// defaultGCPercent is the garbage collector's target (GOGC) of `postbackd
-// run` when the environment sets none. Go's default of 100 collects whenever
-// the heap doubles over its live part; postbackd's live heap is small (tens of
-// MiB: the events in flight) and its allocation rate high (every event's
-// records, Redis replies and HTTP request), so at 100 it collects about ten
-// times a second at full speed, much of each cycle scanning the stacks of the
-// events in flight. Measured with GODEBUG=gctrace=1 over 60 000 deposits:
-// 71 cycles and 1.35 s of GC CPU (17 % of the process's) at 100, 31 cycles and
-// 0.51 s at 200, for 24 MiB more peak RSS (README, Performance). GOGC and
-// GOMEMLIMIT in the environment are the operator's and always win.
-const defaultGCPercent = 200
-
-// applyGCDefault sets defaultGCPercent unless GOGC is set, and says whether it
-// did.
-func applyGCDefault(getenv func(string) string) (int, bool) {
-	if getenv("GOGC") != "" {
-		return 0, false
-	}
-	debug.SetGCPercent(defaultGCPercent)
-	return defaultGCPercent, true
 }
 
 func cmdTopics(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {

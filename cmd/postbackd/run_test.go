@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -464,32 +463,5 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	if stdout.String() != "" {
 		t.Errorf("run wrote to stdout: %q", stdout.String())
-	}
-}
-
-// TestGCDefault: `postbackd run` collects at GOGC=200 unless the environment
-// sets GOGC, which always wins.
-func TestGCDefault(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-
-	if v, set := applyGCDefault(func(k string) string {
-		if k == "GOGC" {
-			return "50"
-		}
-		return ""
-	}); set {
-		t.Errorf("GOGC=50 in the environment: applyGCDefault set %d", v)
-	}
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("GOGC=50 in the environment: GC percent changed to %d", got)
-	}
-
-	v, set := applyGCDefault(func(string) string { return "" })
-	if !set || v != defaultGCPercent {
-		t.Errorf("no GOGC: applyGCDefault = %d, %v; want %d, true", v, set, defaultGCPercent)
-	}
-	if got := debug.SetGCPercent(100); got != defaultGCPercent {
-		t.Errorf("no GOGC: GC percent is %d, want %d", got, defaultGCPercent)
 	}
 }
