@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -265,6 +266,14 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			}
 			if o.cpuProfile != "" {
 				h.t.note("CPU profile (go tool pprof)", o.cpuProfile)
+				if shares, secs, err := componentShares(o.cpuProfile); err != nil {
+					h.fail("CPU by component", err)
+				} else {
+					h.t.section(fmt.Sprintf("postbackd's CPU in that run by component (%.1f s of samples; the harness's tracker and producer left out; each sample to the first component a frame of its stack belongs to)", secs))
+					for _, s := range shares {
+						h.t.add(s.name, num(100*s.fraction, 0)+" %", s.fraction, 1, "postbackd's samples")
+					}
+				}
 			}
 			if o.memProfile != "" {
 				h.t.note("allocation profile (go tool pprof -sample_index=alloc_space)", o.memProfile)
@@ -567,6 +576,12 @@ func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *track
 				fmt.Fprintf(os.Stderr, "postbackd-load: allocation profile: %v\n", err)
 			}
 		}()
+	}
+	// The collector runs as `postbackd run` sets it (GOGC from the
+	// environment, else service.DefaultGCPercent), so that the profile is the
+	// binary's; the harness's own setting comes back afterwards.
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(service.DefaultGCPercent))
 	}
 	m := metrics.New(nil)
 	svc, err := service.New(cfg, zap.NewNop(), service.Options{Metrics: m})
