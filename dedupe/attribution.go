@@ -276,19 +276,9 @@ func (s *Store) AttributeBatch(ctx context.Context, ts []Touch) ([]Attribution, 
 			return nil, fmt.Errorf("dedupe: attribute batch: event %d: %w", i, err)
 		}
 	}
-	defer s.observe("attribute_batch", time.Now())
-	cmds := s.runPipelined(ctx, attributeScript, calls)
-	out := make([]Attribution, len(ts))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if err == nil {
-			out[i], err = parseAttribution(v, ts[i])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: attribute batch: event %d (%s): %w", i, ts[i].EventID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "attribute_batch", "attribute batch", attributeScript, calls,
+		func(i int, v any) (Attribution, error) { return parseAttribution(v, ts[i]) },
+		func(i int) string { return fmt.Sprintf("event %d (%s)", i, ts[i].EventID) })
 }
 
 func (s *Store) attributeCall(t Touch) ([]string, []any, error) {
@@ -418,13 +408,8 @@ func (s *Store) FinishWaitingBatch(ctx context.Context, fs []FinishedWaits) ([]s
 		}
 		calls = append(calls, scriptCall{keys: []string{s.clickKey(f.ClickID, "await")}, args: args})
 	}
-	defer s.observe("finish_waiting", time.Now())
-	for i, c := range s.runPipelined(ctx, finishWaitingScript, calls) {
-		if err := c.Err(); err != nil {
-			return nil, fmt.Errorf("dedupe: finish waiting: click %q: %w", fs[i].ClickID, err)
-		}
-	}
-	return make([]struct{}, len(fs)), nil
+	return runBatch(ctx, s, "finish_waiting", "finish waiting", finishWaitingScript, calls, ignoreReply,
+		func(i int) string { return fmt.Sprintf("click %q", fs[i].ClickID) })
 }
 
 // WaitState is what Redis holds of one waiting event.

@@ -157,19 +157,9 @@ func (s *Store) ClaimBatch(ctx context.Context, reqs []ClaimRequest) ([]ClaimRes
 		tokens[i] = t
 		calls[i].keys, calls[i].args = s.claimCall(r.ClickID, r.PostbackID, t, r.Lease)
 	}
-	defer s.observe("claim_batch", time.Now())
-	cmds := s.runPipelined(ctx, claimScript, calls)
-	out := make([]ClaimResult, len(reqs))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if err == nil {
-			out[i], err = parseClaim(v, tokens[i])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: claim batch: claim %d (postback %s): %w", i, reqs[i].PostbackID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "claim_batch", "claim batch", claimScript, calls,
+		func(i int, v any) (ClaimResult, error) { return parseClaim(v, tokens[i]) },
+		func(i int) string { return fmt.Sprintf("claim %d (postback %s)", i, reqs[i].PostbackID) })
 }
 
 func (s *Store) claimCall(clickID, postbackID, token string, lease time.Duration) ([]string, []any) {
@@ -286,19 +276,9 @@ func (s *Store) MarkDeliveredBatch(ctx context.Context, reqs []MarkRequest) ([]*
 			return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d: %w", i, err)
 		}
 	}
-	defer s.observe("mark_delivered_batch", time.Now())
-	cmds := s.runPipelined(ctx, markScript, calls)
-	out := make([]*Parked, len(reqs))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if err == nil {
-			out[i], err = parseMark(v)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d (postback %s): %w", i, reqs[i].PostbackID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "mark_delivered_batch", "mark delivered batch", markScript, calls,
+		func(_ int, v any) (*Parked, error) { return parseMark(v) },
+		func(i int) string { return fmt.Sprintf("mark %d (postback %s)", i, reqs[i].PostbackID) })
 }
 
 func (s *Store) markCall(r MarkRequest) ([]string, []any, error) {

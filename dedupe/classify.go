@@ -151,19 +151,9 @@ func (s *Store) ClassifyBatch(ctx context.Context, ds []Deposit) ([]Classificati
 		}
 		calls[i].keys, calls[i].args = s.classifyCall(d)
 	}
-	defer s.observe("classify_batch", time.Now())
-	cmds := s.runPipelined(ctx, classifyScript, calls)
-	out := make([]Classification, len(ds))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if err == nil {
-			out[i], err = parseClassification(v)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: classify batch: deposit %d (event %s): %w", i, ds[i].EventID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "classify_batch", "classify batch", classifyScript, calls,
+		func(_ int, v any) (Classification, error) { return parseClassification(v) },
+		func(i int) string { return fmt.Sprintf("deposit %d (event %s)", i, ds[i].EventID) })
 }
 
 func (s *Store) classifyCall(d Deposit) ([]string, []any) {
@@ -283,19 +273,9 @@ func (s *Store) ClassifyClaimBatch(ctx context.Context, reqs []ClassifyClaim) ([
 		calls[i].keys = append(append(keys, ftdKeys...), rdKeys...)
 		calls[i].args = append(args, ftdArgs...)
 	}
-	defer s.observe("classify_claim_batch", time.Now())
-	cmds := s.runPipelined(ctx, classifyClaimScript, calls)
-	out := make([]ClassifiedClaim, len(reqs))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if err == nil {
-			out[i], err = parseClassifiedClaim(v, reqs[i].Token)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: classify and claim batch: deposit %d (event %s): %w", i, reqs[i].Deposit.EventID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "classify_claim_batch", "classify and claim batch", classifyClaimScript, calls,
+		func(i int, v any) (ClassifiedClaim, error) { return parseClassifiedClaim(v, reqs[i].Token) },
+		func(i int) string { return fmt.Sprintf("deposit %d (event %s)", i, reqs[i].Deposit.EventID) })
 }
 
 func parseClassifiedClaim(v any, token string) (ClassifiedClaim, error) {

@@ -186,19 +186,9 @@ func (s *Store) QualifyBatch(ctx context.Context, qs []Qualification) ([]Qualify
 		}
 		calls[i].keys, calls[i].args = s.qualifyCall(q)
 	}
-	defer s.observe("qualify_batch", time.Now())
-	cmds := s.runPipelined(ctx, qualifyScript, calls)
-	out := make([]QualifyResult, len(qs))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if err == nil {
-			out[i], err = parseQualify(v)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: qualify batch: qualification %d (event %s): %w", i, qs[i].EventID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "qualify_batch", "qualify batch", qualifyScript, calls,
+		func(_ int, v any) (QualifyResult, error) { return parseQualify(v) },
+		func(i int) string { return fmt.Sprintf("qualification %d (event %s)", i, qs[i].EventID) })
 }
 
 func (s *Store) qualifyCall(q Qualification) ([]string, []any) {

@@ -150,7 +150,6 @@ return {ftdOut, existing, ctxChanged, tostring(counts[1]), tostring(counts[2]), 
 // the first click that failed) some clicks may have been written; calling it
 // again is safe: Restore only adds what is missing.
 func (s *Store) RestoreBatch(ctx context.Context, clicks []RestoredClick) ([]RestoreResult, error) {
-	defer s.observe("restore", time.Now())
 	calls := make([]scriptCall, len(clicks))
 	for i, c := range clicks {
 		if c.ClickID == "" {
@@ -162,18 +161,9 @@ func (s *Store) RestoreBatch(ctx context.Context, clicks []RestoredClick) ([]Res
 		}
 		calls[i] = scriptCall{keys, args}
 	}
-	cmds := s.runPipelined(ctx, restoreScript, calls)
-	out := make([]RestoreResult, len(clicks))
-	for i, cmd := range cmds {
-		v, err := cmd.Result()
-		if err == nil {
-			out[i], err = parseRestore(v)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dedupe: restore: click %s: %w", clicks[i].ClickID, err)
-		}
-	}
-	return out, nil
+	return runBatch(ctx, s, "restore", "restore", restoreScript, calls,
+		func(_ int, v any) (RestoreResult, error) { return parseRestore(v) },
+		func(i int) string { return "click " + clicks[i].ClickID })
 }
 
 func (s *Store) restoreCall(c RestoredClick) ([]string, []any, error) {

@@ -93,13 +93,8 @@ func (s *Store) ScheduleBatch(ctx context.Context, jobs []ScheduledJob) ([]struc
 		}
 		calls[i].keys, calls[i].args = s.scheduleCall(j)
 	}
-	defer s.observe("schedule_batch", time.Now())
-	for i, c := range s.runPipelined(ctx, scheduleScript, calls) {
-		if err := c.Err(); err != nil {
-			return nil, fmt.Errorf("dedupe: schedule batch: job %d (%s): %w", i, jobs[i].ID, err)
-		}
-	}
-	return make([]struct{}, len(jobs)), nil
+	return runBatch(ctx, s, "schedule_batch", "schedule batch", scheduleScript, calls, ignoreReply,
+		func(i int) string { return fmt.Sprintf("job %d (%s)", i, jobs[i].ID) })
 }
 
 func (s *Store) scheduleCall(j ScheduledJob) ([]string, []any) {

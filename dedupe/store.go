@@ -264,6 +264,31 @@ func (s *Store) runPipelined(ctx context.Context, script *redis.Script, calls []
 	return cmds
 }
 
+// runBatch is the shape of every batch operation: run script once per call
+// in one pipelined round trip (runPipelined), timed as op, and parse each
+// reply. The first call whose command or reply fails fails the whole batch,
+// its error prefixed with "dedupe: <what>: <name(i)>" (the coalescer then
+// runs each request alone, so only that one fails).
+func runBatch[T any](ctx context.Context, s *Store, op, what string, script *redis.Script, calls []scriptCall,
+	parse func(i int, v any) (T, error), name func(i int) string) ([]T, error) {
+	defer s.observe(op, time.Now())
+	cmds := s.runPipelined(ctx, script, calls)
+	out := make([]T, len(cmds))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err == nil {
+			out[i], err = parse(i, v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: %s: %s: %w", what, name(i), err)
+		}
+	}
+	return out, nil
+}
+
+// ignoreReply is runBatch's parse for scripts whose reply carries nothing.
+func ignoreReply(int, any) (struct{}, error) { return struct{}{}, nil }
+
 // reply helpers: every script returns arrays of strings (never Lua booleans
 // or numbers, whose conversion differs between RESP2 and RESP3).
 
