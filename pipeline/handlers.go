@@ -35,9 +35,8 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 	if err != nil {
 		return err
 	}
-	status := ""
+	status := depositStatus(cls.Goal)
 	if cls.Goal == postback.GoalFTD {
-		status = postback.StatusPending
 		if r := cls.FTD.Route; r.Partner != "" && r.Partner != rt.partner {
 			// The FTD was classified with another route before (a redelivery
 			// that found the click changed, with the route memo lost): the
@@ -65,6 +64,17 @@ func (p *Pipeline) handleDeposit(ctx context.Context, d *event.Deposit, merchant
 	return err
 }
 
+// depositStatus is the status a deposit's postback is sent with: pending for
+// the FTD (approved or rejected comes with the qualification), none for a
+// repeat deposit. It is part of the postback id, which classifyDeposit derives
+// before the goal is known to claim either postback: both derivations use it.
+func depositStatus(goal postback.Goal) string {
+	if goal == postback.GoalFTD {
+		return postback.StatusPending
+	}
+	return ""
+}
+
 // classifyDeposit classifies d (routed by rt) and, in the same script, claims
 // the postback its goal calls for: one Redis round trip where Classify and
 // Claim take two. It claims nothing (taken is nil; deliver claims) when the
@@ -79,8 +89,8 @@ func (p *Pipeline) classifyDeposit(ctx context.Context, d *event.Deposit, rt rou
 		Route: dedupe.Route{Partner: rt.partner, Via: rt.via, Params: rt.params},
 	}
 	// The ids newPostback gives the deposit's postback as either goal.
-	ftdID := postback.NewID(rt.partner, postback.GoalFTD, d.EventID, postback.StatusPending)
-	rdID := postback.NewID(rt.partner, postback.GoalRD, d.EventID, "")
+	ftdID := postback.NewID(rt.partner, postback.GoalFTD, d.EventID, depositStatus(postback.GoalFTD))
+	rdID := postback.NewID(rt.partner, postback.GoalRD, d.EventID, depositStatus(postback.GoalRD))
 	if !p.sender.HasGoal(rt.partner, postback.GoalFTD) || !p.sender.HasGoal(rt.partner, postback.GoalRD) ||
 		p.accepted.pending(ftdID) != nil || p.accepted.pending(rdID) != nil {
 		cls, err := p.store.Classify(ctx, dep)
