@@ -41,8 +41,9 @@
 // generations of a partition at once.
 //
 // Memory bound. At most MaxInFlight messages are fetched and unfinished at
-// once across partitions (fetching blocks at the limit: backpressure); key
-// goroutines and queued jobs are bounded by the same number. Beyond that each
+// once across partitions (fetching blocks at the limit: backpressure); busy
+// workers and queued jobs are bounded by the same number (an idle worker
+// parks for a second for the next key, then exits). Beyond that each
 // assigned partition holds the reader's prefetch (up to 100 messages and a
 // 10 MB fetch) and a tracker window of at most MaxUncommitted offsets (16
 // bytes each): once that many offsets sit behind an unfinished message, that
