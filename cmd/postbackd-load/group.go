@@ -27,6 +27,9 @@ type groupSpec struct {
 	verbose  io.Writer // progress every second, or nil
 	tr       *tracker.Tracker
 	stopWait time.Duration // SIGTERM to exit bound
+	// redisCPU reads the Redis server's CPU seconds so far (nil, or false:
+	// not measured), so that a phase can say what its events cost Redis.
+	redisCPU func() (float64, bool)
 }
 
 type groupResult struct {
@@ -43,20 +46,30 @@ type groupResult struct {
 	// last postback (0: the run was shorter than two windows).
 	slowest float64
 	cpu     float64 // CPU seconds of all members, first to last postback
-	cpuLife float64 // CPU seconds of all members, whole life (rusage)
-	idleRSS int64   // largest member RSS when its admin server came up
-	peakRSS int64   // largest member peak RSS (VmHWM, or rusage maxrss)
-	prom    promTotals
+	// redisCPU is the Redis server's CPU seconds, first to last postback
+	// (redisCPUKnown false: not measured).
+	redisCPU      float64
+	redisCPUKnown bool
+	cpuLife       float64 // CPU seconds of all members, whole life (rusage)
+	idleRSS       int64   // largest member RSS when its admin server came up
+	peakRSS       int64   // largest member peak RSS (VmHWM, or rusage maxrss)
+	prom          promTotals
 	// thenProm is the members' metrics over then.
 	thenProm promTotals
 }
 
-func (r groupResult) cpuPer10k() float64 {
+func (r groupResult) cpuPer10k() float64 { return r.per10k(r.cpu) }
+
+// redisCPUPer10k is the Redis server's CPU seconds per 10 000 postbacks
+// (its other clients, if any, included).
+func (r groupResult) redisCPUPer10k() float64 { return r.per10k(r.redisCPU) }
+
+func (r groupResult) per10k(seconds float64) float64 {
 	n := float64(r.postbacksInWindow())
 	if n <= 0 {
 		return 0
 	}
-	return r.cpu / n * 10000
+	return seconds / n * 10000
 }
 
 // postbacksInWindow counts the postbacks the rate and CPU are measured
@@ -197,7 +210,8 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 	}
 
-	var cpu0 float64
+	var cpu0, redis0 float64
+	redisOK := false
 	var firstN, stableN int64
 	var stableT time.Time
 	var samples []countSample
@@ -212,6 +226,9 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		if res.first.IsZero() && n > 0 {
 			res.first, firstN = now, n
 			cpu0 = cpuNow()
+			if g.redisCPU != nil {
+				redis0, redisOK = g.redisCPU()
+			}
 		}
 		if !res.first.IsZero() && (len(samples) == 0 || now.Sub(samples[len(samples)-1].at) >= 100*time.Millisecond) {
 			samples = append(samples, countSample{now, n})
@@ -257,6 +274,11 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 	}
 	res.cpu = cpuNow() - cpu0
+	if redisOK {
+		if r1, ok := g.redisCPU(); ok {
+			res.redisCPU, res.redisCPUKnown = r1-redis0, true
+		}
+	}
 	// The events of the last postbacks finish (audit write, delivered
 	// mark) just after them: let them, so the scrape counts them.
 	if err := sleepCtx(ctx, settleBeforeScrape); err != nil {

@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -101,6 +102,7 @@ type harness struct {
 	httpRate, httpCPU10k float64 // raw HTTP leg: req/s, harness CPU s per 10 000 requests
 	naiveRate, naiveRT   float64
 	dep                  *groupResult // deposit-only phase, the baseline of the later ones
+	redisCPU             func() (float64, bool)
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -145,6 +147,9 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		os.RemoveAll(dir)
 	}()
 	h.tr = tracker.New(tracker.Options{CountOnly: true, OnRequest: h.probes.observe})
+	rc := redis.NewClient(&redis.Options{Addr: o.redisAddr})
+	defer rc.Close()
+	h.redisCPU = func() (float64, bool) { return redisServerCPU(ctx, rc) }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -217,7 +222,7 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	probe := newLatencyProbe("lat"+h.run+"-", merchantDeposits)
 	dep, err := runGroup(ctx, groupSpec{
 		name: "deposits", bin: h.bin, dir: dir, cfgPath: depPath, members: 1, expected: int64(o.deposits),
-		timeout: o.phaseTimeout(o.deposits), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute,
+		timeout: o.phaseTimeout(o.deposits), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute, redisCPU: h.redisCPU,
 		then: func(ctx context.Context, rate float64) error {
 			if o.latencyFor <= 0 {
 				return nil
@@ -325,6 +330,14 @@ func (h *harness) verboseW() io.Writer {
 	return nil
 }
 
+// redisCPURow adds the Redis server's CPU per 10 000 postbacks of a phase,
+// next to postbackd's own: on a shared machine it is the other large share.
+func (h *harness) redisCPURow(r groupResult) {
+	if r.redisCPUKnown {
+		h.t.add("Redis server CPU seconds per 10 000 postbacks (INFO cpu)", num(r.redisCPUPer10k(), 3)+" s", r.redisCPUPer10k(), r.cpuPer10k(), "postbackd's CPU")
+	}
+}
+
 // streamRows adds the rows of a one-member stream phase.
 // Later phases (vsDep) also compare with the deposit-only stream.
 func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
@@ -339,6 +352,7 @@ func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
 	if vsDep {
 		h.t.add("", "", r.cpuPer10k(), h.dep.cpuPer10k(), "deposit-only stream")
 	}
+	h.redisCPURow(r)
 	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")
 	if r.prom.waited > 0 && r.prom.events > 0 {
 		// Events read before their click's registration (another topic)
@@ -395,7 +409,7 @@ func (h *harness) mixed(ctx context.Context, f funnelMix, createTopics func(*con
 	c := f.counts()
 	h.logf("mixed funnel: produced %d events in %s; postbackd subprocess", c.events(), time.Since(t0).Round(time.Millisecond))
 	r, err := runGroup(ctx, groupSpec{name: "mixed", bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(c.postbacks()),
-		timeout: h.o.phaseTimeout(c.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
+		timeout: h.o.phaseTimeout(c.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute, redisCPU: h.redisCPU})
 	if err != nil {
 		return err
 	}
@@ -421,7 +435,7 @@ func (h *harness) backlog(ctx context.Context, clicks int, createTopics func(*co
 	producedIn := time.Since(t0)
 	h.logf("backlog: produced in %s; postbackd subprocess", producedIn.Round(time.Millisecond))
 	r, err := runGroup(ctx, groupSpec{name: "backlog", bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(h.o.backlog),
-		timeout: h.o.phaseTimeout(h.o.backlog), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
+		timeout: h.o.phaseTimeout(h.o.backlog), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute, redisCPU: h.redisCPU})
 	if err != nil {
 		return err
 	}
@@ -441,6 +455,7 @@ func (h *harness) backlog(ctx context.Context, clicks int, createTopics func(*co
 		h.t.add("", "", float64(r.peakRSS), float64(h.dep.peakRSS), "deposit-only stream")
 	}
 	h.t.add("CPU seconds per 10 000 postbacks", num(r.cpuPer10k(), 3)+" s", r.cpuPer10k(), h.httpCPU10k, "http-1conn CPU per 10 000")
+	h.redisCPURow(r)
 	h.redisRows(r.prom)
 	return nil
 }
@@ -738,4 +753,41 @@ func writeAllocProfile(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// redisServerCPU is the Redis server's CPU seconds since it started
+// (used_cpu_user + used_cpu_sys of INFO cpu), false if it cannot be read.
+func redisServerCPU(ctx context.Context, rc *redis.Client) (float64, bool) {
+	info, err := rc.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, false
+	}
+	return parseRedisCPU(info)
+}
+
+func parseRedisCPU(info string) (float64, bool) {
+	var user, sys float64
+	var found int
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch k {
+		case "used_cpu_user":
+			dst = &user
+		case "used_cpu_sys":
+			dst = &sys
+		default:
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, false
+		}
+		*dst = f
+		found++
+	}
+	return user + sys, found == 2
 }

@@ -387,3 +387,18 @@ baselines
 		t.Errorf("mib = %q", mib(3<<20))
 	}
 }
+
+// TestParseRedisCPU reads INFO cpu's user and system seconds, and refuses a
+// reply that lacks one of them or holds a number it cannot read.
+func TestParseRedisCPU(t *testing.T) {
+	info := "# CPU\r\nused_cpu_sys:4.601528\r\nused_cpu_user:53.583076\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n"
+	got, ok := parseRedisCPU(info)
+	if !ok || math.Abs(got-58.184604) > 1e-9 {
+		t.Errorf("parseRedisCPU = %v, %v; want 58.184604, true", got, ok)
+	}
+	for _, bad := range []string{"# CPU\r\nused_cpu_sys:1.0\r\n", "used_cpu_sys:x\r\nused_cpu_user:1\r\n", ""} {
+		if v, ok := parseRedisCPU(bad); ok {
+			t.Errorf("parseRedisCPU(%q) = %v, true; want false", bad, v)
+		}
+	}
+}
