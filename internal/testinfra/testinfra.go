@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,12 +181,27 @@ func privateRedis(t testing.TB, clientTLS *tls.Config, args ...string) string {
 	}
 	all := append(append(listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()), args...)
 	cmd := exec.Command(bin, all...)
+	// Its own process group, so that the cleanup reaches its children too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
+	// Registered after t.TempDir, so it runs before the directory is
+	// removed. The whole group: a background save or AOF rewrite (a test
+	// that turns persistence on starts one) runs in a forked child that
+	// outlives a killed parent and would still be writing into the
+	// directory while it is removed ("directory not empty").
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		pgid := cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		_ = cmd.Wait()
+		// The orphaned child is reaped by init, not by us: poll (bounded)
+		// until the group is gone; a group that only holds a zombie no
+		// longer writes, so running out of time is harmless.
+		deadline := time.Now().Add(5 * time.Second)
+		for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 	})
 	addr := "127.0.0.1:" + port
 	c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: clientTLS})
