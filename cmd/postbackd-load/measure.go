@@ -592,11 +592,10 @@ func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *track
 			}
 		}()
 	}
-	// The collector runs as `postbackd run` sets it (GOGC from the
-	// environment, else service.DefaultGCPercent), so that the profile is the
-	// binary's; the harness's own setting comes back afterwards.
-	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(service.DefaultGCPercent))
+	// The collector runs as `postbackd run` sets it, so that the profile is
+	// the binary's; the harness's own setting comes back afterwards.
+	if previous, set := service.ApplyGCDefault(os.Getenv); set {
+		defer debug.SetGCPercent(previous)
 	}
 	m := metrics.New(nil)
 	svc, err := service.New(cfg, zap.NewNop(), service.Options{Metrics: m})

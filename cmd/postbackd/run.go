@@ -129,8 +129,8 @@ func cmdRun(ctx context.Context, args []string, getenv func(string) string, stde
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	if gogc, set := service.ApplyGCDefault(getenv); set {
-		log.Info("garbage collector target", zap.Int("gogc", gogc), zap.String("why", "GOGC not set in the environment"))
+	if _, set := service.ApplyGCDefault(getenv); set {
+		log.Info("garbage collector target", zap.Int("gogc", service.DefaultGCPercent), zap.String("why", "GOGC not set in the environment"))
 	}
 	svc, err := service.New(cfg, log, service.Options{})
 	if err != nil {

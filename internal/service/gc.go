@@ -15,11 +15,10 @@ import "runtime/debug"
 const DefaultGCPercent = 200
 
 // ApplyGCDefault sets DefaultGCPercent unless GOGC is set, and says whether it
-// did.
-func ApplyGCDefault(getenv func(string) string) (int, bool) {
+// did; previous is the percent it replaced, for a caller that restores it.
+func ApplyGCDefault(getenv func(string) string) (previous int, set bool) {
 	if getenv("GOGC") != "" {
 		return 0, false
 	}
-	debug.SetGCPercent(DefaultGCPercent)
-	return DefaultGCPercent, true
+	return debug.SetGCPercent(DefaultGCPercent), true
 }
