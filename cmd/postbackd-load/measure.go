@@ -755,38 +755,25 @@ func writeAllocProfile(path string) error {
 }
 
 // redisServerCPU is the Redis server's CPU seconds since it started
-// (used_cpu_user + used_cpu_sys of INFO cpu), false if it cannot be read.
+// (INFO cpu, as go-redis's InfoMap parses it), false if it cannot be read.
 func redisServerCPU(ctx context.Context, rc *redis.Client) (float64, bool) {
-	info, err := rc.Info(ctx, "cpu").Result()
+	info, err := rc.InfoMap(ctx, "cpu").Result()
 	if err != nil {
 		return 0, false
 	}
-	return parseRedisCPU(info)
+	return redisCPUSeconds(info["CPU"])
 }
 
-func parseRedisCPU(info string) (float64, bool) {
-	var user, sys float64
-	var found int
-	for _, line := range strings.Split(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		var dst *float64
-		switch k {
-		case "used_cpu_user":
-			dst = &user
-		case "used_cpu_sys":
-			dst = &sys
-		default:
-			continue
-		}
-		f, err := strconv.ParseFloat(v, 64)
+// redisCPUSeconds is used_cpu_user + used_cpu_sys of an INFO cpu section,
+// false when either is missing or not a number.
+func redisCPUSeconds(cpu map[string]string) (float64, bool) {
+	var sum float64
+	for _, k := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, err := strconv.ParseFloat(cpu[k], 64)
 		if err != nil {
 			return 0, false
 		}
-		*dst = f
-		found++
+		sum += v
 	}
-	return user + sys, found == 2
+	return sum, true
 }

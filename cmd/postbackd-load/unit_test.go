@@ -388,17 +388,18 @@ baselines
 	}
 }
 
-// TestParseRedisCPU reads INFO cpu's user and system seconds, and refuses a
-// reply that lacks one of them or holds a number it cannot read.
-func TestParseRedisCPU(t *testing.T) {
-	info := "# CPU\r\nused_cpu_sys:4.601528\r\nused_cpu_user:53.583076\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n"
-	got, ok := parseRedisCPU(info)
+// TestRedisCPUSeconds reads INFO cpu's user and system seconds, and refuses a
+// section that lacks one of them or holds a number it cannot read.
+func TestRedisCPUSeconds(t *testing.T) {
+	cpu := map[string]string{"used_cpu_sys": "4.601528", "used_cpu_user": "53.583076",
+		"used_cpu_sys_children": "0.000000", "used_cpu_user_children": "0.000000"}
+	got, ok := redisCPUSeconds(cpu)
 	if !ok || math.Abs(got-58.184604) > 1e-9 {
-		t.Errorf("parseRedisCPU = %v, %v; want 58.184604, true", got, ok)
+		t.Errorf("redisCPUSeconds = %v, %v; want 58.184604, true", got, ok)
 	}
-	for _, bad := range []string{"# CPU\r\nused_cpu_sys:1.0\r\n", "used_cpu_sys:x\r\nused_cpu_user:1\r\n", ""} {
-		if v, ok := parseRedisCPU(bad); ok {
-			t.Errorf("parseRedisCPU(%q) = %v, true; want false", bad, v)
+	for _, bad := range []map[string]string{{"used_cpu_sys": "1.0"}, {"used_cpu_sys": "x", "used_cpu_user": "1"}, nil} {
+		if v, ok := redisCPUSeconds(bad); ok {
+			t.Errorf("redisCPUSeconds(%v) = %v, true; want false", bad, v)
 		}
 	}
 }
