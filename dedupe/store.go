@@ -143,34 +143,11 @@ func clickTag(clickID string) string {
 // always last, after a fixed kind, so distinct (kind, id) pairs never give
 // the same key.
 func (s *Store) clickKey(clickID, kind string, id ...string) string {
-	// One allocation: every event builds several of these keys.
-	tag := ""
-	n := len(s.opts.Prefix) + len("::{c:}") + len(clickID) + len(kind)
-	if strings.ContainsAny(clickID, "{}") {
-		tag = clickTag(clickID)
-		n += len(tag) - len(clickID) - len("{c:}")
-	}
+	tag := clickTag(clickID)
 	if len(id) > 0 {
-		n += 1 + len(id[0])
+		return s.opts.Prefix + ":" + tag + ":" + kind + ":" + id[0]
 	}
-	var b strings.Builder
-	b.Grow(n)
-	b.WriteString(s.opts.Prefix)
-	b.WriteByte(':')
-	if tag != "" {
-		b.WriteString(tag)
-	} else {
-		b.WriteString("{c:")
-		b.WriteString(clickID)
-		b.WriteByte('}')
-	}
-	b.WriteByte(':')
-	b.WriteString(kind)
-	if len(id) > 0 {
-		b.WriteByte(':')
-		b.WriteString(id[0])
-	}
-	return b.String()
+	return s.opts.Prefix + ":" + tag + ":" + kind
 }
 
 // shardKeys returns the schedule keys of shard n: "{<prefix>:q:<n>}:due"
