@@ -5,6 +5,7 @@
 package testinfra
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -195,13 +197,10 @@ func privateRedis(t testing.TB, clientTLS *tls.Config, args ...string) string {
 		pgid := cmd.Process.Pid
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		_ = cmd.Wait()
-		// The orphaned child is reaped by init, not by us: poll (bounded)
-		// until the group is gone; a group that only holds a zombie no
-		// longer writes, so running out of time is harmless.
-		deadline := time.Now().Add(5 * time.Second)
-		for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		// The orphaned child is not ours to wait for (init reaps it, on its
+		// own schedule): poll, bounded, until no member of the group is
+		// still running; a zombie writes nothing.
+		WaitUntil(t, 10*time.Second, "redis-server's forked children exit", func() bool { return !groupRunning(pgid) })
 	})
 	addr := "127.0.0.1:" + port
 	c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: clientTLS})
@@ -215,4 +214,29 @@ func privateRedis(t testing.TB, clientTLS *tls.Config, args ...string) string {
 		return err == nil || strings.Contains(err.Error(), "NOAUTH") || strings.Contains(err.Error(), "WRONGPASS")
 	})
 	return addr
+}
+
+// groupRunning reports whether a process of group pgid is alive and not a
+// zombie, from /proc/<pid>/stat ("pid (comm) state ppid pgrp ...").
+func groupRunning(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// comm may hold spaces and parentheses: the fields follow its last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+			return true
+		}
+	}
+	return false
 }
