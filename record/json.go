@@ -41,14 +41,20 @@ func (a *Audit) AppendJSON(b []byte) []byte {
 	if a == nil {
 		return append(b, "null"...)
 	}
+	return appendEncoded(b, a, a.appendJSON)
+}
+
+// appendEncoded appends to b what encode writes, or, when encode meets a
+// time MarshalJSON refuses today, json.Marshal(v)'s bytes: asking json.Marshal
+// rather than panicking here keeps the output identical should a Go release
+// accept more times. encode may have written into b's array past len(b);
+// b[:len(b)] is untouched.
+func appendEncoded(b []byte, v any, encode func([]byte) ([]byte, bool)) []byte {
 	n := len(b)
-	if out, ok := a.appendJSON(b); ok {
+	if out, ok := encode(b); ok {
 		return out
 	}
-	// A time MarshalJSON refuses today. Asking json.Marshal rather than
-	// panicking here keeps the output identical should a Go release accept
-	// more times. out may share b's array past len(b); b[:n] is untouched.
-	return appendMarshal(b[:n], a)
+	return appendMarshal(b[:n], v)
 }
 
 // appendJSON is AppendJSON's encoder; false means a time that
@@ -148,11 +154,7 @@ func (c *Confirmation) AppendJSON(b []byte) []byte {
 	if c == nil {
 		return append(b, "null"...)
 	}
-	n := len(b)
-	if out, ok := c.appendJSON(b); ok {
-		return out
-	}
-	return appendMarshal(b[:n], c)
+	return appendEncoded(b, c, c.appendJSON)
 }
 
 // appendJSON is Confirmation.AppendJSON's encoder, as Audit.appendJSON.
