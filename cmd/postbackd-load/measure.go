@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/pprof/profile"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
@@ -134,6 +136,9 @@ func firstLine(s string) string {
 
 func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	h := &harness{o: o, run: suffix(), progress: stderr, probes: &activeProbe{}}
+	if o.memProfile != "" {
+		runtime.MemProfileRate = memProfileRate
+	}
 	dir, err := os.MkdirTemp("", "postbackd-load-"+h.run+"-")
 	if err != nil {
 		return err
@@ -583,11 +588,15 @@ func runThroughput(ctx context.Context, o options, cfg *config.Config, tr *track
 		defer pprof.StopCPUProfile()
 	}
 	if o.memProfile != "" {
-		// Counts from here only: the allocations of the run, not the
-		// harness's set-up before it.
-		runtime.MemProfileRate = 64 << 10
+		// The runtime's allocation profile counts from the process's start:
+		// what the run allocated is the profile at its end minus the one at
+		// its start (the harness's tracker, serving the run, included).
+		base, err := allocProfile()
+		if err != nil {
+			return 0, err
+		}
 		defer func() {
-			if err := writeAllocProfile(o.memProfile); err != nil {
+			if err := writeAllocsSince(o.memProfile, base); err != nil {
 				fmt.Fprintf(os.Stderr, "postbackd-load: allocation profile: %v\n", err)
 			}
 		}()
@@ -739,15 +748,40 @@ func gaugeValue(m *metrics.Metrics) float64 {
 	return d.GetGauge().GetValue()
 }
 
-// writeAllocProfile writes the heap profile, whose alloc_space and
-// alloc_objects samples count every allocation since the rate was set.
-func writeAllocProfile(path string) error {
+// memProfileRate samples one allocation per 64 KiB (Go's default is 512 KiB)
+// when -memprofile asks for a profile. Set before the run starts: the
+// profile scales every sample by the rate in force when it is written.
+const memProfileRate = 64 << 10
+
+// allocProfile is the runtime's allocation profile now (every allocation
+// since the process started, sampled).
+func allocProfile() (*profile.Profile, error) {
 	runtime.GC() // the profile reflects the last completed GC
+	var b bytes.Buffer
+	if err := pprof.Lookup("allocs").WriteTo(&b, 0); err != nil {
+		return nil, err
+	}
+	return profile.Parse(&b)
+}
+
+// writeAllocsSince writes the allocations made since base was taken: the
+// profile now minus base (its alloc_space and alloc_objects; the in-use
+// samples of such a difference mean nothing).
+func writeAllocsSince(path string, base *profile.Profile) error {
+	now, err := allocProfile()
+	if err != nil {
+		return err
+	}
+	base.Scale(-1)
+	diff, err := profile.Merge([]*profile.Profile{now, base})
+	if err != nil {
+		return err
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+	if err := diff.Write(f); err != nil {
 		f.Close()
 		return err
 	}

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"math"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/postbackd/postbackd/config"
@@ -401,5 +404,72 @@ func TestRedisCPUSeconds(t *testing.T) {
 		if v, ok := redisCPUSeconds(bad); ok {
 			t.Errorf("redisCPUSeconds(%v) = %v, true; want false", bad, v)
 		}
+	}
+}
+
+var allocSink [][]byte
+
+//go:noinline
+func allocBeforeBase(n int) {
+	for range n {
+		allocSink = append(allocSink, make([]byte, 1024))
+	}
+}
+
+//go:noinline
+func allocAfterBase(n int) {
+	for range n {
+		allocSink = append(allocSink, make([]byte, 1024))
+	}
+}
+
+// TestWriteAllocsSince: the written profile holds what was allocated after
+// the base profile was taken, and nothing from before it.
+func TestWriteAllocsSince(t *testing.T) {
+	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
+	runtime.MemProfileRate = 1 // every allocation, so the sums are exact
+	allocBeforeBase(300)
+	base, err := allocProfile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocAfterBase(200)
+	path := filepath.Join(t.TempDir(), "mem.prof")
+	if err := writeAllocsSince(path, base); err != nil {
+		t.Fatal(err)
+	}
+	allocSink = nil
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	space := -1
+	for i, st := range p.SampleType {
+		if st.Type == "alloc_space" {
+			space = i
+		}
+	}
+	if space < 0 {
+		t.Fatalf("no alloc_space in %v", p.SampleType)
+	}
+	bytesIn := map[string]int64{}
+	for _, s := range p.Sample {
+		for _, name := range sampleFunctions(s) {
+			if strings.HasSuffix(name, ".allocBeforeBase") || strings.HasSuffix(name, ".allocAfterBase") {
+				bytesIn[name[strings.LastIndexByte(name, '.')+1:]] += s.Value[space]
+				break
+			}
+		}
+	}
+	if got := bytesIn["allocBeforeBase"]; got != 0 {
+		t.Errorf("allocations before the base: %d bytes in the profile, want 0", got)
+	}
+	if got := bytesIn["allocAfterBase"]; got < 200*1024 {
+		t.Errorf("allocations after the base: %d bytes in the profile, want at least %d", got, 200*1024)
 	}
 }
