@@ -30,7 +30,7 @@ type Rendered struct {
 	// empty). They never contain the token.
 	Warnings []string
 
-	u *url.URL // URL parsed, for the request
+	u *url.URL // URL parsed, for every attempt's request
 }
 
 // Render fills the goal's URL template of p's partner. Macros (values are
@@ -140,6 +140,8 @@ func (p *partner) render(pb postback.Postback) (Rendered, error) {
 		return Rendered{Redacted: r.Redacted, Warnings: r.Warnings},
 			fmt.Errorf("partner %q goal %q: %w: %q", p.name, pb.Goal, ErrHostNotAllowed, p.redactString(u.Host))
 	}
+	// As http.NewRequest does: "host:" is the host with its default port.
+	u.Host = strings.TrimSuffix(u.Host, ":")
 	r.u = u
 	return r, nil
 }

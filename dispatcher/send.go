@@ -235,12 +235,14 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func (d *Dispatcher) attempt(ctx context.Context, p *partner, r *Rendered) outcome {
 	actx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodGet, r.URL, nil)
-	if err != nil {
-		// Render already parsed this URL; unreachable in practice.
-		return outcome{err: backoff.Permanent(fmt.Errorf("request for %s: %w", r.Redacted, unwrapURLError(err)))}
-	}
-	req.Header.Set("User-Agent", d.userAgent)
+	// Built from the URL Render parsed (and checked against the allowed
+	// hosts), not parsed again per attempt. Header values are never
+	// written by net/http, so the User-Agent slice is shared.
+	req := (&http.Request{
+		Method: http.MethodGet, URL: r.u,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"User-Agent": d.userAgent},
+	}).WithContext(actx)
 
 	start := time.Now()
 	resp, err := d.client.Do(req)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -621,5 +622,55 @@ func TestTokenEchoedInLongBodyNeverLeaks(t *testing.T) {
 				t.Fatalf("status %s, offset %d: response error %+v; want a valid snippet of at most %d bytes", status, offset, re, maxSnippet)
 			}
 		}
+	}
+}
+
+// The request carries the rendered URL byte for byte (escapes included) and
+// its host, attempt after attempt.
+func TestSendRequestIsTheRenderedURL(t *testing.T) {
+	type seen struct{ host, uri string }
+	got := make(chan seen, 3)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Host, r.RequestURI}
+		w.WriteHeader(503)
+	}))
+	defer srv.Close()
+	pc := serverPartner(srv)
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
+	pb := testPostback("acme", postback.GoalFTD)
+	pb.ClickID = "a b/c?d=e&f%g+ü"
+
+	r, err := env.d.Render(pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := env.d.Send(context.Background(), pb)
+	if res.Attempts != 3 {
+		t.Fatalf("Attempts = %d, want 3 (503 each)", res.Attempts)
+	}
+	u, _ := url.Parse(srv.URL)
+	want := strings.TrimPrefix(r.URL, srv.URL)
+	for i := range 3 {
+		s := <-got
+		if s.host != u.Host || s.uri != want {
+			t.Errorf("attempt %d: Host %q, RequestURI %q; want %q, %q", i+1, s.host, s.uri, u.Host, want)
+		}
+	}
+}
+
+// A rendered host with an empty port is sent as http.NewRequest would: the
+// host alone (the scheme's default port).
+func TestRenderEmptyPort(t *testing.T) {
+	pc := config.Partner{
+		Goals:        map[postback.Goal]config.GoalConfig{postback.GoalFTD: {URL: "http://tracker.example:/pb?cid={click_id}"}},
+		AllowedHosts: []string{"tracker.example"},
+	}
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
+	r, err := env.d.Render(testPostback("acme", postback.GoalFTD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.URL != "http://tracker.example:/pb?cid=click-1" || r.u.Host != "tracker.example" {
+		t.Errorf("URL %q, request host %q; want the URL as rendered and host tracker.example", r.URL, r.u.Host)
 	}
 }
