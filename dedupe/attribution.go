@@ -300,7 +300,8 @@ func (s *Store) attributeCall(t Touch) ([]string, []any, error) {
 	if t.Registers {
 		registers = "1"
 	}
-	return []string{s.clickKey(t.ClickID, "ctx"), s.clickKey(t.ClickID, "route", t.EventID), s.clickKey(t.ClickID, "await")},
+	k := s.keysOf(t.ClickID)
+	return []string{k.key("ctx"), k.key("route", t.EventID), k.key("await")},
 		[]any{t.EventID, t.Network, params, t.MerchantID, t.DefaultPartner, string(t.WaitPayload), s.ttlMS, formatTime(t.At), release, registers}, nil
 }
 

@@ -163,8 +163,8 @@ func (s *Store) ClaimBatch(ctx context.Context, reqs []ClaimRequest) ([]ClaimRes
 }
 
 func (s *Store) claimCall(clickID, postbackID, token string, lease time.Duration) ([]string, []any) {
-	return []string{s.clickKey(clickID, "lease", postbackID), s.clickKey(clickID, "done", postbackID)},
-		[]any{token, lease.Milliseconds()}
+	k := s.keysOf(clickID)
+	return []string{k.key("lease", postbackID), k.key("done", postbackID)}, []any{token, lease.Milliseconds()}
 }
 
 func parseClaim(v any, token string) (ClaimResult, error) {
@@ -290,10 +290,8 @@ func (s *Store) markCall(r MarkRequest) ([]string, []any, error) {
 	if r.FTD != nil {
 		ftdEvent = r.FTD.EventID
 	}
-	return []string{
-			s.clickKey(r.ClickID, "lease", r.PostbackID), s.clickKey(r.ClickID, "done", r.PostbackID),
-			s.clickKey(r.ClickID, "ftd"), s.clickKey(r.ClickID, "parked"),
-		},
+	k := s.keysOf(r.ClickID)
+	return []string{k.key("lease", r.PostbackID), k.key("done", r.PostbackID), k.key("ftd"), k.key("parked")},
 		[]any{r.Token, b, s.ttlMS, ftdEvent}, nil
 }
 

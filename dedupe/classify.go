@@ -163,7 +163,8 @@ func (s *Store) classifyCall(d Deposit) ([]string, []any) {
 		b, _ := json.Marshal(d.Route.Params)
 		params = string(b)
 	}
-	return []string{s.clickKey(d.ClickID, "ftd"), s.clickKey(d.ClickID, "ans", d.EventID)},
+	k := s.keysOf(d.ClickID)
+	return []string{k.key("ftd"), k.key("ans", d.EventID)},
 		[]any{d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS,
 			d.Route.Partner, string(d.Route.Via), params}
 }
@@ -268,10 +269,12 @@ func (s *Store) ClassifyClaimBatch(ctx context.Context, reqs []ClassifyClaim) ([
 			return nil, fmt.Errorf("dedupe: classify and claim batch: deposit %d: lease %s below 1ms", i, r.Lease)
 		}
 		keys, args := s.classifyCall(d)
-		ftdKeys, ftdArgs := s.claimCall(d.ClickID, r.FTDPostbackID, r.Token, r.Lease)
-		rdKeys, _ := s.claimCall(d.ClickID, r.RDPostbackID, r.Token, r.Lease)
-		calls[i].keys = append(append(keys, ftdKeys...), rdKeys...)
-		calls[i].args = append(args, ftdArgs...)
+		k := s.keysOf(d.ClickID)
+		// classifyClaimScript's keys and arguments: classifyScript's, then
+		// claimScript's for each candidate postback (the same token and lease).
+		calls[i].keys = append(keys, k.key("lease", r.FTDPostbackID), k.key("done", r.FTDPostbackID),
+			k.key("lease", r.RDPostbackID), k.key("done", r.RDPostbackID))
+		calls[i].args = append(args, r.Token, r.Lease.Milliseconds())
 	}
 	return runBatch(ctx, s, "classify_claim_batch", "classify and claim batch", classifyClaimScript, calls,
 		func(i int, v any) (ClassifiedClaim, error) { return parseClassifiedClaim(v, reqs[i].Token) },

@@ -192,7 +192,8 @@ func (s *Store) QualifyBatch(ctx context.Context, qs []Qualification) ([]Qualify
 }
 
 func (s *Store) qualifyCall(q Qualification) ([]string, []any) {
-	return []string{s.clickKey(q.ClickID, "ftd"), s.clickKey(q.ClickID, "parked"), s.clickKey(q.ClickID, "orphan", q.EventID)},
+	k := s.keysOf(q.ClickID)
+	return []string{k.key("ftd"), k.key("parked"), k.key("orphan", q.EventID)},
 		[]any{q.EventID, q.Status, q.Payload, formatTime(q.At), s.ttlMS}
 }
 

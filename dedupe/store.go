@@ -143,11 +143,23 @@ func clickTag(clickID string) string {
 // always last, after a fixed kind, so distinct (kind, id) pairs never give
 // the same key.
 func (s *Store) clickKey(clickID, kind string, id ...string) string {
-	tag := clickTag(clickID)
+	return s.keysOf(clickID).key(kind, id...)
+}
+
+// clickKeys builds the keys of one click (see clickKey) from their common
+// start, so that a script call naming several keys of a click computes its
+// hash tag once.
+type clickKeys struct{ base string } // "<prefix>:{c:<click>}:"
+
+func (s *Store) keysOf(clickID string) clickKeys {
+	return clickKeys{base: s.opts.Prefix + ":" + clickTag(clickID) + ":"}
+}
+
+func (k clickKeys) key(kind string, id ...string) string {
 	if len(id) > 0 {
-		return s.opts.Prefix + ":" + tag + ":" + kind + ":" + id[0]
+		return k.base + kind + ":" + id[0]
 	}
-	return s.opts.Prefix + ":" + tag + ":" + kind
+	return k.base + kind
 }
 
 // shardKeys returns the schedule keys of shard n: "{<prefix>:q:<n>}:due"
