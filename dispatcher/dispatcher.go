@@ -101,7 +101,7 @@ type Dispatcher struct {
 	client    *http.Client
 	log       *zap.Logger
 	now       func() time.Time
-	userAgent []string // the User-Agent header's value
+	userAgent string
 }
 
 // partner is one partner's configuration, compiled once.
@@ -146,7 +146,7 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 		client:    opts.Client,
 		log:       opts.Logger,
 		now:       opts.Now,
-		userAgent: []string{"postbackd/" + opts.Version},
+		userAgent: "postbackd/" + opts.Version,
 	}
 	if d.client == nil {
 		d.client = defaultClient()
@@ -158,7 +158,7 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 		d.now = time.Now
 	}
 	if opts.Version == "" {
-		d.userAgent = []string{"postbackd/dev"}
+		d.userAgent = "postbackd/dev"
 	}
 	m := opts.Metrics
 	if m == nil {

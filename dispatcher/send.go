@@ -236,13 +236,8 @@ func (d *Dispatcher) attempt(ctx context.Context, p *partner, r *Rendered) outco
 	actx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	// Built from the URL Render parsed (and checked against the allowed
-	// hosts), not parsed again per attempt. Header values are never
-	// written by net/http, so the User-Agent slice is shared.
-	req := (&http.Request{
-		Method: http.MethodGet, URL: r.u,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"User-Agent": d.userAgent},
-	}).WithContext(actx)
+	// hosts), not parsed again per attempt.
+	req := (&http.Request{Method: http.MethodGet, URL: r.u, Header: http.Header{"User-Agent": {d.userAgent}}}).WithContext(actx)
 
 	start := time.Now()
 	resp, err := d.client.Do(req)
