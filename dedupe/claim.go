@@ -163,8 +163,19 @@ func (s *Store) ClaimBatch(ctx context.Context, reqs []ClaimRequest) ([]ClaimRes
 }
 
 func (s *Store) claimCall(clickID, postbackID, token string, lease time.Duration) ([]string, []any) {
-	k := s.keysOf(clickID)
-	return []string{k.key("lease", postbackID), k.key("done", postbackID)}, []any{token, lease.Milliseconds()}
+	leaseKey, done := s.keysOf(clickID).claimKeys(postbackID)
+	return []string{leaseKey, done}, claimArgs(token, lease)
+}
+
+// claimKeys are claimScript's KEYS for postbackID: its lease and its
+// delivered mark (also markScript's first two).
+func (k clickKeys) claimKeys(postbackID string) (lease, done string) {
+	return k.key("lease", postbackID), k.key("done", postbackID)
+}
+
+// claimArgs are claimScript's ARGV.
+func claimArgs(token string, lease time.Duration) []any {
+	return []any{token, lease.Milliseconds()}
 }
 
 func parseClaim(v any, token string) (ClaimResult, error) {
@@ -291,7 +302,8 @@ func (s *Store) markCall(r MarkRequest) ([]string, []any, error) {
 		ftdEvent = r.FTD.EventID
 	}
 	k := s.keysOf(r.ClickID)
-	return []string{k.key("lease", r.PostbackID), k.key("done", r.PostbackID), k.key("ftd"), k.key("parked")},
+	lease, done := k.claimKeys(r.PostbackID)
+	return []string{lease, done, k.key("ftd"), k.key("parked")},
 		[]any{r.Token, b, s.ttlMS, ftdEvent}, nil
 }
 

@@ -127,7 +127,7 @@ func (s *Store) Classify(ctx context.Context, d Deposit) (Classification, error)
 		return Classification{}, fmt.Errorf("dedupe: classify: %w", ErrEmptyID)
 	}
 	defer s.observe("classify", time.Now())
-	keys, args := s.classifyCall(d)
+	keys, args := s.classifyCall(s.keysOf(d.ClickID), d)
 	v, err := classifyScript.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
 		return Classification{}, fmt.Errorf("dedupe: classify: %w", err)
@@ -149,21 +149,20 @@ func (s *Store) ClassifyBatch(ctx context.Context, ds []Deposit) ([]Classificati
 		if d.ClickID == "" || d.EventID == "" {
 			return nil, fmt.Errorf("dedupe: classify batch: deposit %d: %w", i, ErrEmptyID)
 		}
-		calls[i].keys, calls[i].args = s.classifyCall(d)
+		calls[i].keys, calls[i].args = s.classifyCall(s.keysOf(d.ClickID), d)
 	}
 	return runBatch(ctx, s, "classify_batch", "classify batch", classifyScript, calls,
 		func(_ int, v any) (Classification, error) { return parseClassification(v) },
 		func(i int) string { return fmt.Sprintf("deposit %d (event %s)", i, ds[i].EventID) })
 }
 
-func (s *Store) classifyCall(d Deposit) ([]string, []any) {
+func (s *Store) classifyCall(k clickKeys, d Deposit) ([]string, []any) {
 	params := ""
 	if len(d.Route.Params) > 0 {
 		// A map of strings always marshals.
 		b, _ := json.Marshal(d.Route.Params)
 		params = string(b)
 	}
-	k := s.keysOf(d.ClickID)
 	return []string{k.key("ftd"), k.key("ans", d.EventID)},
 		[]any{d.EventID, d.Amount, d.Currency, formatTime(d.OccurredAt), s.ttlMS,
 			d.Route.Partner, string(d.Route.Via), params}
@@ -268,13 +267,14 @@ func (s *Store) ClassifyClaimBatch(ctx context.Context, reqs []ClassifyClaim) ([
 		if r.Lease < time.Millisecond {
 			return nil, fmt.Errorf("dedupe: classify and claim batch: deposit %d: lease %s below 1ms", i, r.Lease)
 		}
-		keys, args := s.classifyCall(d)
-		k := s.keysOf(d.ClickID)
 		// classifyClaimScript's keys and arguments: classifyScript's, then
 		// claimScript's for each candidate postback (the same token and lease).
-		calls[i].keys = append(keys, k.key("lease", r.FTDPostbackID), k.key("done", r.FTDPostbackID),
-			k.key("lease", r.RDPostbackID), k.key("done", r.RDPostbackID))
-		calls[i].args = append(args, r.Token, r.Lease.Milliseconds())
+		k := s.keysOf(d.ClickID)
+		keys, args := s.classifyCall(k, d)
+		ftdLease, ftdDone := k.claimKeys(r.FTDPostbackID)
+		rdLease, rdDone := k.claimKeys(r.RDPostbackID)
+		calls[i].keys = append(keys, ftdLease, ftdDone, rdLease, rdDone)
+		calls[i].args = append(args, claimArgs(r.Token, r.Lease)...)
 	}
 	return runBatch(ctx, s, "classify_claim_batch", "classify and claim batch", classifyClaimScript, calls,
 		func(i int, v any) (ClassifiedClaim, error) { return parseClassifiedClaim(v, reqs[i].Token) },
