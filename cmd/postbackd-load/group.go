@@ -22,8 +22,8 @@ type groupSpec struct {
 	expected int64
 	timeout  time.Duration
 	// then runs once every postback arrived, members still running, with
-	// the measured rate (the latency probe).
-	then     func(ctx context.Context, rate float64) error
+	// the measured rate and readings of the members (the latency probes).
+	then     func(ctx context.Context, rate float64, m memberMeters) error
 	verbose  io.Writer // progress every second, or nil
 	tr       *tracker.Tracker
 	stopWait time.Duration // SIGTERM to exit bound
@@ -50,12 +50,22 @@ type groupResult struct {
 	// (redisCPUKnown false: not measured).
 	redisCPU      float64
 	redisCPUKnown bool
-	cpuLife       float64 // CPU seconds of all members, whole life (rusage)
-	idleRSS       int64   // largest member RSS when its admin server came up
-	peakRSS       int64   // largest member peak RSS (VmHWM, or rusage maxrss)
-	prom          promTotals
-	// thenProm is the members' metrics over then.
-	thenProm promTotals
+	// machine is how the machine's CPU time was spent, first to last
+	// postback, every process included.
+	machine      cpuShares
+	machineKnown bool
+	cpuLife      float64 // CPU seconds of all members, whole life (rusage)
+	idleRSS      int64   // largest member RSS when its admin server came up
+	peakRSS      int64   // largest member peak RSS (VmHWM, or rusage maxrss)
+	prom         promTotals
+}
+
+// memberMeters reads a phase's running members, for its then.
+type memberMeters struct {
+	// cpu is the members' CPU seconds so far.
+	cpu func() float64
+	// metrics scrapes every member's /metrics; sumDelta subtracts two.
+	metrics func() ([]promTotals, error)
 }
 
 func (r groupResult) cpuPer10k() float64 { return r.per10k(r.cpu) }
@@ -131,6 +141,16 @@ func stableSince(ms []*member) time.Time {
 	return at
 }
 
+// sumDelta sums the members' metrics after minus before (scrapes of the
+// same members, in the same order).
+func sumDelta(after, before []promTotals) promTotals {
+	s := promTotals{redisByOp: map[string]float64{}}
+	for i := range after {
+		s = s.add(after[i].sub(before[i]))
+	}
+	return s
+}
+
 // runGroup runs one subprocess phase: start the members, scrape their
 // metrics, wait for the postbacks, sample CPU and memory, call then, stop
 // them with SIGTERM.
@@ -195,13 +215,6 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 		return out, nil
 	}
-	sumDelta := func(after, before []promTotals) promTotals {
-		s := promTotals{redisByOp: map[string]float64{}}
-		for i := range after {
-			s = s.add(after[i].sub(before[i]))
-		}
-		return s
-	}
 	peak := func() {
 		for _, m := range ms {
 			if mem, err := procMem(m.pid); err == nil {
@@ -211,6 +224,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 	}
 
 	var cpu0, redis0 float64
+	var machine machineMeter
 	redisOK := false
 	var firstN, stableN int64
 	var stableT time.Time
@@ -226,6 +240,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		if res.first.IsZero() && n > 0 {
 			res.first, firstN = now, n
 			cpu0 = cpuNow()
+			machine = startMachineMeter()
 			if g.redisCPU != nil {
 				redis0, redisOK = g.redisCPU()
 			}
@@ -274,6 +289,9 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 	}
 	res.cpu = cpuNow() - cpu0
+	if !res.first.IsZero() {
+		res.machine, res.machineKnown = machine.shares()
+	}
 	if redisOK {
 		if r1, ok := g.redisCPU(); ok {
 			res.redisCPU, res.redisCPUKnown = r1-redis0, true
@@ -301,14 +319,9 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 	}
 	res.slowest = slowestWindow(samples, 10*time.Second)
 	if g.then != nil {
-		if err := g.then(ctx, res.rate); err != nil {
+		if err := g.then(ctx, res.rate, memberMeters{cpu: cpuNow, metrics: scrapeAll}); err != nil {
 			return res, err
 		}
-		p2, err := scrapeAll()
-		if err != nil {
-			return res, err
-		}
-		res.thenProm = sumDelta(p2, p1)
 		peak()
 	}
 	return res, nil

@@ -90,8 +90,21 @@ func fakeGroup(t *testing.T, members, perMember int, expected int64, timeout tim
 func TestRunGroup(t *testing.T) {
 	g, _ := fakeGroup(t, 2, 1000, 2000, 30*time.Second)
 	thenRan := false
-	g.then = func(_ context.Context, rate float64) error {
+	var thenErr error
+	g.then = func(_ context.Context, rate float64, m memberMeters) error {
 		thenRan = rate > 0
+		// The meters read the running members: both scraped, and CPU spent.
+		ps, err := m.metrics()
+		switch {
+		case err != nil:
+			thenErr = err
+		case len(ps) != 2:
+			thenErr = fmt.Errorf("metrics of %d members, want 2", len(ps))
+		case sumDelta(ps, make([]promTotals, 2)).events <= 0:
+			thenErr = fmt.Errorf("no events in the members' metrics: %+v", ps)
+		case m.cpu() <= 0:
+			thenErr = fmt.Errorf("members' CPU %v", m.cpu())
+		}
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -99,6 +112,9 @@ func TestRunGroup(t *testing.T) {
 	r, err := runGroup(ctx, g)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if thenErr != nil {
+		t.Error("then:", thenErr)
 	}
 	if r.postbacks != 2000 || r.rate <= 0 || !thenRan {
 		t.Errorf("postbacks %d, rate %.0f, then ran %v", r.postbacks, r.rate, thenRan)

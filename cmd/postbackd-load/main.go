@@ -16,8 +16,10 @@
 //   - deposit-only stream: -deposits over -clicks (consume, classify, GET,
 //     audit, commit), postbacks/s, CPU seconds per 10 000 postbacks, peak
 //     RSS, Redis round trips per event (in total and per op); then the
-//     latency from publication to the tracker at half the measured rate
-//     (p50, p95, p99, p999, max);
+//     latency from publication to the tracker at fractions of the measured
+//     rate (-latency-at, a quarter and a half by default: p50, p95, p99,
+//     p999, max), with what each rate costs postbackd and Redis and how busy
+//     the whole machine was meanwhile;
 //   - mixed funnel: -mixed-clicks clicks, each with a registration, an FTD
 //     and 0-4 repeat deposits, a revenue event for the hybrid merchant's
 //     clicks and a qualification, on the four input topics;
@@ -86,7 +88,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	redisAddr := fs.String("redis", getenv("REDIS_ADDR"), "Redis address")
 	fs.StringVar(&o.binary, "postbackd", "", "postbackd binary to run (default: go build ./cmd/postbackd into a temporary directory)")
 	fs.StringVar(&o.goroutineDump, "goroutines", "", "write a goroutine dump half way through an in-process deposit-only run")
-	fs.DurationVar(&o.latencyFor, "latency", 5*time.Second, "how long to offer half the measured rate for the latency probe (0: skip)")
+	fs.DurationVar(&o.latencyFor, "latency", 5*time.Second, "how long each latency probe offers its rate (0: skip the probes)")
+	latencyAt := fs.String("latency-at", "0.25,0.5", "the latency probes' rates, as fractions of the deposit-only stream's measured rate, in order")
 	fs.BoolVar(&o.verbose, "v", false, "print progress every second")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's topics, Redis keys, member configurations and logs")
 	cleanupRun := fs.String("cleanup", "", "delete the topics and Redis keys of an earlier run (the id its table header names) and exit")
@@ -102,6 +105,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var err error
 	if o.scaleout, err = parseSizes(*scaleout); err != nil {
 		fmt.Fprintf(stderr, "-scaleout: %v\n", err)
+		return 2
+	}
+	if o.latencyAt, err = parseFractions(*latencyAt); err != nil {
+		fmt.Fprintf(stderr, "-latency-at: %v\n", err)
 		return 2
 	}
 	if o.deposits < 1 || o.clicks < 1 || o.partitions < 1 || o.naive < 2 || o.scaleoutPartitions < 1 || o.mixedClicks < 0 || o.backlog < 0 || o.scaleoutEvents < 0 || o.rebalanceRate <= 0 {
@@ -129,6 +136,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	return 0
+}
+
+// parseFractions parses a comma-separated list of rates as fractions of a
+// measured rate, each in (0, 1]: above the measured rate the backlog, not
+// postbackd, would set the latency.
+func parseFractions(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(v > 0 && v <= 1) {
+			return nil, fmt.Errorf("want a comma-separated list of fractions in (0, 1], got %q", s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // parseSizes parses a comma-separated list of group sizes ("0" or "":

@@ -24,7 +24,7 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := run(ctx, []string{"-deposits", "2000", "-clicks", "500", "-naive-events", "50", "-latency", "2s",
+	code := run(ctx, []string{"-deposits", "2000", "-clicks", "500", "-naive-events", "50", "-latency", "2s", "-latency-at", "0.2,0.4",
 		"-mixed-clicks", "400", "-backlog", "3000", "-scaleout", "1,2", "-scaleout-events", "3000", "-rebalance-rate", "200"},
 		os.Getenv, &stdout, &stderr)
 	if code != 0 {
@@ -53,11 +53,19 @@ func TestSmoke(t *testing.T) {
 		`(?m)^  peak RSS \(VmHWM, whole life\) +[\d.]+ MiB +[\d.]+x +its RSS at start`,
 		`(?m)^  Redis round trips per event \([\d ]+ events\) +\d+\.\d+ +[\d.]+x +naive$`,
 		`(?m)^  p999 +[\d.]+ (µs|ms|s) +[\d.]+x +http-1conn round trip$`,
+		`(?m)^  machine CPU busy first to last postback \(all processes, \d+ cores\) +\d+ % +[\d.]+x +all cores busy$`,
+		`(?m)^    stolen by the hypervisor meanwhile +\d+ % +[\d.]+x +all cores$`,
+		`(?m)^  CPU seconds per 10 000 postbacks at that rate \(postbackd\) +\d+\.\d+ s +[\d.]+x +deposit-only stream$`,
 		`(?m)^  longest gap when a member is killed \(kill -9\) +[\d.]+ (µs|ms|s) +[\d.]+x +steady reference$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("no row matching %s", re)
 		}
+	}
+	// One latency section per rate asked for, in order.
+	sections := regexp.MustCompile(`(?m)^latency, publication to tracker, at [\d ]+ deposits/s offered \(([\d.]+)x of the measured rate\)`).FindAllStringSubmatch(out, -1)
+	if len(sections) != 2 || sections[0][1] != "0.20" || sections[1][1] != "0.40" {
+		t.Errorf("latency sections %q, want at 0.20x and 0.40x", sections)
 	}
 	if strings.Contains(out, "NOT MEASURED") {
 		t.Errorf("a phase was not measured")
@@ -101,7 +109,7 @@ func TestUsage(t *testing.T) {
 // The printed reproduce command parses: every flag it names exists and
 // takes its value (the run then stops only for want of infrastructure).
 func TestCommandParses(t *testing.T) {
-	o := options{deposits: 1, clicks: 2, partitions: 3, naive: 4, maxInFlight: 5, latencyFor: time.Second, mixedClicks: 6,
+	o := options{deposits: 1, clicks: 2, partitions: 3, naive: 4, maxInFlight: 5, latencyFor: time.Second, latencyAt: []float64{0.25, 0.5}, mixedClicks: 6,
 		backlog: 7, scaleout: []int{1, 2}, scaleoutEvents: 8, scaleoutPartitions: 9, rebalanceRate: 10.5, timeout: time.Minute, cpuProfile: "p"}
 	for _, cmd := range []string{o.command(), options{naive: 2, rebalanceRate: 1}.command()} {
 		args := strings.Fields(strings.TrimPrefix(cmd, "go run ./cmd/postbackd-load "))

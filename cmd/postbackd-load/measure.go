@@ -45,7 +45,10 @@ type options struct {
 	brokers, redisAddr, cpuProfile, binary           string
 	verbose, keep                                    bool
 	latencyFor                                       time.Duration
-	goroutineDump                                    string
+	// latencyAt are the latency probes' rates, fractions of the
+	// deposit-only stream's.
+	latencyAt     []float64
+	goroutineDump string
 	// memProfile receives the allocations (alloc_space, alloc_objects) of
 	// the in-process run, for the allocation side of the CPU profile's GC.
 	memProfile string
@@ -74,8 +77,15 @@ func (o options) command() string {
 		}
 		return strings.Join(s, ",")
 	}
-	c := fmt.Sprintf("go run ./cmd/postbackd-load -deposits %d -clicks %d -partitions %d -naive-events %d -max-in-flight %d -latency %s -mixed-clicks %d -backlog %d -scaleout %s -scaleout-events %d -scaleout-partitions %d -rebalance-rate %g",
-		o.deposits, o.clicks, o.partitions, o.naive, o.maxInFlight, o.latencyFor, o.mixedClicks, o.backlog, ints(o.scaleout), o.scaleoutEvents, o.scaleoutPartitions, o.rebalanceRate)
+	fracs := make([]string, len(o.latencyAt))
+	for i, f := range o.latencyAt {
+		fracs[i] = strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	if len(fracs) == 0 {
+		fracs = []string{"0.5"}
+	}
+	c := fmt.Sprintf("go run ./cmd/postbackd-load -deposits %d -clicks %d -partitions %d -naive-events %d -max-in-flight %d -latency %s -latency-at %s -mixed-clicks %d -backlog %d -scaleout %s -scaleout-events %d -scaleout-partitions %d -rebalance-rate %g",
+		o.deposits, o.clicks, o.partitions, o.naive, o.maxInFlight, o.latencyFor, strings.Join(fracs, ","), o.mixedClicks, o.backlog, ints(o.scaleout), o.scaleoutEvents, o.scaleoutPartitions, o.rebalanceRate)
 	if o.timeout > 0 {
 		c += " -timeout " + o.timeout.String()
 	}
@@ -192,10 +202,12 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 
 	// Baselines.
 	h.logf("baseline http-1conn (3 s)")
+	httpMachine := startMachineMeter()
 	h.httpRate, h.httpCPU10k, err = measureHTTP(ctx, "http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second)
 	if err != nil {
 		return fmt.Errorf("http-1conn baseline: %w", err)
 	}
+	httpShares, httpSharesOK := httpMachine.shares()
 	depPhase := h.phase("dep")
 	depCfg, depPath, err := depPhase.write(dir, "deposits")
 	if err != nil {
@@ -218,26 +230,29 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	h.t.add("http-1conn: raw HTTP leg, net/http GET, 1 connection", perSecond(h.httpRate, "req/s"), 1, 1, "itself")
 	h.t.add("its CPU per 10 000 requests (client + tracker)", num(h.httpCPU10k, 3)+" s", 1, 1, "itself")
 	h.t.note("its round trip", dur(time.Duration(float64(time.Second)/h.httpRate)))
+	h.machineRows("meanwhile", httpShares, httpSharesOK)
 	h.t.add("naive: one event at a time, sync audit and commit", perSecond(h.naiveRate, "postbacks/s"), h.naiveRate, h.httpRate, "http-1conn")
 	h.t.add("its Redis round trips per event", num(h.naiveRT, 2), 1, 1, "itself")
 
-	// The deposit-only stream, then the latency probe at half its rate.
+	// The deposit-only stream, then the latency probes at fractions of its
+	// rate.
 	h.logf("deposit-only stream: postbackd subprocess on %d deposits", o.deposits)
-	var lat latencyResult
-	probe := newLatencyProbe("lat"+h.run+"-", merchantDeposits)
+	var probes []probeResult
 	dep, err := runGroup(ctx, groupSpec{
 		name: "deposits", bin: h.bin, dir: dir, cfgPath: depPath, members: 1, expected: int64(o.deposits),
 		timeout: o.phaseTimeout(o.deposits), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute, redisCPU: h.redisCPU,
-		then: func(ctx context.Context, rate float64) error {
+		then: func(ctx context.Context, rate float64, m memberMeters) error {
 			if o.latencyFor <= 0 {
 				return nil
 			}
-			h.logf("latency probe at %.0f deposits/s for %s", rate/2, o.latencyFor)
-			h.probes.p.Store(probe)
-			defer h.probes.p.Store(nil)
-			var err error
-			lat, err = probe.run(ctx, depCfg.Kafka.Brokers, depCfg.Topics.Deposits, rate/2, o.latencyFor, o.phaseTimeout(0))
-			return err
+			for i, f := range o.latencyAt {
+				r, err := h.probeAt(ctx, depCfg, i, f, rate, m)
+				if err != nil {
+					return err
+				}
+				probes = append(probes, r)
+			}
+			return nil
 		},
 	})
 	h.t.section(fmt.Sprintf("deposit-only stream: %s deposits over %s clicks, %d partitions, 1 postbackd subprocess (produced in %s)",
@@ -247,19 +262,8 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	} else {
 		h.dep = &dep
 		h.streamRows(dep, "postbackd subprocess", false)
-		if lat.n > 0 {
-			h.t.section(fmt.Sprintf("latency, publication to tracker, at %s deposits/s offered (%s of the measured rate), %s deposits",
-				grouped(int64(lat.rate)), ratio(lat.rate, dep.rate), grouped(int64(lat.n))))
-			rtt := 1 / h.httpRate
-			for _, p := range []struct {
-				name string
-				d    time.Duration
-			}{{"p50", lat.p50}, {"p95", lat.p95}, {"p99", lat.p99}, {"p999", lat.p999}, {"max", lat.pmax}} {
-				h.t.add(p.name, dur(p.d), p.d.Seconds(), rtt, "http-1conn round trip")
-			}
-			if ev := dep.thenProm.events; ev > 0 {
-				h.t.add("Redis round trips per event at that rate", num(dep.thenProm.redisTotal()/ev, 3), dep.thenProm.redisTotal()/ev, h.naiveRT, "naive")
-			}
+		for _, r := range probes {
+			h.probeRows(r)
 		}
 	}
 
@@ -335,6 +339,101 @@ func (h *harness) verboseW() io.Writer {
 	return nil
 }
 
+// probeResult is one latency probe: the latencies at a rate, and what the
+// rate cost.
+type probeResult struct {
+	fraction float64 // of the deposit-only stream's rate
+	lat      latencyResult
+	// cpu and redisCPU are postbackd's and the Redis server's CPU seconds
+	// from the probe's start until its last events finished.
+	cpu, redisCPU float64
+	redisCPUKnown bool
+	// machine is how the machine's CPU time was spent from the probe's
+	// start to its last postback, every process included.
+	machine      cpuShares
+	machineKnown bool
+	prom         promTotals
+}
+
+// probeAt offers fraction × rate deposits/s for -latency and measures
+// their latency and what they cost. Each probe has clicks of its own.
+func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fraction, rate float64, m memberMeters) (probeResult, error) {
+	r := probeResult{fraction: fraction}
+	h.logf("latency probe at %.0f deposits/s (%gx the measured rate) for %s", rate*fraction, fraction, h.o.latencyFor)
+	probe := newLatencyProbe(fmt.Sprintf("lat%s-%d-", h.run, i), merchantDeposits)
+	h.probes.p.Store(probe)
+	defer h.probes.p.Store(nil)
+	prom0, err := m.metrics()
+	if err != nil {
+		return r, err
+	}
+	cpu0 := m.cpu()
+	var redis0 float64
+	if h.redisCPU != nil {
+		redis0, r.redisCPUKnown = h.redisCPU()
+	}
+	machine := startMachineMeter()
+	if r.lat, err = probe.run(ctx, cfg.Kafka.Brokers, cfg.Topics.Deposits, rate*fraction, h.o.latencyFor, h.o.phaseTimeout(0)); err != nil {
+		return r, err
+	}
+	r.machine, r.machineKnown = machine.shares()
+	// The probe's last events finish (audit write, delivered mark) just
+	// after their postbacks: let them, so that their cost is counted.
+	if err := sleepCtx(ctx, settleBeforeScrape); err != nil {
+		return r, err
+	}
+	r.cpu = m.cpu() - cpu0
+	if r.redisCPUKnown {
+		redis1, ok := h.redisCPU()
+		r.redisCPU, r.redisCPUKnown = redis1-redis0, ok
+	}
+	prom1, err := m.metrics()
+	if err != nil {
+		return r, err
+	}
+	r.prom = sumDelta(prom1, prom0)
+	return r, nil
+}
+
+// probeRows adds a latency probe's section: the percentiles against the
+// raw HTTP leg's round trip, then what the rate cost against the
+// deposit-only stream at full speed (whose batches are fuller).
+func (h *harness) probeRows(r probeResult) {
+	lat := r.lat
+	h.t.section(fmt.Sprintf("latency, publication to tracker, at %s deposits/s offered (%s of the measured rate), %s deposits",
+		grouped(int64(lat.rate)), ratio(lat.rate, h.dep.rate), grouped(int64(lat.n))))
+	rtt := 1 / h.httpRate
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"p50", lat.p50}, {"p95", lat.p95}, {"p99", lat.p99}, {"p999", lat.p999}, {"max", lat.pmax}} {
+		h.t.add(p.name, dur(p.d), p.d.Seconds(), rtt, "http-1conn round trip")
+	}
+	h.machineRows("while offered", r.machine, r.machineKnown)
+	if lat.n > 0 {
+		per10k := func(s float64) float64 { return s / float64(lat.n) * 10000 }
+		h.t.add("CPU seconds per 10 000 postbacks at that rate (postbackd)", num(per10k(r.cpu), 3)+" s", per10k(r.cpu), h.dep.cpuPer10k(), "deposit-only stream")
+		if r.redisCPUKnown && h.dep.redisCPUKnown {
+			h.t.add("Redis server CPU seconds per 10 000 at that rate", num(per10k(r.redisCPU), 3)+" s", per10k(r.redisCPU), h.dep.redisCPUPer10k(), "deposit-only stream")
+		}
+	}
+	if ev := r.prom.events; ev > 0 {
+		h.t.add("Redis round trips per event at that rate", num(r.prom.redisTotal()/ev, 3), r.prom.redisTotal()/ev, h.naiveRT, "naive")
+	}
+}
+
+// machineRows adds how busy the whole machine was during a measurement,
+// every process included, and what the hypervisor took.
+func (h *harness) machineRows(when string, s cpuShares, ok bool) {
+	if !ok {
+		return
+	}
+	h.t.add(fmt.Sprintf("machine CPU busy %s (all processes, %d cores)", when, runtime.NumCPU()), num(100*s.busy, 0)+" %", s.busy, 1, "all cores busy")
+	// A virtual machine's cores are shared with other guests: what the
+	// hypervisor took is capacity no process here had.
+	h.t.add("  stolen by the hypervisor meanwhile", num(100*s.steal, 0)+" %", s.steal, 1, "all cores")
+}
+
 // redisCPURow adds the Redis server's CPU per 10 000 postbacks of a phase,
 // next to postbackd's own: on a shared machine it is the other large share.
 func (h *harness) redisCPURow(r groupResult) {
@@ -358,6 +457,7 @@ func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
 		h.t.add("", "", r.cpuPer10k(), h.dep.cpuPer10k(), "deposit-only stream")
 	}
 	h.redisCPURow(r)
+	h.machineRows("first to last postback", r.machine, r.machineKnown)
 	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")
 	if r.prom.waited > 0 && r.prom.events > 0 {
 		// Events read before their click's registration (another topic)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
@@ -44,6 +46,71 @@ func parseStatCPU(stat string) (float64, error) {
 		return 0, fmt.Errorf("stat: %w", err)
 	}
 	return float64(utime+stime) / clockTicks, nil
+}
+
+// machineCPU is the whole machine's CPU time so far, all cores, in
+// seconds: busy (running anything), stolen (the hypervisor ran another
+// guest while this one wanted to run) and in all.
+type machineCPU struct{ busy, steal, total float64 }
+
+// readMachineCPU reads the machine's CPU time from /proc/stat.
+func readMachineCPU() (machineCPU, error) {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return machineCPU{}, err
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return machineCPU{}, err
+	}
+	return machineCPUOf(st.CPUTotal), nil
+}
+
+// machineCPUOf sums a /proc/stat cpu line. Idle and iowait are idle; guest
+// time is left out, since the kernel counts it in user (and guest_nice in
+// nice) already.
+func machineCPUOf(c procfs.CPUStat) machineCPU {
+	busy := c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ
+	return machineCPU{busy: busy, steal: c.Steal, total: busy + c.Steal + c.Idle + c.Iowait}
+}
+
+// cpuShares is how the machine's CPU time between two readings was spent,
+// as shares of it: busy 1 means every core ran something all the time.
+type cpuShares struct{ busy, steal float64 }
+
+// sharesSince is the machine's CPU shares between an earlier reading and
+// this one; ok is false when no time passed between the two.
+func (m machineCPU) sharesSince(earlier machineCPU) (s cpuShares, ok bool) {
+	total := m.total - earlier.total
+	if total <= 0 {
+		return s, false
+	}
+	share := func(v float64) float64 { return min(max(v/total, 0), 1) }
+	return cpuShares{busy: share(m.busy - earlier.busy), steal: share(m.steal - earlier.steal)}, true
+}
+
+// machineMeter measures the machine's CPU shares from its start.
+type machineMeter struct {
+	start machineCPU
+	err   error
+}
+
+func startMachineMeter() machineMeter {
+	c, err := readMachineCPU()
+	return machineMeter{start: c, err: err}
+}
+
+// shares is how the machine's CPU time was spent since the meter started;
+// ok is false when it cannot be read (not Linux) or no time passed.
+func (m machineMeter) shares() (s cpuShares, ok bool) {
+	if m.err != nil {
+		return s, false
+	}
+	now, err := readMachineCPU()
+	if err != nil {
+		return s, false
+	}
+	return now.sharesSince(m.start)
 }
 
 // memStatus is the resident set of a process: now and its peak (high water

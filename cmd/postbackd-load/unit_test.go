@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+	"github.com/prometheus/procfs"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/postbackd/postbackd/config"
@@ -43,6 +44,61 @@ func TestParseStatusMem(t *testing.T) {
 	}
 	if _, err := parseStatusMem(bufio.NewScanner(strings.NewReader("Name:\tkthreadd\n"))); err == nil {
 		t.Error("a status without VmRSS parsed")
+	}
+}
+
+func TestMachineCPU(t *testing.T) {
+	// Idle and iowait are idle; guest is inside user already.
+	m := machineCPUOf(procfs.CPUStat{User: 10, Nice: 1, System: 4, Idle: 30, Iowait: 5, IRQ: 1, SoftIRQ: 2, Steal: 1, Guest: 7})
+	if m.busy != 18 || m.steal != 1 || m.total != 54 {
+		t.Errorf("machineCPUOf = %+v, want busy 18 and steal 1 of 54", m)
+	}
+	later := machineCPU{busy: m.busy + 3, steal: m.steal + 0.5, total: m.total + 4}
+	if s, ok := later.sharesSince(m); !ok || s.busy != 0.75 || s.steal != 0.125 {
+		t.Errorf("sharesSince = %+v, %v; want busy 0.75, steal 0.125", s, ok)
+	}
+	if _, ok := m.sharesSince(m); ok {
+		t.Error("shares over no time")
+	}
+	if _, err := os.Stat("/proc/stat"); err != nil {
+		t.Skip("no /proc: not Linux")
+	}
+	// On this machine: the totals move on while this test burns CPU, and
+	// the busy share lies in (0, 1].
+	first, err := readMachineCPU()
+	if err != nil || first.total <= 0 || first.busy <= 0 || first.busy+first.steal > first.total {
+		t.Fatalf("readMachineCPU = %+v, %v", first, err)
+	}
+	x := 0.0
+	for i := 0; ; i++ {
+		x += math.Sqrt(float64(i))
+		if i%1_000_000 != 0 {
+			continue
+		}
+		now, err := readMachineCPU()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A tenth of a second of wall clock on every core: this test's own
+		// core has ticked busy by then.
+		if s, ok := now.sharesSince(first); ok && now.total-first.total >= 0.1*float64(runtime.NumCPU()) {
+			if s.busy <= 0 || s.busy+s.steal > 1 {
+				t.Errorf("shares %+v while this test burns CPU (%v)", s, x)
+			}
+			return
+		}
+	}
+}
+
+func TestParseFractions(t *testing.T) {
+	got, err := parseFractions(" 0.25, 0.5 ,1")
+	if err != nil || !slices.Equal(got, []float64{0.25, 0.5, 1}) {
+		t.Errorf("parseFractions = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "-0.5", "1.5", "0.5,,0.25", "half", "NaN"} {
+		if _, err := parseFractions(bad); err == nil {
+			t.Errorf("parseFractions(%q) succeeded", bad)
+		}
 	}
 }
 
