@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&o.binary, "postbackd", "", "postbackd binary to run (default: go build ./cmd/postbackd into a temporary directory)")
 	fs.StringVar(&o.goroutineDump, "goroutines", "", "write a goroutine dump half way through an in-process deposit-only run")
 	fs.DurationVar(&o.latencyFor, "latency", 5*time.Second, "how long each latency probe offers its rate (0: skip the probes)")
-	latencyAt := fs.String("latency-at", "0.25,0.5", "the latency probes' rates, as fractions of the deposit-only stream's measured rate, in order")
+	latencyAt := fs.String("latency-at", defaultLatencyAt, "the latency probes' rates, as fractions of the deposit-only stream's measured rate, in order")
 	fs.BoolVar(&o.verbose, "v", false, "print progress every second")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's topics, Redis keys, member configurations and logs")
 	cleanupRun := fs.String("cleanup", "", "delete the topics and Redis keys of an earlier run (the id its table header names) and exit")
@@ -137,6 +137,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	return 0
 }
+
+// defaultLatencyAt are the latency probes' rates unless -latency-at says:
+// the target's half of the measured rate, and a quarter to show the slope.
+const defaultLatencyAt = "0.25,0.5"
 
 // parseFractions parses a comma-separated list of rates as fractions of a
 // measured rate, each in (0, 1]: above the measured rate the backlog, not

@@ -82,7 +82,7 @@ func (o options) command() string {
 		fracs[i] = strconv.FormatFloat(f, 'g', -1, 64)
 	}
 	if len(fracs) == 0 {
-		fracs = []string{"0.5"}
+		fracs = []string{defaultLatencyAt}
 	}
 	c := fmt.Sprintf("go run ./cmd/postbackd-load -deposits %d -clicks %d -partitions %d -naive-events %d -max-in-flight %d -latency %s -latency-at %s -mixed-clicks %d -backlog %d -scaleout %s -scaleout-events %d -scaleout-partitions %d -rebalance-rate %g",
 		o.deposits, o.clicks, o.partitions, o.naive, o.maxInFlight, o.latencyFor, strings.Join(fracs, ","), o.mixedClicks, o.backlog, ints(o.scaleout), o.scaleoutEvents, o.scaleoutPartitions, o.rebalanceRate)
@@ -342,8 +342,7 @@ func (h *harness) verboseW() io.Writer {
 // probeResult is one latency probe: the latencies at a rate, and what the
 // rate cost.
 type probeResult struct {
-	fraction float64 // of the deposit-only stream's rate
-	lat      latencyResult
+	lat latencyResult
 	// cpu and redisCPU are postbackd's and the Redis server's CPU seconds
 	// from the probe's start until its last events finished.
 	cpu, redisCPU float64
@@ -358,7 +357,7 @@ type probeResult struct {
 // probeAt offers fraction × rate deposits/s for -latency and measures
 // their latency and what they cost. Each probe has clicks of its own.
 func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fraction, rate float64, m memberMeters) (probeResult, error) {
-	r := probeResult{fraction: fraction}
+	var r probeResult
 	h.logf("latency probe at %.0f deposits/s (%gx the measured rate) for %s", rate*fraction, fraction, h.o.latencyFor)
 	probe := newLatencyProbe(fmt.Sprintf("lat%s-%d-", h.run, i), merchantDeposits)
 	h.probes.p.Store(probe)
