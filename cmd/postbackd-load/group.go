@@ -54,21 +54,35 @@ type groupResult struct {
 	// postback, every process included.
 	machine      cpuShares
 	machineKnown bool
-	cpuLife      float64 // CPU seconds of all members, whole life (rusage)
-	idleRSS      int64   // largest member RSS when its admin server came up
-	peakRSS      int64   // largest member peak RSS (VmHWM, or rusage maxrss)
-	prom         promTotals
+	// switches are the members' thread switches, first to last postback.
+	switches uint64
+	cpuLife  float64 // CPU seconds of all members, whole life (rusage)
+	idleRSS  int64   // largest member RSS when its admin server came up
+	peakRSS  int64   // largest member peak RSS (VmHWM, or rusage maxrss)
+	prom     promTotals
 }
 
 // memberMeters reads a phase's running members, for its then.
 type memberMeters struct {
 	// cpu is the members' CPU seconds so far.
 	cpu func() float64
+	// switches is the members' thread switches so far.
+	switches func() uint64
 	// metrics scrapes every member's /metrics; sumDelta subtracts two.
 	metrics func() ([]promTotals, error)
 }
 
 func (r groupResult) cpuPer10k() float64 { return r.per10k(r.cpu) }
+
+// switchesPerPostback is the members' thread switches per postback, first
+// to last.
+func (r groupResult) switchesPerPostback() float64 {
+	n := float64(r.postbacksInWindow())
+	if n <= 0 {
+		return 0
+	}
+	return float64(r.switches) / n
+}
 
 // redisCPUPer10k is the Redis server's CPU seconds per 10 000 postbacks
 // (its other clients, if any, included).
@@ -195,6 +209,15 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 	}
 
+	switchesNow := func() uint64 {
+		var n uint64
+		for _, m := range ms {
+			if c, err := procSwitches(m.pid); err == nil {
+				n += c
+			}
+		}
+		return n
+	}
 	cpuNow := func() float64 {
 		s := 0.0
 		for _, m := range ms {
@@ -224,6 +247,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 	}
 
 	var cpu0, redis0 float64
+	var switches0 uint64
 	var machine machineMeter
 	redisOK := false
 	var firstN, stableN int64
@@ -239,7 +263,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		n := g.tr.Count() - before
 		if res.first.IsZero() && n > 0 {
 			res.first, firstN = now, n
-			cpu0 = cpuNow()
+			cpu0, switches0 = cpuNow(), switchesNow()
 			machine = startMachineMeter()
 			if g.redisCPU != nil {
 				redis0, redisOK = g.redisCPU()
@@ -288,7 +312,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		case <-tick.C:
 		}
 	}
-	res.cpu = cpuNow() - cpu0
+	res.cpu, res.switches = cpuNow()-cpu0, switchesNow()-switches0
 	if !res.first.IsZero() {
 		res.machine, res.machineKnown = machine.shares()
 	}
@@ -319,7 +343,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 	}
 	res.slowest = slowestWindow(samples, 10*time.Second)
 	if g.then != nil {
-		if err := g.then(ctx, res.rate, memberMeters{cpu: cpuNow, metrics: scrapeAll}); err != nil {
+		if err := g.then(ctx, res.rate, memberMeters{cpu: cpuNow, switches: switchesNow, metrics: scrapeAll}); err != nil {
 			return res, err
 		}
 		peak()

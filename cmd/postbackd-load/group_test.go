@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -104,6 +105,8 @@ func TestRunGroup(t *testing.T) {
 			thenErr = fmt.Errorf("no events in the members' metrics: %+v", ps)
 		case m.cpu() <= 0:
 			thenErr = fmt.Errorf("members' CPU %v", m.cpu())
+		case m.switches() == 0:
+			thenErr = errors.New("no thread switches counted in the members")
 		}
 		return nil
 	}

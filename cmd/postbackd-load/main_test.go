@@ -56,6 +56,8 @@ func TestSmoke(t *testing.T) {
 		`(?m)^  machine CPU busy first to last postback \(all processes, \d+ cores\) +\d+ % +[\d.]+x +all cores busy$`,
 		`(?m)^    stolen by the hypervisor meanwhile +\d+ % +[\d.]+x +all cores$`,
 		`(?m)^  CPU seconds per 10 000 postbacks at that rate \(postbackd\) +\d+\.\d+ s +[\d.]+x +deposit-only stream$`,
+		`(?m)^  thread switches per postback \(all threads, blocked or preempted\) +\d+\.\d +[\d.]+x +one per postback$`,
+		`(?m)^  thread switches per postback at that rate \(postbackd\) +\d+\.\d +[\d.]+x +deposit-only stream$`,
 		`(?m)^  longest gap when a member is killed \(kill -9\) +[\d.]+ (µs|ms|s) +[\d.]+x +steady reference$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {

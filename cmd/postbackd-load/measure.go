@@ -347,6 +347,8 @@ type probeResult struct {
 	// from the probe's start until its last events finished.
 	cpu, redisCPU float64
 	redisCPUKnown bool
+	// switches are postbackd's thread switches over the same span.
+	switches uint64
 	// machine is how the machine's CPU time was spent from the probe's
 	// start to its last postback, every process included.
 	machine      cpuShares
@@ -366,7 +368,7 @@ func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fracti
 	if err != nil {
 		return r, err
 	}
-	cpu0 := m.cpu()
+	cpu0, switches0 := m.cpu(), m.switches()
 	var redis0 float64
 	if h.redisCPU != nil {
 		redis0, r.redisCPUKnown = h.redisCPU()
@@ -381,7 +383,7 @@ func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fracti
 	if err := sleepCtx(ctx, settleBeforeScrape); err != nil {
 		return r, err
 	}
-	r.cpu = m.cpu() - cpu0
+	r.cpu, r.switches = m.cpu()-cpu0, m.switches()-switches0
 	if r.redisCPUKnown {
 		redis1, ok := h.redisCPU()
 		r.redisCPU, r.redisCPUKnown = redis1-redis0, ok
@@ -412,6 +414,8 @@ func (h *harness) probeRows(r probeResult) {
 	if lat.n > 0 {
 		per10k := func(s float64) float64 { return s / float64(lat.n) * 10000 }
 		h.t.add("CPU seconds per 10 000 postbacks at that rate (postbackd)", num(per10k(r.cpu), 3)+" s", per10k(r.cpu), h.dep.cpuPer10k(), "deposit-only stream")
+		perPostback := float64(r.switches) / float64(lat.n)
+		h.t.add("thread switches per postback at that rate (postbackd)", num(perPostback, 1), perPostback, h.dep.switchesPerPostback(), "deposit-only stream")
 		if r.redisCPUKnown && h.dep.redisCPUKnown {
 			h.t.add("Redis server CPU seconds per 10 000 at that rate", num(per10k(r.redisCPU), 3)+" s", per10k(r.redisCPU), h.dep.redisCPUPer10k(), "deposit-only stream")
 		}
@@ -455,6 +459,7 @@ func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
 	if vsDep {
 		h.t.add("", "", r.cpuPer10k(), h.dep.cpuPer10k(), "deposit-only stream")
 	}
+	h.t.add("thread switches per postback (all threads, blocked or preempted)", num(r.switchesPerPostback(), 1), r.switchesPerPostback(), 1, "one per postback")
 	h.redisCPURow(r)
 	h.machineRows("first to last postback", r.machine, r.machineKnown)
 	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")

@@ -113,6 +113,26 @@ func (m machineMeter) shares() (s cpuShares, ok bool) {
 	return now.sharesSince(m.start)
 }
 
+// procSwitches counts the context switches of every thread of a process
+// so far, voluntary (it blocked) and not (it was preempted): each is a
+// thread put to sleep or woken, which costs the most where a core's wake-up
+// is dear (a virtual machine).
+func procSwitches(pid int) (uint64, error) {
+	threads, err := procfs.AllThreads(pid)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, t := range threads {
+		st, err := t.NewStatus()
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		n += st.TotalCtxtSwitches()
+	}
+	return n, nil
+}
+
 // memStatus is the resident set of a process: now and its peak (high water
 // mark), in bytes.
 type memStatus struct {

@@ -119,6 +119,20 @@ func TestProcSelf(t *testing.T) {
 	if err != nil || mem.rss <= 0 || mem.hwm < mem.rss {
 		t.Errorf("procMem = %+v, %v", mem, err)
 	}
+	// With nothing else to run, a sleeping goroutine's thread blocks in
+	// the kernel: each sleep is a switch, and the count over all threads
+	// grows.
+	before, err := procSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal("procSwitches:", err)
+	}
+	for range 10 {
+		time.Sleep(time.Millisecond)
+	}
+	after, err := procSwitches(os.Getpid())
+	if err != nil || after <= before {
+		t.Errorf("procSwitches %d then %d, %v", before, after, err)
+	}
 }
 
 const exposition = `# HELP postbackd_redis_duration_seconds Latency of Redis operations.
