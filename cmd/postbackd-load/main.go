@@ -14,12 +14,13 @@
 // Phases, each bounded by a timeout:
 //
 //   - deposit-only stream: -deposits over -clicks (consume, classify, GET,
-//     audit, commit), postbacks/s, CPU seconds per 10 000 postbacks, peak
-//     RSS, Redis round trips per event (in total and per op); then the
+//     audit, commit), postbacks/s, CPU seconds and thread switches per
+//     postback, peak RSS, Redis round trips per event (in total and per
+//     op), how busy the machine was and what the hypervisor took; then the
 //     latency from publication to the tracker at fractions of the measured
 //     rate (-latency-at, a quarter and a half by default: p50, p95, p99,
-//     p999, max), with what each rate costs postbackd and Redis and how busy
-//     the whole machine was meanwhile;
+//     p999, max), with what each rate costs postbackd (CPU, thread switches)
+//     and Redis, and how busy the whole machine was meanwhile;
 //   - mixed funnel: -mixed-clicks clicks, each with a registration, an FTD
 //     and 0-4 repeat deposits, a revenue event for the hybrid merchant's
 //     clicks and a qualification, on the four input topics;
