@@ -1,51 +1,26 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/prometheus/procfs"
 )
 
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
-// 100 on every Linux architecture Go supports (the kernel fixes it for
-// user space regardless of CONFIG_HZ).
-const clockTicks = 100
-
 // procCPU reads a process's CPU seconds so far (user + system) from
 // /proc/<pid>/stat.
 func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, err
 	}
-	return parseStatCPU(string(b))
-}
-
-// parseStatCPU takes utime and stime (fields 14 and 15) from the text of
-// /proc/<pid>/stat. The command name (field 2) is in parentheses and may
-// hold spaces and parentheses itself, so fields are counted from the last
-// ')'.
-func parseStatCPU(stat string) (float64, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("stat: no ')' after the command name")
+	st, err := p.Stat()
+	if err != nil {
+		return 0, err
 	}
-	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state): field n is f[n-3].
-	if len(f) < 13 {
-		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 13", len(f))
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("stat: %w", err)
-	}
-	return float64(utime+stime) / clockTicks, nil
+	return st.CPUTime(), nil
 }
 
 // machineCPU is the whole machine's CPU time so far, all cores, in
@@ -141,44 +116,18 @@ type memStatus struct {
 
 // procMem reads VmRSS and VmHWM from /proc/<pid>/status.
 func procMem(pid int) (memStatus, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return memStatus{}, err
 	}
-	defer f.Close()
-	return parseStatusMem(bufio.NewScanner(f))
-}
-
-func parseStatusMem(sc *bufio.Scanner) (memStatus, error) {
-	var m memStatus
-	found := 0
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
-			continue
-		}
-		f := strings.Fields(val)
-		if len(f) != 2 || f[1] != "kB" {
-			return m, fmt.Errorf("status: %s: unexpected %q", key, val)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return m, fmt.Errorf("status: %s: %w", key, err)
-		}
-		if key == "VmRSS" {
-			m.rss = kb << 10
-		} else {
-			m.hwm = kb << 10
-		}
-		found++
+	st, err := p.NewStatus()
+	if err != nil {
+		return memStatus{}, err
 	}
-	if err := sc.Err(); err != nil {
-		return m, err
+	if st.VmRSS == 0 && st.VmHWM == 0 {
+		return memStatus{}, errors.New("status: no VmRSS and VmHWM (a kernel thread, or not Linux)")
 	}
-	if found != 2 {
-		return m, errors.New("status: no VmRSS and VmHWM (a kernel thread, or not Linux)")
-	}
-	return m, nil
+	return memStatus{rss: int64(st.VmRSS), hwm: int64(st.VmHWM)}, nil
 }
 
 // promSample is one line of the Prometheus text format.

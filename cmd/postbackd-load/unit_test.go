@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"math"
 	"os"
@@ -19,33 +18,6 @@ import (
 	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/event"
 )
-
-func TestParseStatCPU(t *testing.T) {
-	// The command name holds a space and a ')': fields count from the
-	// last ')'. utime 250, stime 50 ticks: 3 s.
-	stat := "4242 (post) backd) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 2000000 3000 18446744073709551615"
-	got, err := parseStatCPU(stat)
-	if err != nil || got != 3 {
-		t.Fatalf("parseStatCPU = %v, %v; want 3", got, err)
-	}
-	if _, err := parseStatCPU("4242 (x) S 1 2"); err == nil {
-		t.Error("a short stat parsed")
-	}
-	if _, err := parseStatCPU("no parens"); err == nil {
-		t.Error("a stat without a command name parsed")
-	}
-}
-
-func TestParseStatusMem(t *testing.T) {
-	status := "Name:\tpostbackd\nVmPeak:\t 2000000 kB\nVmHWM:\t   81920 kB\nVmRSS:\t   40960 kB\nThreads:\t9\n"
-	got, err := parseStatusMem(bufio.NewScanner(strings.NewReader(status)))
-	if err != nil || got.hwm != 80<<20 || got.rss != 40<<20 {
-		t.Fatalf("parseStatusMem = %+v, %v; want hwm 80 MiB, rss 40 MiB", got, err)
-	}
-	if _, err := parseStatusMem(bufio.NewScanner(strings.NewReader("Name:\tkthreadd\n"))); err == nil {
-		t.Error("a status without VmRSS parsed")
-	}
-}
 
 func TestMachineCPU(t *testing.T) {
 	// Idle and iowait are idle; guest is inside user already.

@@ -5,7 +5,6 @@
 package testinfra
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -13,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/procfs"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -217,24 +216,15 @@ func privateRedis(t testing.TB, clientTLS *tls.Config, args ...string) string {
 }
 
 // groupRunning reports whether a process of group pgid is alive and not a
-// zombie, from /proc/<pid>/stat ("pid (comm) state ppid pgrp ...").
+// zombie, from /proc/<pid>/stat.
 func groupRunning(pgid int) bool {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range stats {
-		b, err := os.ReadFile(path)
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		st, err := p.Stat()
 		if err != nil {
 			continue // exited meanwhile
 		}
-		// comm may hold spaces and parentheses: the fields follow its last ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, err := strconv.Atoi(f[2]); err == nil && g == pgid {
+		if st.PGRP == pgid && st.State != "Z" && st.State != "X" {
 			return true
 		}
 	}
