@@ -54,20 +54,25 @@ type groupResult struct {
 	// postback, every process included.
 	machine      cpuShares
 	machineKnown bool
-	// switches are the members' thread switches, first to last postback.
-	switches uint64
-	cpuLife  float64 // CPU seconds of all members, whole life (rusage)
-	idleRSS  int64   // largest member RSS when its admin server came up
-	peakRSS  int64   // largest member peak RSS (VmHWM, or rusage maxrss)
-	prom     promTotals
+	// switches are the members' thread switches, first to last postback
+	// (switchesKnown false: a reading failed).
+	switches      uint64
+	switchesKnown bool
+	// firstN is how many postbacks had arrived when the window opened.
+	firstN  int64
+	cpuLife float64 // CPU seconds of all members, whole life (rusage)
+	idleRSS int64   // largest member RSS when its admin server came up
+	peakRSS int64   // largest member peak RSS (VmHWM, or rusage maxrss)
+	prom    promTotals
 }
 
 // memberMeters reads a phase's running members, for its then.
 type memberMeters struct {
 	// cpu is the members' CPU seconds so far.
 	cpu func() float64
-	// switches is the members' thread switches so far.
-	switches func() uint64
+	// switches is the members' thread switches so far; ok is false when
+	// a member's could not all be read.
+	switches func() (n uint64, ok bool)
 	// metrics scrapes every member's /metrics; sumDelta subtracts two.
 	metrics func() ([]promTotals, error)
 }
@@ -75,7 +80,7 @@ type memberMeters struct {
 func (r groupResult) cpuPer10k() float64 { return r.per10k(r.cpu) }
 
 // switchesPerPostback is the members' thread switches per postback, first
-// to last.
+// to last (valid when switchesKnown).
 func (r groupResult) switchesPerPostback() float64 {
 	n := float64(r.postbacksInWindow())
 	if n <= 0 {
@@ -97,8 +102,8 @@ func (r groupResult) per10k(seconds float64) float64 {
 }
 
 // postbacksInWindow counts the postbacks the rate and CPU are measured
-// over (first to last; the first one opens the window).
-func (r groupResult) postbacksInWindow() int64 { return max(r.postbacks-1, 0) }
+// over: those after the window opened (with the first postbacks seen).
+func (r groupResult) postbacksInWindow() int64 { return max(r.postbacks-r.firstN, 0) }
 
 // stallAfter ends a phase whose postbacks stopped coming: a stream the
 // harness expects more postbacks of than postbackd makes would otherwise
@@ -209,14 +214,16 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 	}
 
-	switchesNow := func() uint64 {
+	switchesNow := func() (uint64, bool) {
 		var n uint64
 		for _, m := range ms {
-			if c, err := procSwitches(m.pid); err == nil {
-				n += c
+			c, err := procSwitches(m.pid)
+			if err != nil {
+				return 0, false
 			}
+			n += c
 		}
-		return n
+		return n, true
 	}
 	cpuNow := func() float64 {
 		s := 0.0
@@ -248,6 +255,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 
 	var cpu0, redis0 float64
 	var switches0 uint64
+	switches0OK := false
 	var machine machineMeter
 	redisOK := false
 	var firstN, stableN int64
@@ -263,7 +271,8 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		n := g.tr.Count() - before
 		if res.first.IsZero() && n > 0 {
 			res.first, firstN = now, n
-			cpu0, switches0 = cpuNow(), switchesNow()
+			cpu0 = cpuNow()
+			switches0, switches0OK = switchesNow()
 			machine = startMachineMeter()
 			if g.redisCPU != nil {
 				redis0, redisOK = g.redisCPU()
@@ -312,10 +321,12 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		case <-tick.C:
 		}
 	}
-	res.cpu, res.switches = cpuNow()-cpu0, switchesNow()-switches0
-	if !res.first.IsZero() {
-		res.machine, res.machineKnown = machine.shares()
+	res.cpu = cpuNow() - cpu0
+	res.firstN = firstN
+	if switches1, ok := switchesNow(); ok && switches0OK {
+		res.switches, res.switchesKnown = countSince(switches0, switches1)
 	}
+	res.machine, res.machineKnown = machine.shares() // not started: none
 	if redisOK {
 		if r1, ok := g.redisCPU(); ok {
 			res.redisCPU, res.redisCPUKnown = r1-redis0, true

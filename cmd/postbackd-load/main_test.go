@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestSmoke(t *testing.T) {
 		`(?m)^  machine CPU busy first to last postback \(all processes, \d+ cores\) +\d+ % +[\d.]+x +all cores busy$`,
 		`(?m)^    stolen by the hypervisor meanwhile +\d+ % +[\d.]+x +all cores$`,
 		`(?m)^  CPU seconds per 10 000 postbacks at that rate \(postbackd\) +\d+\.\d+ s +[\d.]+x +deposit-only stream$`,
-		`(?m)^  thread switches per postback \(all threads, blocked or preempted\) +\d+\.\d +[\d.]+x +one per postback$`,
+		`(?m)^  thread switches per postback \(postbackd subprocess, all threads\) +\d+\.\d +blocked or preempted$`,
 		`(?m)^  thread switches per postback at that rate \(postbackd\) +\d+\.\d +[\d.]+x +deposit-only stream$`,
 		`(?m)^  longest gap when a member is killed \(kill -9\) +[\d.]+ (µs|ms|s) +[\d.]+x +steady reference$`,
 	} {
@@ -64,10 +65,18 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("no row matching %s", re)
 		}
 	}
-	// One latency section per rate asked for, in order.
+	// One latency section per rate asked for, in order. The fraction shown
+	// is the rate achieved, which a slow write to Kafka lowers: only the
+	// order is certain.
 	sections := regexp.MustCompile(`(?m)^latency, publication to tracker, at [\d ]+ deposits/s offered \(([\d.]+)x of the measured rate\)`).FindAllStringSubmatch(out, -1)
-	if len(sections) != 2 || sections[0][1] != "0.20" || sections[1][1] != "0.40" {
-		t.Errorf("latency sections %q, want at 0.20x and 0.40x", sections)
+	if len(sections) != 2 {
+		t.Errorf("latency sections %q, want two (at 0.2 and 0.4 of the rate)", sections)
+	} else {
+		lo, err1 := strconv.ParseFloat(sections[0][1], 64)
+		hi, err2 := strconv.ParseFloat(sections[1][1], 64)
+		if err1 != nil || err2 != nil || lo <= 0 || lo >= hi || lo > 0.2 || hi > 0.4 {
+			t.Errorf("latency sections at %sx then %sx, want up to 0.2x then up to 0.4x", sections[0][1], sections[1][1])
+		}
 	}
 	if strings.Contains(out, "NOT MEASURED") {
 		t.Errorf("a phase was not measured")

@@ -343,17 +343,18 @@ func (h *harness) verboseW() io.Writer {
 // rate cost.
 type probeResult struct {
 	lat latencyResult
-	// cpu and redisCPU are postbackd's and the Redis server's CPU seconds
-	// from the probe's start until its last events finished.
+	// cpu and redisCPU are postbackd's and the Redis server's CPU seconds,
+	// switches postbackd's thread switches, and machine how the machine's
+	// CPU time was spent (every process included), all from the probe's
+	// start to its last postback: the span the deposit-only stream's own
+	// figures cover, from its first postback to its last.
 	cpu, redisCPU float64
 	redisCPUKnown bool
-	// switches are postbackd's thread switches over the same span.
-	switches uint64
-	// machine is how the machine's CPU time was spent from the probe's
-	// start to its last postback, every process included.
-	machine      cpuShares
-	machineKnown bool
-	prom         promTotals
+	switches      uint64
+	switchesKnown bool
+	machine       cpuShares
+	machineKnown  bool
+	prom          promTotals // the members' metrics, its last events settled
 }
 
 // probeAt offers fraction × rate deposits/s for -latency and measures
@@ -368,7 +369,8 @@ func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fracti
 	if err != nil {
 		return r, err
 	}
-	cpu0, switches0 := m.cpu(), m.switches()
+	cpu0 := m.cpu()
+	switches0, switches0OK := m.switches()
 	var redis0 float64
 	if h.redisCPU != nil {
 		redis0, r.redisCPUKnown = h.redisCPU()
@@ -378,15 +380,19 @@ func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fracti
 		return r, err
 	}
 	r.machine, r.machineKnown = machine.shares()
-	// The probe's last events finish (audit write, delivered mark) just
-	// after their postbacks: let them, so that their cost is counted.
-	if err := sleepCtx(ctx, settleBeforeScrape); err != nil {
-		return r, err
+	r.cpu = m.cpu() - cpu0
+	if switches1, ok := m.switches(); ok && switches0OK {
+		r.switches, r.switchesKnown = countSince(switches0, switches1)
 	}
-	r.cpu, r.switches = m.cpu()-cpu0, m.switches()-switches0
 	if r.redisCPUKnown {
 		redis1, ok := h.redisCPU()
 		r.redisCPU, r.redisCPUKnown = redis1-redis0, ok
+	}
+	// The probe's last events finish (audit write, delivered mark) just
+	// after their postbacks: let them, so that the scrape counts their
+	// round trips.
+	if err := sleepCtx(ctx, settleBeforeScrape); err != nil {
+		return r, err
 	}
 	prom1, err := m.metrics()
 	if err != nil {
@@ -403,6 +409,10 @@ func (h *harness) probeRows(r probeResult) {
 	lat := r.lat
 	h.t.section(fmt.Sprintf("latency, publication to tracker, at %s deposits/s offered (%s of the measured rate), %s deposits",
 		grouped(int64(lat.rate)), ratio(lat.rate, h.dep.rate), grouped(int64(lat.n))))
+	if lat.n == 0 {
+		h.t.note("nothing to measure", "no deposit offered: raise -latency or the -latency-at fraction")
+		return
+	}
 	rtt := 1 / h.httpRate
 	for _, p := range []struct {
 		name string
@@ -410,15 +420,15 @@ func (h *harness) probeRows(r probeResult) {
 	}{{"p50", lat.p50}, {"p95", lat.p95}, {"p99", lat.p99}, {"p999", lat.p999}, {"max", lat.pmax}} {
 		h.t.add(p.name, dur(p.d), p.d.Seconds(), rtt, "http-1conn round trip")
 	}
-	h.machineRows("while offered", r.machine, r.machineKnown)
-	if lat.n > 0 {
-		per10k := func(s float64) float64 { return s / float64(lat.n) * 10000 }
-		h.t.add("CPU seconds per 10 000 postbacks at that rate (postbackd)", num(per10k(r.cpu), 3)+" s", per10k(r.cpu), h.dep.cpuPer10k(), "deposit-only stream")
+	h.machineRows("from the probe's start to its last postback", r.machine, r.machineKnown)
+	per10k := func(s float64) float64 { return s / float64(lat.n) * 10000 }
+	h.t.add("CPU seconds per 10 000 postbacks at that rate (postbackd)", num(per10k(r.cpu), 3)+" s", per10k(r.cpu), h.dep.cpuPer10k(), "deposit-only stream")
+	if r.switchesKnown && h.dep.switchesKnown {
 		perPostback := float64(r.switches) / float64(lat.n)
 		h.t.add("thread switches per postback at that rate (postbackd)", num(perPostback, 1), perPostback, h.dep.switchesPerPostback(), "deposit-only stream")
-		if r.redisCPUKnown && h.dep.redisCPUKnown {
-			h.t.add("Redis server CPU seconds per 10 000 at that rate", num(per10k(r.redisCPU), 3)+" s", per10k(r.redisCPU), h.dep.redisCPUPer10k(), "deposit-only stream")
-		}
+	}
+	if r.redisCPUKnown && h.dep.redisCPUKnown {
+		h.t.add("Redis server CPU seconds per 10 000 at that rate", num(per10k(r.redisCPU), 3)+" s", per10k(r.redisCPU), h.dep.redisCPUPer10k(), "deposit-only stream")
 	}
 	if ev := r.prom.events; ev > 0 {
 		h.t.add("Redis round trips per event at that rate", num(r.prom.redisTotal()/ev, 3), r.prom.redisTotal()/ev, h.naiveRT, "naive")
@@ -431,7 +441,7 @@ func (h *harness) machineRows(when string, s cpuShares, ok bool) {
 	if !ok {
 		return
 	}
-	h.t.add(fmt.Sprintf("machine CPU busy %s (all processes, %d cores)", when, runtime.NumCPU()), num(100*s.busy, 0)+" %", s.busy, 1, "all cores busy")
+	h.t.add(fmt.Sprintf("machine CPU busy %s (all processes, %d cores)", when, s.cores), num(100*s.busy, 0)+" %", s.busy, 1, "all cores busy")
 	// A virtual machine's cores are shared with other guests: what the
 	// hypervisor took is capacity no process here had.
 	h.t.add("  stolen by the hypervisor meanwhile", num(100*s.steal, 0)+" %", s.steal, 1, "all cores")
@@ -459,7 +469,9 @@ func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
 	if vsDep {
 		h.t.add("", "", r.cpuPer10k(), h.dep.cpuPer10k(), "deposit-only stream")
 	}
-	h.t.add("thread switches per postback (all threads, blocked or preempted)", num(r.switchesPerPostback(), 1), r.switchesPerPostback(), 1, "one per postback")
+	if r.switchesKnown {
+		h.t.info("thread switches per postback ("+what+", all threads)", num(r.switchesPerPostback(), 1), "blocked or preempted")
+	}
 	h.redisCPURow(r)
 	h.machineRows("first to last postback", r.machine, r.machineKnown)
 	h.t.add("peak RSS (VmHWM, whole life)", mib(r.peakRSS), float64(r.peakRSS), float64(r.idleRSS), "its RSS at start ("+mib(r.idleRSS)+")")

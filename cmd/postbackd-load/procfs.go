@@ -26,7 +26,10 @@ func procCPU(pid int) (float64, error) {
 // machineCPU is the whole machine's CPU time so far, all cores, in
 // seconds: busy (running anything), stolen (the hypervisor ran another
 // guest while this one wanted to run) and in all.
-type machineCPU struct{ busy, steal, total float64 }
+type machineCPU struct {
+	busy, steal, total float64
+	cores              int // CPUs /proc/stat lists
+}
 
 // readMachineCPU reads the machine's CPU time from /proc/stat.
 func readMachineCPU() (machineCPU, error) {
@@ -38,7 +41,9 @@ func readMachineCPU() (machineCPU, error) {
 	if err != nil {
 		return machineCPU{}, err
 	}
-	return machineCPUOf(st.CPUTotal), nil
+	m := machineCPUOf(st.CPUTotal)
+	m.cores = len(st.CPU)
+	return m, nil
 }
 
 // machineCPUOf sums a /proc/stat cpu line. Idle and iowait are idle; guest
@@ -51,7 +56,10 @@ func machineCPUOf(c procfs.CPUStat) machineCPU {
 
 // cpuShares is how the machine's CPU time between two readings was spent,
 // as shares of it: busy 1 means every core ran something all the time.
-type cpuShares struct{ busy, steal float64 }
+type cpuShares struct {
+	busy, steal float64
+	cores       int
+}
 
 // sharesSince is the machine's CPU shares between an earlier reading and
 // this one; ok is false when no time passed between the two.
@@ -61,24 +69,26 @@ func (m machineCPU) sharesSince(earlier machineCPU) (s cpuShares, ok bool) {
 		return s, false
 	}
 	share := func(v float64) float64 { return min(max(v/total, 0), 1) }
-	return cpuShares{busy: share(m.busy - earlier.busy), steal: share(m.steal - earlier.steal)}, true
+	return cpuShares{busy: share(m.busy - earlier.busy), steal: share(m.steal - earlier.steal), cores: m.cores}, true
 }
 
-// machineMeter measures the machine's CPU shares from its start.
+// machineMeter measures the machine's CPU shares from its start. The zero
+// value was never started and measures nothing.
 type machineMeter struct {
-	start machineCPU
-	err   error
+	start   machineCPU
+	started bool
 }
 
 func startMachineMeter() machineMeter {
 	c, err := readMachineCPU()
-	return machineMeter{start: c, err: err}
+	return machineMeter{start: c, started: err == nil}
 }
 
 // shares is how the machine's CPU time was spent since the meter started;
-// ok is false when it cannot be read (not Linux) or no time passed.
+// ok is false when it was not started, cannot be read (not Linux) or no
+// time passed.
 func (m machineMeter) shares() (s cpuShares, ok bool) {
-	if m.err != nil {
+	if !m.started {
 		return s, false
 	}
 	now, err := readMachineCPU()
@@ -99,13 +109,25 @@ func procSwitches(pid int) (uint64, error) {
 	}
 	var n uint64
 	for _, t := range threads {
+		// A thread that exited since the listing fails the reading: its
+		// switches would be missing from this total and not from an
+		// earlier one.
 		st, err := t.NewStatus()
 		if err != nil {
-			continue // the thread exited meanwhile
+			return 0, err
 		}
 		n += st.TotalCtxtSwitches()
 	}
 	return n, nil
+}
+
+// countSince is a counter's growth between two readings; ok is false when
+// it shrank (a thread's count left the total), which is no measurement.
+func countSince(before, after uint64) (n uint64, ok bool) {
+	if after < before {
+		return 0, false
+	}
+	return after - before, true
 }
 
 // memStatus is the resident set of a process: now and its peak (high water
@@ -124,7 +146,7 @@ func procMem(pid int) (memStatus, error) {
 	if err != nil {
 		return memStatus{}, err
 	}
-	if st.VmRSS == 0 && st.VmHWM == 0 {
+	if st.VmRSS == 0 || st.VmHWM == 0 {
 		return memStatus{}, errors.New("status: no VmRSS and VmHWM (a kernel thread, or not Linux)")
 	}
 	return memStatus{rss: int64(st.VmRSS), hwm: int64(st.VmHWM)}, nil
