@@ -45,19 +45,9 @@ type groupResult struct {
 	// slowest is the slowest 10-second window's rate between first and
 	// last postback (0: the run was shorter than two windows).
 	slowest float64
-	cpu     float64 // CPU seconds of all members, first to last postback
-	// redisCPU is the Redis server's CPU seconds, first to last postback
-	// (redisCPUKnown false: not measured).
-	redisCPU      float64
-	redisCPUKnown bool
-	// machine is how the machine's CPU time was spent, first to last
-	// postback, every process included.
-	machine      cpuShares
-	machineKnown bool
-	// switches are the members' thread switches, first to last postback
-	// (switchesKnown false: a reading failed).
-	switches      uint64
-	switchesKnown bool
+	// costs are the members' (CPU, thread switches), Redis's and the
+	// machine's, first to last postback.
+	costs
 	// firstN is how many postbacks had arrived when the window opened.
 	firstN  int64
 	cpuLife float64 // CPU seconds of all members, whole life (rusage)
@@ -68,13 +58,71 @@ type groupResult struct {
 
 // memberMeters reads a phase's running members, for its then.
 type memberMeters struct {
-	// cpu is the members' CPU seconds so far.
-	cpu func() float64
-	// switches is the members' thread switches so far; ok is false when
-	// a member's could not all be read.
-	switches func() (n uint64, ok bool)
+	// costs starts measuring what the members (and Redis, and the machine)
+	// spend from now.
+	costs func() costMeter
 	// metrics scrapes every member's /metrics; sumDelta subtracts two.
 	metrics func() ([]promTotals, error)
+}
+
+// costs is what a window of a phase cost: the members' CPU seconds and
+// thread switches, the Redis server's CPU seconds (its other clients
+// included) and how the machine's CPU time was spent, every process
+// included. A Known flag is false when that figure was not measured (not
+// Linux, a reading failed, no Redis reader).
+type costs struct {
+	cpu           float64
+	switches      uint64
+	switchesKnown bool
+	redisCPU      float64
+	redisCPUKnown bool
+	machine       cpuShares
+	machineKnown  bool
+}
+
+// costMeter measures costs from its start: the one definition of a window
+// that the stream phases and the latency probes share, so that their
+// figures divide alike.
+type costMeter struct {
+	cpu      func() float64
+	switches func() (uint64, bool)
+	redisCPU func() (float64, bool) // nil: Redis's CPU is not measured
+
+	cpu0                  float64
+	switches0             uint64
+	switches0OK, redis0OK bool
+	redis0                float64
+	machine               machineMeter
+}
+
+// startCosts starts a costMeter on the members' CPU and thread-switch
+// readers and the Redis server's CPU reader (nil: none).
+func startCosts(cpu func() float64, switches func() (uint64, bool), redisCPU func() (float64, bool)) costMeter {
+	c := costMeter{cpu: cpu, switches: switches, redisCPU: redisCPU, cpu0: cpu(), machine: startMachineMeter()}
+	c.switches0, c.switches0OK = switches()
+	if redisCPU != nil {
+		c.redis0, c.redis0OK = redisCPU()
+	}
+	return c
+}
+
+// since is what was spent from the meter's start until now; a meter never
+// started measured nothing.
+func (c costMeter) since() costs {
+	if c.cpu == nil {
+		return costs{}
+	}
+	r := costs{cpu: c.cpu() - c.cpu0}
+	if n, ok := c.switches(); ok && c.switches0OK {
+		r.switches, r.switchesKnown = countSince(c.switches0, n)
+	}
+	if c.redis0OK {
+		if v, ok := c.redisCPU(); ok {
+			r.redisCPU, r.redisCPUKnown = v-c.redis0, true
+		}
+	}
+	r.machine, r.machineKnown = c.machine.shares()
+	return r
 }
 
 func (r groupResult) cpuPer10k() float64 { return r.per10k(r.cpu) }
@@ -253,11 +301,8 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		}
 	}
 
-	var cpu0, redis0 float64
-	var switches0 uint64
-	switches0OK := false
-	var machine machineMeter
-	redisOK := false
+	startCostMeter := func() costMeter { return startCosts(cpuNow, switchesNow, g.redisCPU) }
+	var spent costMeter
 	var firstN, stableN int64
 	var stableT time.Time
 	var samples []countSample
@@ -271,12 +316,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		n := g.tr.Count() - before
 		if res.first.IsZero() && n > 0 {
 			res.first, firstN = now, n
-			cpu0 = cpuNow()
-			switches0, switches0OK = switchesNow()
-			machine = startMachineMeter()
-			if g.redisCPU != nil {
-				redis0, redisOK = g.redisCPU()
-			}
+			spent = startCostMeter()
 		}
 		if !res.first.IsZero() && (len(samples) == 0 || now.Sub(samples[len(samples)-1].at) >= 100*time.Millisecond) {
 			samples = append(samples, countSample{now, n})
@@ -321,17 +361,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 		case <-tick.C:
 		}
 	}
-	res.cpu = cpuNow() - cpu0
-	res.firstN = firstN
-	if switches1, ok := switchesNow(); ok && switches0OK {
-		res.switches, res.switchesKnown = countSince(switches0, switches1)
-	}
-	res.machine, res.machineKnown = machine.shares() // not started: none
-	if redisOK {
-		if r1, ok := g.redisCPU(); ok {
-			res.redisCPU, res.redisCPUKnown = r1-redis0, true
-		}
-	}
+	res.costs, res.firstN = spent.since(), firstN
 	// The events of the last postbacks finish (audit write, delivered
 	// mark) just after them: let them, so the scrape counts them.
 	if err := sleepCtx(ctx, settleBeforeScrape); err != nil {
@@ -354,7 +384,7 @@ func runGroup(ctx context.Context, g groupSpec) (res groupResult, err error) {
 	}
 	res.slowest = slowestWindow(samples, 10*time.Second)
 	if g.then != nil {
-		if err := g.then(ctx, res.rate, memberMeters{cpu: cpuNow, switches: switchesNow, metrics: scrapeAll}); err != nil {
+		if err := g.then(ctx, res.rate, memberMeters{costs: startCostMeter, metrics: scrapeAll}); err != nil {
 			return res, err
 		}
 		peak()

@@ -95,7 +95,8 @@ func TestRunGroup(t *testing.T) {
 		thenRan = rate > 0
 		// The meters read the running members: both scraped, and CPU spent.
 		ps, err := m.metrics()
-		switches, switchesOK := m.switches()
+		// A window starts on the members' readings so far.
+		w := m.costs()
 		switch {
 		case err != nil:
 			thenErr = err
@@ -103,10 +104,10 @@ func TestRunGroup(t *testing.T) {
 			thenErr = fmt.Errorf("metrics of %d members, want 2", len(ps))
 		case sumDelta(ps, make([]promTotals, 2)).events <= 0:
 			thenErr = fmt.Errorf("no events in the members' metrics: %+v", ps)
-		case m.cpu() <= 0:
-			thenErr = fmt.Errorf("members' CPU %v", m.cpu())
-		case !switchesOK || switches == 0:
-			thenErr = fmt.Errorf("members' thread switches %d (read: %v)", switches, switchesOK)
+		case w.cpu0 <= 0:
+			thenErr = fmt.Errorf("members' CPU %v", w.cpu0)
+		case !w.switches0OK || w.switches0 == 0:
+			thenErr = fmt.Errorf("members' thread switches %d (read: %v)", w.switches0, w.switches0OK)
 		}
 		return nil
 	}

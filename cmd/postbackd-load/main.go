@@ -15,8 +15,9 @@
 //
 //   - deposit-only stream: -deposits over -clicks (consume, classify, GET,
 //     audit, commit), postbacks/s, CPU seconds per 10 000 postbacks and
-//     thread switches per postback, peak RSS, Redis round trips per event (in total and per
-//     op), how busy the machine was and what the hypervisor took; then the
+//     thread switches per postback, peak RSS, Redis round trips per event
+//     (in total and per op), how busy the machine was and what the
+//     hypervisor took; then the
 //     latency from publication to the tracker at fractions of the measured
 //     rate (-latency-at, a quarter and a half by default: p50, p95, p99,
 //     p999, max), with what each rate costs postbackd (CPU, thread switches)

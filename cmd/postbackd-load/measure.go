@@ -343,18 +343,10 @@ func (h *harness) verboseW() io.Writer {
 // rate cost.
 type probeResult struct {
 	lat latencyResult
-	// cpu and redisCPU are postbackd's and the Redis server's CPU seconds,
-	// switches postbackd's thread switches, and machine how the machine's
-	// CPU time was spent (every process included), all from the probe's
-	// start to its last postback: the span the deposit-only stream's own
-	// figures cover, from its first postback to its last.
-	cpu, redisCPU float64
-	redisCPUKnown bool
-	switches      uint64
-	switchesKnown bool
-	machine       cpuShares
-	machineKnown  bool
-	prom          promTotals // the members' metrics, its last events settled
+	// costs are from the probe's start to its last postback, as the
+	// deposit-only stream's are from its first postback to its last.
+	costs
+	prom promTotals // the members' metrics, its last events settled
 }
 
 // probeAt offers fraction × rate deposits/s for -latency and measures
@@ -369,25 +361,11 @@ func (h *harness) probeAt(ctx context.Context, cfg *config.Config, i int, fracti
 	if err != nil {
 		return r, err
 	}
-	cpu0 := m.cpu()
-	switches0, switches0OK := m.switches()
-	var redis0 float64
-	if h.redisCPU != nil {
-		redis0, r.redisCPUKnown = h.redisCPU()
-	}
-	machine := startMachineMeter()
+	spent := m.costs()
 	if r.lat, err = probe.run(ctx, cfg.Kafka.Brokers, cfg.Topics.Deposits, rate*fraction, h.o.latencyFor, h.o.phaseTimeout(0)); err != nil {
 		return r, err
 	}
-	r.machine, r.machineKnown = machine.shares()
-	r.cpu = m.cpu() - cpu0
-	if switches1, ok := m.switches(); ok && switches0OK {
-		r.switches, r.switchesKnown = countSince(switches0, switches1)
-	}
-	if r.redisCPUKnown {
-		redis1, ok := h.redisCPU()
-		r.redisCPU, r.redisCPUKnown = redis1-redis0, ok
-	}
+	r.costs = spent.since()
 	// The probe's last events finish (audit write, delivered mark) just
 	// after their postbacks: let them, so that the scrape counts their
 	// round trips.

@@ -524,3 +524,30 @@ func TestWriteAllocsSince(t *testing.T) {
 		t.Errorf("allocations after the base: %d bytes in the profile, want at least %d", got, 200*1024)
 	}
 }
+
+// A cost meter's window: the growth of each reader since its start; a
+// thread-switch total that shrank, a Redis reader that failed or is
+// missing, or a meter never started measure nothing.
+func TestCostMeter(t *testing.T) {
+	cpu, switches, redisCPU := 10.0, uint64(100), 2.0
+	redisOK := true
+	c := startCosts(func() float64 { return cpu },
+		func() (uint64, bool) { return switches, true },
+		func() (float64, bool) { return redisCPU, redisOK })
+	cpu, switches, redisCPU = 12.5, 130, 2.75
+	got := c.since()
+	if got.cpu != 2.5 || !got.switchesKnown || got.switches != 30 || !got.redisCPUKnown || got.redisCPU != 0.75 {
+		t.Errorf("since = %+v, want cpu 2.5, 30 switches, Redis 0.75", got)
+	}
+	switches, redisOK = 90, false
+	if got := c.since(); got.switchesKnown || got.redisCPUKnown {
+		t.Errorf("a shrunk switch total or a failed Redis reading counted: %+v", got)
+	}
+	noRedis := startCosts(func() float64 { return cpu }, func() (uint64, bool) { return switches, true }, nil)
+	if got := noRedis.since(); got.redisCPUKnown {
+		t.Errorf("no Redis reader, yet Redis CPU known: %+v", got)
+	}
+	if got := (costMeter{}).since(); got != (costs{}) {
+		t.Errorf("a meter never started measured %+v", got)
+	}
+}
