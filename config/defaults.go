@@ -214,3 +214,18 @@ func setDuration(p *time.Duration, def time.Duration) {
 		*p = def
 	}
 }
+
+// minCancelGrace is CancelGrace's floor: the consumer's own default.
+const minCancelGrace = 2 * time.Second
+
+// CancelGrace is how long a drain waits, after cancelling in-flight
+// handlers, for them to return: the longest partner timeout and a second,
+// at least 2s. An HTTP attempt cannot be cut short (it runs to its answer
+// or its timeout), so a handler in the middle of one returns only then.
+func (c *Config) CancelGrace() time.Duration {
+	g := minCancelGrace
+	for _, p := range c.Partners {
+		g = max(g, p.Timeout+time.Second)
+	}
+	return g
+}

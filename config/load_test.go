@@ -139,7 +139,7 @@ func TestLoadKeepsExplicitValues(t *testing.T) {
 kafka: {brokers: ["k:9092"], group_id: g, client_id: c}
 redis: {addrs: ["r:6379"], pool_size: 7, key_prefix: x, record_ttl: 12h}
 topics: {deposits: d, revenue: rv, registrations: rg, qualifications: q, dispatched: ds, confirmed: cf, dlq: dl}
-consumer: {max_in_flight: 9, commit_interval: 1s, drain_timeout: 2s, session_timeout: 3s, rebalance_timeout: 4s, start_offset: latest}
+consumer: {max_in_flight: 9, commit_interval: 1s, drain_timeout: 2s, session_timeout: 3s, rebalance_timeout: 14s, start_offset: latest}
 delayed: {poll_interval: 5s, lease: 6m, batch: 8, shards: 2}
 qualification: {window: 7h}
 admin: {addr: "127.0.0.1:1"}
@@ -162,7 +162,7 @@ merchants:
 		Kafka:         Kafka{Brokers: []string{"k:9092"}, GroupID: "g", ClientID: "c"},
 		Redis:         Redis{Addrs: []string{"r:6379"}, PoolSize: 7, KeyPrefix: "x", RecordTTL: 12 * time.Hour},
 		Topics:        Topics{"d", "rv", "rg", "q", "ds", "cf", "dl"},
-		Consumer:      Consumer{9, time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, "latest"},
+		Consumer:      Consumer{9, time.Second, 2 * time.Second, 3 * time.Second, 14 * time.Second, "latest"},
 		Delayed:       Delayed{5 * time.Second, 6 * time.Minute, 8, 2},
 		Qualification: Qualification{7 * time.Hour},
 		Admin:         Admin{Addr: "127.0.0.1:1"},

@@ -256,6 +256,11 @@ func (c *Config) validateRuntime(v *validator) {
 	v.positive("consumer.session_timeout", cs.SessionTimeout)
 	v.positive("consumer.rebalance_timeout", cs.RebalanceTimeout)
 	v.oneOf("consumer.start_offset", cs.StartOffset, StartEarliest, StartLatest)
+	if grace := c.CancelGrace(); cs.DrainTimeout > 0 && cs.RebalanceTimeout > 0 && cs.DrainTimeout+grace >= cs.RebalanceTimeout {
+		v.add("consumer.rebalance_timeout",
+			"%s must be longer than drain_timeout %s plus %s (the longest partners.*.timeout and a second): a stopping member sees its HTTP attempts in flight through, or a rebalance goes on without it",
+			cs.RebalanceTimeout, cs.DrainTimeout, grace)
+	}
 
 	d := c.Delayed
 	v.positive("delayed.poll_interval", d.PollInterval)

@@ -126,6 +126,20 @@ func TestValidateRules(t *testing.T) {
 		{"zero drain timeout", func(c *Config) { c.Consumer.DrainTimeout = 0 }, []string{"consumer.drain_timeout: must be a positive duration"}},
 		{"zero session timeout", func(c *Config) { c.Consumer.SessionTimeout = 0 }, []string{"consumer.session_timeout: must be a positive duration"}},
 		{"zero rebalance timeout", func(c *Config) { c.Consumer.RebalanceTimeout = 0 }, []string{"consumer.rebalance_timeout: must be a positive duration"}},
+		{"rebalance no longer than drain plus the longest partner timeout", func(c *Config) {
+			p := c.Partners["net"]
+			p.Timeout = 14 * time.Second
+			c.Partners["net"] = p
+			c.Delayed.Lease = time.Hour // the claim lease grows with the timeout
+		}, []string{"consumer.rebalance_timeout: 45s must be longer than drain_timeout 30s plus 15s (the longest partners.*.timeout and a second)"}},
+		{"rebalance just longer than drain plus the longest partner timeout", func(c *Config) {
+			p := c.Partners["net"]
+			p.Timeout = 14*time.Second - time.Millisecond
+			c.Partners["net"] = p
+			c.Delayed.Lease = time.Hour
+		}, nil},
+		{"drain alone as long as rebalance", func(c *Config) { c.Consumer.DrainTimeout = 44 * time.Second }, []string{
+			"consumer.rebalance_timeout: 45s must be longer than drain_timeout 44s plus 6s"}},
 		{"unknown start offset", func(c *Config) { c.Consumer.StartOffset = "newest" }, []string{`consumer.start_offset: must be one of "earliest", "latest", got "newest"`}},
 		{"zero poll interval", func(c *Config) { c.Delayed.PollInterval = 0 }, []string{"delayed.poll_interval: must be a positive duration"}},
 		{"lease shorter than the claim lease", func(c *Config) { c.Delayed.Lease = 29 * time.Second }, []string{

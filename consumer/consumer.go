@@ -75,9 +75,14 @@ type Config struct {
 	// CommitInterval is how often advanced prefixes are committed (default 200ms).
 	CommitInterval time.Duration
 	// DrainTimeout bounds how long a rebalance or stop waits for in-flight
-	// messages before cancelling their handler contexts (default 30s). It
-	// must be shorter than RebalanceTimeout.
+	// messages before cancelling their handler contexts (default 30s).
 	DrainTimeout time.Duration
+	// CancelGrace is how long a drain waits, after cancelling handler
+	// contexts, for handlers to return before it gives up on them (default
+	// 2s). A handler whose last step cannot be cut short (postbackd's HTTP
+	// attempt runs to its own timeout) needs at least that step's bound.
+	// DrainTimeout plus CancelGrace must be shorter than RebalanceTimeout.
+	CancelGrace time.Duration
 	// SessionTimeout is the group session timeout (default 10s).
 	SessionTimeout time.Duration
 	// RebalanceTimeout is how long the coordinator waits for members to
@@ -104,9 +109,8 @@ const (
 	DefaultRebalanceTimeout = 45 * time.Second
 	DefaultRetryMaxInterval = 3 * time.Second
 
-	// drainGrace is how long a drain waits, after cancelling handler
-	// contexts, for handlers to return before it gives up on them.
-	drainGrace = 2 * time.Second
+	// DefaultCancelGrace is Config.CancelGrace's default.
+	DefaultCancelGrace = 2 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -126,6 +130,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.CommitInterval, DefaultCommitInterval)
 	def(&c.DrainTimeout, DefaultDrainTimeout)
+	def(&c.CancelGrace, DefaultCancelGrace)
 	def(&c.SessionTimeout, DefaultSessionTimeout)
 	def(&c.RebalanceTimeout, DefaultRebalanceTimeout)
 	def(&c.RetryMaxInterval, DefaultRetryMaxInterval)
@@ -182,7 +187,7 @@ func (c Config) Validate() error {
 		key string
 		v   time.Duration
 	}{
-		{"commit_interval", c.CommitInterval}, {"drain_timeout", c.DrainTimeout},
+		{"commit_interval", c.CommitInterval}, {"drain_timeout", c.DrainTimeout}, {"cancel_grace", c.CancelGrace},
 		{"session_timeout", c.SessionTimeout}, {"rebalance_timeout", c.RebalanceTimeout},
 		{"retry_max_interval", c.RetryMaxInterval},
 	} {
@@ -190,9 +195,9 @@ func (c Config) Validate() error {
 			bad(d.key, "must not be negative, got %s", d.v)
 		}
 	}
-	if c.DrainTimeout >= c.RebalanceTimeout {
-		bad("drain_timeout", "%s must be shorter than rebalance_timeout %s, or a rebalance goes on without this member",
-			c.DrainTimeout, c.RebalanceTimeout)
+	if c.DrainTimeout+c.CancelGrace >= c.RebalanceTimeout {
+		bad("drain_timeout", "%s plus cancel_grace %s must be shorter than rebalance_timeout %s, or a rebalance goes on without this member",
+			c.DrainTimeout, c.CancelGrace, c.RebalanceTimeout)
 	}
 	if c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset {
 		bad("start_offset", "must be kafka.FirstOffset or kafka.LastOffset, got %d", c.StartOffset)
@@ -602,7 +607,7 @@ func (c *Consumer) runGeneration(gctx, base context.Context, gen *kafka.Generati
 		c.log.Warn("drain timed out, cancelling in-flight handlers", zap.Int32("generation", gen.ID),
 			zap.Duration("drain_timeout", c.cfg.DrainTimeout))
 		hcancel()
-		if !waitFor(&inflight, drainGrace) {
+		if !waitFor(&inflight, c.cfg.CancelGrace) {
 			// A handler ignores its context. Its key stays busy in the
 			// scheduler, so later messages of that key still wait for it.
 			c.log.Error("handlers still running after cancellation; their messages are not committed",

@@ -556,7 +556,7 @@ func TestShutdownDrains(t *testing.T) {
 			waitUntil(t, joinWait, func() bool { return entered.Load() >= 50 }, "handlers in flight")
 			f.waitCommitted(t, map[int]int64{0: 20, 1: 20, 2: 20, 3: 20}, "the free prefix committed")
 			stopped := make(chan time.Duration, 1)
-			go func() { stopped <- r.stop(t, cfg.DrainTimeout+drainGrace+15*time.Second) }()
+			go func() { stopped <- r.stop(t, cfg.DrainTimeout+DefaultCancelGrace+15*time.Second) }()
 			if tc.finish {
 				// Let the in-flight work finish during the drain (Run is
 				// already stopping: cancel is immediate).
@@ -569,7 +569,7 @@ func TestShutdownDrains(t *testing.T) {
 			}
 			limit := cfg.DrainTimeout + 5*time.Second
 			if !tc.finish {
-				limit += drainGrace
+				limit += DefaultCancelGrace
 			}
 			if took > limit {
 				t.Fatalf("Run returned %s after cancel, want under %s", took, limit)
@@ -602,6 +602,68 @@ func TestShutdownDrains(t *testing.T) {
 	}
 }
 
+// TestCancelGrace stops a consumer whose in-flight handlers cannot be cut
+// short: they see their context cancelled when the drain runs out, and
+// return only later (an HTTP attempt running to its answer). Within
+// CancelGrace their work counts: it is committed, not redelivered.
+func TestCancelGrace(t *testing.T) {
+	f := newFixture(t)
+	f.produce(t, 200, 50, 0)
+	cfg := f.config(t)
+	cfg.DrainTimeout = time.Second
+	cfg.CancelGrace = 10 * time.Second
+	cancelled := make(chan struct{}, 200)
+	release := make(chan struct{})
+	var entered atomic.Int32
+	rec := newRecorder()
+	r := start(t, cfg, HandlerFunc(func(ctx context.Context, m Message) error {
+		if m.Offset >= 20 {
+			entered.Add(1)
+			<-ctx.Done()
+			cancelled <- struct{}{}
+			<-release
+			// The attempt runs on past the cancellation, longer than the
+			// default grace would wait.
+			time.Sleep(DefaultCancelGrace + time.Second)
+		}
+		rec.record(m)
+		return nil
+	}))
+	waitUntil(t, joinWait, func() bool { return entered.Load() >= int32(partitions) }, "handlers in flight")
+	f.waitCommitted(t, map[int]int64{0: 20, 1: 20, 2: 20, 3: 20}, "the free prefix committed")
+	n := entered.Load()
+	stopped := make(chan time.Duration, 1)
+	go func() { stopped <- r.stop(t, cfg.DrainTimeout+cfg.CancelGrace+15*time.Second) }()
+	select {
+	case <-cancelled:
+	case <-time.After(cfg.DrainTimeout + 10*time.Second):
+		t.Fatal("no handler saw its context cancelled after the drain timeout")
+	}
+	close(release)
+	if took := <-stopped; took > cfg.DrainTimeout+cfg.CancelGrace {
+		t.Fatalf("Run returned %s after cancel, want within drain %s + grace %s", took, cfg.DrainTimeout, cfg.CancelGrace)
+	}
+	// Committed = one past each partition's contiguous handled prefix, and
+	// that prefix includes offset 20, whose handler returned in the grace.
+	done := map[int]map[int64]bool{}
+	for _, h := range rec.snapshot() {
+		if done[h.partition] == nil {
+			done[h.partition] = map[int64]bool{}
+		}
+		done[h.partition][h.offset] = true
+	}
+	got := f.committed(t)
+	for p := range partitions {
+		var want int64
+		for done[p][want] {
+			want++
+		}
+		if got[p] != want || want <= 20 {
+			t.Errorf("partition %d committed %d, handled prefix %d; want the prefix, past offset 20 (%d handlers were in flight)", p, got[p], want, n)
+		}
+	}
+}
+
 // TestDrainLongerThanSessionTimeout stops a consumer whose in-flight work
 // finishes only after the session timeout has passed: the member must stay
 // in the group while it drains (kafka-go itself stops heartbeating), so the
@@ -619,7 +681,7 @@ func TestDrainLongerThanSessionTimeout(t *testing.T) {
 	waitUntil(t, joinWait, func() bool { return entered.Load() > 0 }, "handlers in flight")
 	f.waitCommitted(t, map[int]int64{0: 10, 1: 10, 2: 10, 3: 10}, "the free prefix committed")
 	stopped := make(chan time.Duration, 1)
-	go func() { stopped <- r.stop(t, cfg.DrainTimeout+drainGrace+15*time.Second) }()
+	go func() { stopped <- r.stop(t, cfg.DrainTimeout+DefaultCancelGrace+15*time.Second) }()
 	waitUntil(t, 5*time.Second, func() bool { return !r.c.Ready() }, "drain begins")
 	drainBegan := time.Now()
 	// Hold the work past the session timeout, then let it finish.
@@ -648,6 +710,7 @@ func TestConfigValidate(t *testing.T) {
 			c.Topics = []string{"a", "", "a"}
 		}, []string{"brokers[0]", "topics[1]", "topics[2]"}},
 		{"drain too long", func(c *Config) { c.DrainTimeout = time.Minute; c.RebalanceTimeout = 30 * time.Second }, []string{"drain_timeout"}},
+		{"drain plus cancel grace too long", func(c *Config) { c.DrainTimeout = 30 * time.Second; c.CancelGrace = 15 * time.Second }, []string{"cancel_grace 15s"}},
 		{"negative", func(c *Config) { c.MaxInFlight = -1; c.CommitInterval = -time.Second }, []string{"max_in_flight", "commit_interval"}},
 		{"start offset", func(c *Config) { c.StartOffset = 7 }, []string{"start_offset"}},
 	}

@@ -28,9 +28,10 @@ import (
 const measuredPeakRSS = 126 << 20
 
 // shutdownMargin is what terminationGracePeriodSeconds must leave beyond
-// consumer.drain_timeout: the consumer's cancel grace (2s), the final
+// consumer.drain_timeout and the consumer's cancel grace (the HTTP attempts
+// in flight run to their answer or timeout; config.CancelGrace): the final
 // commit, the admin server's shutdown (up to 5s) and closing the clients.
-const shutdownMargin = 15 * time.Second
+const shutdownMargin = 13 * time.Second
 
 // k8s is the Deployment's container as it would run: its manifests, its
 // command line checked against the binary, its volumes written to a
@@ -447,9 +448,9 @@ func TestDeploymentShutdownResourcesAndSecurity(t *testing.T) {
 	if ps.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*ps.TerminationGracePeriodSeconds) * time.Second
 	}
-	if min := k.cfg.Consumer.DrainTimeout + shutdownMargin; grace < min {
-		t.Errorf("deployment.yaml: terminationGracePeriodSeconds %v < consumer.drain_timeout %v + %v: the kubelet would kill a draining member",
-			grace, k.cfg.Consumer.DrainTimeout, shutdownMargin)
+	if min := k.cfg.Consumer.DrainTimeout + k.cfg.CancelGrace() + shutdownMargin; grace < min {
+		t.Errorf("deployment.yaml: terminationGracePeriodSeconds %v < consumer.drain_timeout %v + cancel grace %v + %v: the kubelet would kill a draining member",
+			grace, k.cfg.Consumer.DrainTimeout, k.cfg.CancelGrace(), shutdownMargin)
 	}
 
 	res := k.c.Resources

@@ -90,7 +90,7 @@ func New(cfg *config.Config, log *zap.Logger, o Options) (*Service, error) {
 	cons, err := consumer.New(consumer.Config{
 		Brokers: cfg.Kafka.Brokers, GroupID: cfg.Kafka.GroupID, Topics: pl.InputTopics(),
 		Dialer: kc.dialer, MaxInFlight: cfg.Consumer.MaxInFlight,
-		CommitInterval: cfg.Consumer.CommitInterval, DrainTimeout: cfg.Consumer.DrainTimeout,
+		CommitInterval: cfg.Consumer.CommitInterval, DrainTimeout: cfg.Consumer.DrainTimeout, CancelGrace: cfg.CancelGrace(),
 		SessionTimeout: cfg.Consumer.SessionTimeout, RebalanceTimeout: cfg.Consumer.RebalanceTimeout,
 		StartOffset: start, Logger: log, Metrics: m,
 	}, pl)
