@@ -28,13 +28,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -75,12 +75,6 @@ var defaultSuccessStatuses = []int{200, 201, 202, 204}
 
 // Options are the Dispatcher's dependencies. Every field is optional.
 type Options struct {
-	// Client is the one HTTP client every send reuses. Default: a client
-	// whose Transport keeps up to 64 idle connections per host and which
-	// follows no redirect (a 3xx is returned as the answer, and is a failure
-	// unless the partner lists it in Success.Statuses). A Client given here
-	// is used as is.
-	Client *http.Client
 	// Logger gets retry and breaker events (never a token). Default: no-op.
 	Logger *zap.Logger
 	// Metrics records DispatchSeconds{partner} per attempt,
@@ -98,7 +92,7 @@ type Options struct {
 // Dispatcher renders and sends postbacks. Create it with New.
 type Dispatcher struct {
 	partners  map[string]*partner
-	client    *http.Client
+	client    *fasthttp.Client // see client.go
 	log       *zap.Logger
 	now       func() time.Time
 	userAgent string
@@ -143,13 +137,9 @@ type allowedHost struct {
 func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) {
 	d := &Dispatcher{
 		partners:  make(map[string]*partner, len(partners)),
-		client:    opts.Client,
 		log:       opts.Logger,
 		now:       opts.Now,
 		userAgent: "postbackd/" + opts.Version,
-	}
-	if d.client == nil {
-		d.client = defaultClient()
 	}
 	if d.log == nil {
 		d.log = zap.NewNop()
@@ -181,25 +171,12 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return d, nil
-}
-
-// defaultClient is tuned for many small GETs to few hosts: keep-alives on,
-// 64 idle connections per host, no redirects followed.
-func defaultClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = 1024
-	// Bounded per host: beyond MaxConnsPerHost requests queue for a kept-alive
-	// connection instead of opening (and then closing) a new one each.
-	tr.MaxIdleConnsPerHost = 512
-	tr.MaxConnsPerHost = 512
-	tr.IdleConnTimeout = 90 * time.Second
-	return &http.Client{
-		Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+	maxAttempt := config.DefaultPartnerTimeout
+	for _, p := range d.partners {
+		maxAttempt = max(maxAttempt, p.cfg.Timeout)
 	}
+	d.client = newClient(maxAttempt)
+	return d, nil
 }
 
 // withDefaults fills zero fields with config's defaults, the same as

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -145,7 +146,11 @@ func TestRenderEveryDocumentedMacro(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := r.u.Query()
+	tu, err := url.Parse(r.target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := tu.Query()
 	for i, m := range macros {
 		if u.Get(fmt.Sprintf("m%d", i)) == "" {
 			t.Errorf("macro {%s} rendered empty", m)

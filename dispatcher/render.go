@@ -30,7 +30,9 @@ type Rendered struct {
 	// empty). They never contain the token.
 	Warnings []string
 
-	u *url.URL // URL parsed, for every attempt's request
+	// target is URL as every attempt requests it: parsed once, the host with
+	// an empty port cut to the host, the fragment dropped (never sent).
+	target string
 }
 
 // Render fills the goal's URL template of p's partner. Macros (values are
@@ -141,8 +143,7 @@ func (p *partner) render(pb postback.Postback) (Rendered, error) {
 			fmt.Errorf("partner %q goal %q: %w: %q", p.name, pb.Goal, ErrHostNotAllowed, p.redactString(u.Host))
 	}
 	// As http.NewRequest does: "host:" is the host with its default port.
-	u.Host = strings.TrimSuffix(u.Host, ":")
-	r.u = u
+	r.target = u.Scheme + "://" + strings.TrimSuffix(u.Host, ":") + u.RequestURI()
 	return r, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/postbackd/postbackd/postback"
@@ -229,60 +229,87 @@ type outcome struct {
 	err        error
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// attempt makes one GET with its own timeout and judges the answer.
+// attempt makes one GET and judges the answer. It runs on the caller's
+// goroutine until the answer or its deadline: the partner's Timeout, or the
+// context's deadline if that is nearer. Cancelling ctx does not cut it short
+// (see client.go); Send looks at ctx before each attempt.
 func (d *Dispatcher) attempt(ctx context.Context, p *partner, r *Rendered) outcome {
-	actx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	// Built from the URL Render parsed (and checked against the allowed
-	// hosts), not parsed again per attempt.
-	req := (&http.Request{Method: http.MethodGet, URL: r.u, Header: http.Header{"User-Agent": {d.userAgent}}}).WithContext(actx)
+	deadline := time.Now().Add(p.cfg.Timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp) // closes a body stream not read to its end
+	req.SetRequestURI(r.target)
+	req.Header.SetUserAgent(d.userAgent)
 
 	start := time.Now()
-	resp, err := d.client.Do(req)
+	err := d.client.DoDeadline(req, resp, deadline)
+	if err != nil && sendAgain(resp, err) {
+		err = d.client.DoDeadline(req, resp, deadline)
+	}
 	if err != nil {
 		o := outcome{latency: time.Since(start)}
 		p.dispatchSeconds.Observe(o.latency.Seconds())
-		inner := unwrapURLError(err)
-		if actx.Err() != nil && ctx.Err() == nil {
-			o.err = fmt.Errorf("timeout after %s: %w", p.cfg.Timeout, inner)
+		if isTimeout(err) && ctx.Err() == nil {
+			o.err = fmt.Errorf("timeout after %s: %w", p.cfg.Timeout, context.DeadlineExceeded)
 		} else {
-			o.err = fmt.Errorf("GET: %w", inner)
+			o.err = fmt.Errorf("GET: %w", err)
 		}
 		return o // network errors and timeouts are retried
 	}
 
+	status := resp.StatusCode()
+	need := p.body != nil || !p.success[status]
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer bufPool.Put(buf)
-	need := p.body != nil || !p.success[resp.StatusCode]
-	var readErr error
-	if need {
-		_, readErr = buf.ReadFrom(io.LimitReader(resp.Body, maxBody))
-	}
-	// Drain and close so the keep-alive connection goes back to the pool.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-	_ = resp.Body.Close()
-
-	o := outcome{status: resp.StatusCode, latency: time.Since(start)}
+	readErr := readAnswer(resp, buf, need)
+	body := buf.Bytes()
+	o := outcome{status: status, latency: time.Since(start)}
 	p.dispatchSeconds.Observe(o.latency.Seconds())
 
-	retry, cerr := p.check(resp.StatusCode, buf.Bytes())
+	retry, cerr := p.check(status, body)
 	switch {
 	case cerr == nil:
 		return o
-	case readErr != nil && p.success[resp.StatusCode]:
+	case readErr != nil && p.success[status]:
 		// A success status whose body we could not read to judge.
-		o.err = fmt.Errorf("reading body of HTTP %d: %w", resp.StatusCode, unwrapURLError(readErr))
+		o.err = fmt.Errorf("reading body of HTTP %d: %w", status, readErr)
 		return o
 	case !retry:
 		o.err = backoff.Permanent(cerr)
 		return o
 	}
 	o.err = cerr
-	o.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), d.now())
+	o.retryAfter = parseRetryAfter(string(resp.Header.Peek("Retry-After")), d.now())
 	return o
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readAnswer reads up to maxBody bytes of resp's body into buf when need is
+// set, then reads and discards up to maxDrain more so the kept-alive
+// connection can serve the next request; a longer answer costs its
+// connection (closed when resp is released).
+func readAnswer(resp *fasthttp.Response, buf *bytes.Buffer, need bool) error {
+	stream := resp.BodyStream()
+	if stream == nil { // the body was not streamed: it is all in resp
+		if need {
+			buf.Write(resp.Body()[:min(len(resp.Body()), maxBody)])
+		}
+		return nil
+	}
+	var readErr error
+	if need {
+		_, readErr = buf.ReadFrom(io.LimitReader(stream, maxBody))
+	}
+	if readErr == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(stream, maxDrain))
+	}
+	return readErr
 }
 
 // check is the "what went wrong" half: it says whether an answer is a
@@ -329,16 +356,6 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		}
 	}
 	return 0
-}
-
-// unwrapURLError drops net/http's *url.Error wrapper, whose message holds the
-// full URL and so the token.
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // redactedError is Send's final error: the message with the token replaced

@@ -230,8 +230,41 @@ func TestSendRetryAfterHonouredInPlace(t *testing.T) {
 }
 
 func TestSendContextCancelled(t *testing.T) {
-	t.Run("during a request", func(t *testing.T) {
+	// An attempt that has started is seen through to its answer: cancelling
+	// does not abandon a request the tracker may be acting on, and no
+	// further attempt starts.
+	t.Run("during a request the tracker answers", func(t *testing.T) {
 		arrived := make(chan struct{}, 1)
+		release := make(chan struct{})
+		var hits counter
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.hit(r)
+			arrived <- struct{}{}
+			<-release
+		}))
+		defer srv.Close()
+		pc := serverPartner(srv)
+		pc.Timeout = time.Minute
+		env := newEnv(t, map[string]config.Partner{"acme": pc})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan Result, 1)
+		go func() { done <- env.d.Send(ctx, testPostback("acme", postback.GoalFTD)) }()
+		waitFor(t, arrived, 5*time.Second, "the request")
+		cancel()
+		select {
+		case res := <-done:
+			t.Fatalf("Send returned before the tracker answered: %+v", res)
+		default:
+		}
+		close(release)
+		res := waitFor(t, done, 5*time.Second, "Send to return after the answer")
+		if !res.Delivered || res.Attempts != 1 || hits.count() != 1 {
+			t.Errorf("got Delivered %v Attempts %d err %v, server saw %d; want delivered by the one attempt",
+				res.Delivered, res.Attempts, res.Err, hits.count())
+		}
+	})
+	t.Run("during a request the tracker never answers", func(t *testing.T) {
+		arrived := make(chan struct{}, 3)
 		release := make(chan struct{})
 		defer close(release)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -243,17 +276,20 @@ func TestSendContextCancelled(t *testing.T) {
 		}))
 		defer srv.Close()
 		pc := serverPartner(srv)
-		pc.Timeout = time.Minute
+		pc.Timeout = 200 * time.Millisecond
 		env := newEnv(t, map[string]config.Partner{"acme": pc})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan Result, 1)
 		go func() { done <- env.d.Send(ctx, testPostback("acme", postback.GoalFTD)) }()
 		waitFor(t, arrived, 5*time.Second, "the request")
 		cancel()
-		res := waitFor(t, done, 5*time.Second, "Send to return after cancel")
+		res := waitFor(t, done, 5*time.Second, "Send to return after the attempt's timeout")
 		if res.Delivered || res.Permanent || !errors.Is(res.Err, context.Canceled) || res.Attempts != 1 {
-			t.Errorf("got Delivered %v Permanent %v Attempts %d err %v; want cancelled after 1 attempt",
+			t.Errorf("got Delivered %v Permanent %v Attempts %d err %v; want stopped after 1 attempt",
 				res.Delivered, res.Permanent, res.Attempts, res.Err)
+		}
+		if res.Latency < pc.Timeout {
+			t.Errorf("the attempt lasted %s; want it to run to its timeout %s", res.Latency, pc.Timeout)
 		}
 	})
 	t.Run("during backoff", func(t *testing.T) {
@@ -670,7 +706,7 @@ func TestRenderEmptyPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.URL != "http://tracker.example:/pb?cid=click-1" || r.u.Host != "tracker.example" {
-		t.Errorf("URL %q, request host %q; want the URL as rendered and host tracker.example", r.URL, r.u.Host)
+	if r.URL != "http://tracker.example:/pb?cid=click-1" || r.target != "http://tracker.example/pb?cid=click-1" {
+		t.Errorf("URL %q, request target %q; want the URL as rendered and the target on host tracker.example", r.URL, r.target)
 	}
 }

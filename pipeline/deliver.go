@@ -169,7 +169,9 @@ func (p *Pipeline) deliverClaimed(ctx context.Context, pb postback.Postback, job
 		return resultDelivered, nil
 	}
 	if ctx.Err() != nil {
-		// Stopping, past the drain timeout: the attempt was cut short, which
+		// Stopping, past the drain timeout: Send stopped before or between
+		// attempts, or its last attempt ran to its timeout without an answer
+		// (an attempt is never cut short; an answer that came counts). That
 		// says nothing about the partner, who may have accepted it. Release
 		// the claim so the event's next owner retries at once rather than a
 		// lease later: if the partner did accept, that resend is the

@@ -1,0 +1,239 @@
+package dispatcher
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/postback"
+)
+
+// The HTTP client's behaviour against a real net/http tracker: what
+// client.go says fasthttp is configured to do.
+
+// A tracker that closed a kept-alive connection while it was idle costs no
+// attempt: the request goes out again on a new connection, once, as net/http
+// does.
+func TestSendIdleConnectionClosedByTracker(t *testing.T) {
+	var hits counter
+	closed := make(chan struct{}, 8)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.hit(r) }))
+	srv.Config.IdleTimeout = 20 * time.Millisecond
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
+
+	for i := range 3 {
+		res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+		if !res.Delivered || res.Attempts != 1 {
+			t.Fatalf("send %d: Delivered %v Attempts %d err %v; want delivered by one attempt", i+1, res.Delivered, res.Attempts, res.Err)
+		}
+		if hits.count() != i+1 {
+			t.Fatalf("send %d: tracker saw %d requests, want %d", i+1, hits.count(), i+1)
+		}
+		// The tracker closes the connection the send left idle.
+		waitFor(t, closed, 5*time.Second, "the tracker to close the idle connection")
+	}
+}
+
+// A tracker that reads a request on a fresh connection and closes it without
+// a byte of answer may have acted on it: that is a failed attempt, counted,
+// backed off and retried by Send, never repeated silently by the client.
+func TestSendFreshConnectionClosedIsAnAttempt(t *testing.T) {
+	var hits counter
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.hit(r) == 1 {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+		}
+	}))
+	defer srv.Close()
+	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
+	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+	if !res.Delivered || res.Attempts != 2 || hits.count() != 2 {
+		t.Errorf("Delivered %v Attempts %d err %v, tracker saw %d; want delivered by the 2nd attempt of 2",
+			res.Delivered, res.Attempts, res.Err, hits.count())
+	}
+}
+
+// A long answer is judged by its status and its start, like a short one: a
+// success with a megabyte of body is delivered (not an error retried into a
+// double payout), and the connection serves the next send.
+func TestSendLongAnswer(t *testing.T) {
+	long := "OK " + strings.Repeat("x", 1<<20)
+	for _, tc := range []struct {
+		name    string
+		chunked bool
+	}{{"content-length", false}, {"chunked", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hits counter
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				hits.hit(r)
+				if tc.chunked {
+					_, _ = io.WriteString(w, long[:10])
+					w.(http.Flusher).Flush()
+					_, _ = io.WriteString(w, long[10:])
+					return
+				}
+				w.Header().Set("Content-Length", "1048579")
+				_, _ = io.WriteString(w, long)
+			}))
+			defer srv.Close()
+			pc := serverPartner(srv)
+			pc.Success.BodyPattern = "^OK"
+			env := newEnv(t, map[string]config.Partner{"acme": pc})
+			for i := range 2 {
+				res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+				if !res.Delivered || res.Attempts != 1 {
+					t.Fatalf("send %d: Delivered %v Attempts %d err %v; want delivered by one attempt", i+1, res.Delivered, res.Attempts, res.Err)
+				}
+			}
+			if hits.count() != 2 {
+				t.Errorf("tracker saw %d requests, want 2", hits.count())
+			}
+		})
+	}
+}
+
+// An answer without a length, ended by closing the connection (HTTP/1.0
+// style), is read to its end and judged.
+func TestSendAnswerEndedByClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nOK accepted")
+			}()
+		}
+	}()
+	srv := &httptest.Server{URL: "http://" + ln.Addr().String()}
+	pc := serverPartner(srv)
+	pc.Success.BodyPattern = "^OK accepted$"
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
+	for i := range 2 {
+		res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+		if !res.Delivered || res.Attempts != 1 {
+			t.Fatalf("send %d: Delivered %v Attempts %d err %v; want delivered by one attempt", i+1, res.Delivered, res.Attempts, res.Err)
+		}
+	}
+}
+
+// Answers with large headers (cookies, tracing) up to readBufferSize are
+// read; fasthttp's default buffer (4 KiB) would refuse them.
+func TestSendLargeAnswerHeaders(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 4 {
+			w.Header().Add("Set-Cookie", "c"+string(rune('0'+i))+"="+strings.Repeat("v", 4000))
+		}
+	}))
+	defer srv.Close()
+	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
+	if res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD)); !res.Delivered {
+		t.Fatalf("16 KB of headers: %v", res.Err)
+	}
+}
+
+// HTTP_PROXY is honoured, as net/http's default transport honours it: the
+// request reaches the tracker through the proxy's CONNECT tunnel.
+func TestSendThroughProxyFromEnvironment(t *testing.T) {
+	var hits counter
+	tracker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.hit(r) }))
+	defer tracker.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(tracker.URL, "http://"))
+
+	var mu sync.Mutex
+	var tunnels []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		mu.Lock()
+		tunnels = append(tunnels, r.Host)
+		mu.Unlock()
+		// tracker.test only resolves here, in the proxy: a request that
+		// bypassed the proxy could not reach the tracker at all.
+		up, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			_ = up.Close()
+			return
+		}
+		_, _ = io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+		go func() { _, _ = io.Copy(up, conn); _ = up.Close() }()
+		_, _ = io.Copy(conn, up)
+		_ = conn.Close()
+	}))
+	defer proxy.Close()
+	t.Setenv("HTTP_PROXY", proxy.URL)
+	t.Setenv("NO_PROXY", "")
+
+	pc := serverPartner(&httptest.Server{URL: "http://tracker.test:" + port})
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
+	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+	if !res.Delivered || hits.count() != 1 {
+		t.Fatalf("Delivered %v err %v, tracker saw %d; want delivered through the proxy", res.Delivered, res.Err, hits.count())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tunnels) != 1 || tunnels[0] != "tracker.test:"+port {
+		t.Errorf("proxy tunnels %q; want one to tracker.test:%s", tunnels, port)
+	}
+}
+
+// A tracker that cannot be reached is a failed attempt with the dial's
+// error, never the URL (which holds the token).
+func TestSendUnreachableTracker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	pc := serverPartner(&httptest.Server{URL: "http://" + addr})
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
+	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+	if res.Delivered || res.Permanent || res.Attempts != 3 || res.Err == nil {
+		t.Fatalf("got Delivered %v Permanent %v Attempts %d err %v; want 3 failed attempts", res.Delivered, res.Permanent, res.Attempts, res.Err)
+	}
+	if strings.Contains(res.Err.Error(), testToken) || strings.Contains(res.Err.Error(), url.QueryEscape(testToken)) {
+		t.Errorf("error leaks the token: %v", res.Err)
+	}
+	var ne net.Error
+	if isTimeout(res.Err) || errors.As(res.Err, &ne) && ne.Timeout() {
+		t.Errorf("a refused connection reported as a timeout: %v", res.Err)
+	}
+}
