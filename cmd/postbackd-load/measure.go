@@ -26,6 +26,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/postbackd/postbackd/config"
@@ -112,6 +113,7 @@ type harness struct {
 	failed      []string
 
 	httpRate, httpCPU10k float64 // raw HTTP leg: req/s, harness CPU s per 10 000 requests
+	fastRate             float64 // the same leg with postbackd's own HTTP client (fasthttp): req/s
 	naiveRate, naiveRT   float64
 	dep                  *groupResult // deposit-only phase, the baseline of the later ones
 	redisCPU             func() (float64, bool)
@@ -208,6 +210,11 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("http-1conn baseline: %w", err)
 	}
 	httpShares, httpSharesOK := httpMachine.shares()
+	h.logf("baseline http-1conn-fasthttp (3 s)")
+	h.fastRate, err = measureHTTPFast("http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("http-1conn-fasthttp baseline: %w", err)
+	}
 	depPhase := h.phase("dep")
 	depCfg, depPath, err := depPhase.write(dir, "deposits")
 	if err != nil {
@@ -231,6 +238,7 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	h.t.add("its CPU per 10 000 requests (client + tracker)", num(h.httpCPU10k, 3)+" s", 1, 1, "itself")
 	h.t.note("its round trip", dur(time.Duration(float64(time.Second)/h.httpRate)))
 	h.machineRows("meanwhile", httpShares, httpSharesOK)
+	h.t.add("http-1conn-fasthttp: the same leg with postbackd's HTTP client (fasthttp)", perSecond(h.fastRate, "req/s"), h.fastRate, h.httpRate, "http-1conn")
 	h.t.add("naive: one event at a time, sync audit and commit", perSecond(h.naiveRate, "postbacks/s"), h.naiveRate, h.httpRate, "http-1conn")
 	h.t.add("its Redis round trips per event", num(h.naiveRT, 2), 1, 1, "itself")
 
@@ -438,6 +446,7 @@ func (h *harness) redisCPURow(r groupResult) {
 func (h *harness) streamRows(r groupResult, what string, vsDep bool) {
 	vsDep = vsDep && h.dep != nil
 	h.t.add("postbacks/s, first to last postback", perSecond(r.rate, "/s"), r.rate, h.httpRate, "http-1conn")
+	h.t.add("", "", r.rate, h.fastRate, "http-1conn-fasthttp")
 	h.t.add("", "", r.rate, h.naiveRate, "naive")
 	if vsDep {
 		h.t.add("", "", r.rate, h.dep.rate, "deposit-only stream")
@@ -649,6 +658,28 @@ func measureHTTP(ctx context.Context, url string, d time.Duration) (float64, flo
 	}
 	rate := float64(n) / time.Since(start).Seconds()
 	return rate, (rusageCPU() - cpu0) / float64(n) * 10000, nil
+}
+
+// measureHTTPFast is the raw HTTP leg again with the client postbackd sends
+// with (fasthttp, one connection), so that a ratio against it holds the
+// client constant: the first baseline (net/http) is the reference.
+func measureHTTPFast(url string, d time.Duration) (float64, error) {
+	c := &fasthttp.Client{MaxConnsPerHost: 1, MaxConnWaitTimeout: time.Second}
+	defer c.CloseIdleConnections()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	end := time.Now().Add(d)
+	n := 0
+	start := time.Now()
+	for time.Now().Before(end) {
+		req.SetRequestURI(url)
+		if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // inProcess runs the deposit-only stream again in the harness process
