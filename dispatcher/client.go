@@ -1,6 +1,8 @@
 package dispatcher
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"os"
@@ -27,31 +29,52 @@ import (
 //     during backoff, as before.
 //   - HTTP/1.1 only (trackers all speak it); no HTTP/2 over TLS.
 //   - Proxies from HTTP_PROXY, HTTPS_PROXY and NO_PROXY, as net/http's default
-//     transport honours them: through fasthttpproxy's dialer (CONNECT), set
-//     only when the environment names a proxy.
+//     transport honours them, through fasthttpproxy's dialer, set only when
+//     the environment names a proxy. It tunnels every request with CONNECT,
+//     http:// ones too (net/http sent those to the proxy as absolute-URI
+//     GETs): the proxy must allow CONNECT to the trackers' ports.
 //   - Redirects are not followed (Do never follows them): a 3xx is the
 //     answer.
 //   - fasthttp's own retries are off. An attempt makes its request a second
-//     time only where net/http would too, and where the tracker cannot have
-//     acted on the first: the request could not be written, or a kept-alive
-//     connection the tracker had closed while idle answered nothing at all
-//     (sendAgain). A fresh connection closed without an answer, a timeout or
-//     a reset in the middle of an answer is Send's to count, back off and
-//     retry.
+//     time only where net/http would too: the request could not be written,
+//     or a kept-alive connection answered nothing at all (sendAgain). A
+//     fresh connection closed without an answer, a timeout or a reset in the
+//     middle of an answer is Send's to count, back off and retry.
+//   - Stricter parsing: an answer net/http tolerated with bare LF line ends,
+//     repeated Content-Length headers or more than 32 KiB of headers is a
+//     failed attempt (retried, as a garbled answer always was). No
+//     Accept-Encoding is sent, so a tracker answers uncompressed.
+//   - Dialing: fasthttp caches a host's addresses for a minute and tries
+//     them in turn (no Happy Eyeballs race between IPv6 and IPv4).
 const (
 	// maxConnsPerHost bounds connections per tracker; beyond it an attempt
 	// waits (within its deadline) for one to come free.
 	maxConnsPerHost = 512
-	// idleConnTimeout closes a kept-alive connection unused for this long.
-	idleConnTimeout = 90 * time.Second
+	// idleConnTimeout closes a kept-alive connection unused for this long:
+	// under the idle timeouts trackers' front ends commonly use (60s on a
+	// cloud load balancer, 75s in nginx), so that few pooled connections
+	// are found closed (see sendAgain for those that are).
+	idleConnTimeout = 50 * time.Second
 	// readBufferSize bounds an answer's status line and headers (fasthttp
-	// refuses longer ones); trackers answer with a few hundred bytes.
+	// refuses longer ones; net/http took up to 1 MiB); trackers answer with
+	// a few hundred bytes.
 	readBufferSize = 32 << 10
 )
 
+// rootCAs, when set, replaces the system's roots (tests trust their own
+// tracker's certificate with it); nil in production.
+var rootCAs *x509.CertPool
+
 // newClient returns the one client every send reuses; maxAttempt is the
-// longest partner timeout.
+// longest partner timeout, the bound of a dial fasthttp starts without a
+// request's deadline (for a request waiting for a free connection).
 func newClient(maxAttempt time.Duration) *fasthttp.Client {
+	bound := func(timeout time.Duration) time.Duration {
+		if timeout <= 0 {
+			return maxAttempt
+		}
+		return timeout
+	}
 	c := &fasthttp.Client{
 		// Each request names postbackd/<version> itself.
 		NoDefaultUserAgentHeader: true,
@@ -62,7 +85,10 @@ func newClient(maxAttempt time.Duration) *fasthttp.Client {
 		// deadline (the smaller of the two) bounds the wait.
 		MaxConnWaitTimeout:  24 * time.Hour,
 		MaxIdleConnDuration: idleConnTimeout,
-		ReadBufferSize:      readBufferSize,
+		// The most recently used connection first, as net/http does: the
+		// least likely to have been closed by the tracker meanwhile.
+		ConnPoolStrategy: fasthttp.LIFO,
+		ReadBufferSize:   readBufferSize,
 		// The answer is read as a stream so that a long one is judged by its
 		// start (maxBody) and its status, like any other, instead of failing
 		// as too large; see attempt.
@@ -70,53 +96,68 @@ func newClient(maxAttempt time.Duration) *fasthttp.Client {
 		// Both IPv4 and IPv6 addresses, as net/http dials; every connection
 		// tracked (see sendAgain).
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return track(fasthttp.DialDualStackTimeout(addr, timeout))
+			timeout = bound(timeout)
+			return track(fasthttp.DialDualStackTimeout(addr, timeout))(timeout)
 		},
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 	}
-	var proxyDial func(isTLS bool) (fasthttp.DialFunc, error)
-	if proxyFromEnvironment() {
-		// A proxy dial cannot take the request's deadline: it is bounded by
-		// the longest attempt instead.
-		d := &fasthttpproxy.Dialer{DialDualStack: true, Timeout: maxAttempt, ConnectTimeout: maxAttempt}
-		proxyDial = func(isTLS bool) (fasthttp.DialFunc, error) { return d.GetDialFuncForTLS(true, isTLS) }
+	if rootCAs != nil {
+		c.TLSConfig = &tls.Config{RootCAs: rootCAs}
 	}
+	proxied := proxyFromEnvironment()
 	c.ConfigureClient = func(hc *fasthttp.HostClient) error {
-		// A malformed answer's error names the problem, not the bytes
-		// around it (which could echo the token); Send redacts as well.
+		// A malformed answer's error names the problem, not all the bytes
+		// around it; Send redacts the token from every error as well.
 		hc.SecureErrorLogMessage = true
-		if proxyDial == nil {
+		if !proxied {
 			return nil
 		}
-		dial, err := proxyDial(hc.IsTLS)
-		if err != nil {
-			return err
+		isTLS := hc.IsTLS
+		hc.DialTimeout = func(addr string, timeout time.Duration) (net.Conn, error) {
+			// The TCP dial and the CONNECT exchange share the attempt's time.
+			timeout = bound(timeout)
+			d := &fasthttpproxy.Dialer{DialDualStack: true, Timeout: timeout / 2, ConnectTimeout: timeout / 2}
+			dial, err := d.GetDialFuncForTLS(true, isTLS)
+			if err != nil {
+				return nil, err
+			}
+			return track(dial(addr))(timeout)
 		}
-		// DialTimeout, when set, is used before Dial.
-		hc.DialTimeout = nil
-		hc.Dial = func(addr string) (net.Conn, error) { return track(dial(addr)) }
 		return nil
 	}
 	return c
 }
 
 // trackedConn is a connection to a tracker that knows whether it has read
-// anything (an answer to an earlier request) and whether a write failed.
-// fasthttp reads a connection's RemoteAddr at the start of every request
-// (Response.ParseNetConn); the address it gets carries the connection and
-// what it had read by then, so that attempt can tell, after a failure, on
-// what kind of connection the request went out.
+// anything (an answer to an earlier request) and the error of a write that
+// failed. fasthttp reads a connection's RemoteAddr at the start of every
+// request (Response.ParseNetConn); the address it gets carries the
+// connection and what it had read by then, so that attempt can tell, after
+// a failure, on what kind of connection the request went out. A TLS
+// connection's handshake is made by the first request's write (fasthttp
+// sets no WriteTimeout, which would make it at dial), so a fresh connection
+// has read nothing when its first request starts.
 type trackedConn struct {
 	net.Conn
-	read, writeFailed atomic.Bool
+	read     atomic.Bool
+	writeErr atomic.Pointer[error] // the first failed write's error
 }
 
-// track wraps a dialled connection (the dial's error passed through).
-func track(c net.Conn, err error) (net.Conn, error) {
-	if err != nil {
-		return nil, err
+// track wraps a dialled connection (the dial's error passed through); the
+// function it returns sets the connection's first deadline, which bounds a
+// TLS handshake's reads (fasthttp sets the request's deadlines only around
+// its own write and read).
+func track(c net.Conn, err error) func(timeout time.Duration) (net.Conn, error) {
+	return func(timeout time.Duration) (net.Conn, error) {
+		if err != nil {
+			return nil, err
+		}
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return &trackedConn{Conn: c}, nil
 	}
-	return &trackedConn{Conn: c}, nil
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -130,7 +171,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 func (c *trackedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if err != nil {
-		c.writeFailed.Store(true)
+		c.writeErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
 }
@@ -147,19 +188,27 @@ type requestAddr struct {
 	reused bool // the connection had answered an earlier request
 }
 
-// sendAgain says whether a failed request may be made again at once, as one
-// attempt: the tracker cannot have acted on it. Either it was not written
-// (a write failed: a connection the tracker had already reset), or it went
-// out on a kept-alive connection that then closed without a byte of answer,
-// which is what a tracker closing an idle connection looks like, and the
-// one case net/http retries a GET by itself. A fresh connection closed
-// without an answer is not: the tracker may have acted and then failed.
+// sendAgain says whether a failed request is made again at once, as part of
+// the same attempt (uncounted, not backed off), in the two cases net/http
+// resends a GET by itself:
+//
+//   - the request itself could not be written (err is the failed write's
+//     error, not that of a later write such as a TLS close alert): the
+//     tracker has at most part of it, and cannot have acted on it;
+//   - it went out on a kept-alive connection that then closed without a
+//     byte of answer, which is what a tracker closing an idle connection
+//     looks like. It is also what a tracker that acted on the request and
+//     then crashed looks like: that resend is in the duplicate window of an
+//     answer that never came (README, Delivery semantics).
+//
+// A fresh connection closed without an answer is neither: Send counts it
+// as a failed attempt, backs off and retries.
 func sendAgain(resp *fasthttp.Response, err error) bool {
 	ra, ok := resp.RemoteAddr().(requestAddr)
 	if !ok {
 		return false // no connection: the dial failed
 	}
-	if ra.conn.writeFailed.Load() {
+	if we := ra.conn.writeErr.Load(); we != nil && errors.Is(err, *we) {
 		return true
 	}
 	return ra.reused && errors.Is(err, fasthttp.ErrConnectionClosed)

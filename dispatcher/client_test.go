@@ -3,7 +3,10 @@ package dispatcher
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -235,5 +238,156 @@ func TestSendUnreachableTracker(t *testing.T) {
 	var ne net.Error
 	if isTimeout(res.Err) || errors.As(res.Err, &ne) && ne.Timeout() {
 		t.Errorf("a refused connection reported as a timeout: %v", res.Err)
+	}
+}
+
+// trustTracker makes the clients of Dispatchers created during the test
+// trust srv's certificate.
+func trustTracker(t *testing.T, srv *httptest.Server) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	rootCAs = pool
+	t.Cleanup(func() { rootCAs = nil })
+}
+
+// tlsListener serves TLS with srv's certificate on a listener of its own,
+// handing each accepted connection (before the handshake) to serve.
+func tlsListener(t *testing.T, srv *httptest.Server, serve func(raw *net.TCPConn, c *tls.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	cfg := &tls.Config{Certificates: srv.TLS.Certificates}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c.(*net.TCPConn), tls.Server(c, cfg))
+		}
+	}()
+	return "https://" + ln.Addr().String()
+}
+
+// Over TLS, sends are delivered and the connection is kept alive.
+func TestSendTLS(t *testing.T) {
+	var hits counter
+	conns := make(chan struct{}, 8)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.hit(r) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns <- struct{}{}
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+	trustTracker(t, srv)
+	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
+	for i := range 3 {
+		if res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD)); !res.Delivered || res.Attempts != 1 {
+			t.Fatalf("send %d: Delivered %v Attempts %d err %v", i+1, res.Delivered, res.Attempts, res.Err)
+		}
+	}
+	if hits.count() != 3 || len(conns) != 1 {
+		t.Errorf("tracker saw %d requests on %d connections; want 3 on 1", hits.count(), len(conns))
+	}
+}
+
+// A TLS tracker that reads a request and resets the connection, without an
+// answer or after part of one, may have acted on it: each is one failed
+// attempt, the request never repeated within it (closing a TLS connection
+// writes an alert, and that write failing must not count as the request's).
+func TestSendTLSResetAfterRequest(t *testing.T) {
+	for _, partial := range []string{"", "HTTP/1.1 200 OK\r\nContent-Le"} {
+		t.Run(fmt.Sprintf("answer %q", partial), func(t *testing.T) {
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			defer srv.Close()
+			trustTracker(t, srv)
+			var mu sync.Mutex
+			requests := 0
+			base := tlsListener(t, srv, func(raw *net.TCPConn, c *tls.Conn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				mu.Lock()
+				requests++
+				mu.Unlock()
+				if partial != "" {
+					_, _ = io.WriteString(c, partial)
+				}
+				_ = raw.SetLinger(0) // close with a reset
+				_ = raw.Close()
+			})
+			pc := serverPartner(&httptest.Server{URL: base})
+			env := newEnv(t, map[string]config.Partner{"acme": pc})
+			res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+			mu.Lock()
+			defer mu.Unlock()
+			if res.Delivered || res.Attempts != 3 || requests != 3 {
+				t.Errorf("Delivered %v Attempts %d err %v, tracker read %d requests; want 3 failed attempts, one request each",
+					res.Delivered, res.Attempts, res.Err, requests)
+			}
+		})
+	}
+}
+
+// A TLS tracker that accepts the connection and never answers the
+// handshake: each attempt ends at its timeout.
+func TestSendTLSHandshakeStalls(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	trustTracker(t, srv)
+	release := make(chan struct{})
+	defer close(release)
+	base := tlsListener(t, srv, func(raw *net.TCPConn, _ *tls.Conn) {
+		<-release // no handshake, no answer
+		_ = raw.Close()
+	})
+	pc := serverPartner(&httptest.Server{URL: base})
+	pc.Timeout = 200 * time.Millisecond
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
+	done := make(chan Result, 1)
+	go func() { done <- env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD)) }()
+	res := waitFor(t, done, 10*time.Second, "Send against a tracker that never completes a TLS handshake")
+	if res.Delivered || res.Attempts != 3 || !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Errorf("Delivered %v Attempts %d err %v; want 3 attempts ending at their timeout", res.Delivered, res.Attempts, res.Err)
+	}
+}
+
+// With every connection to a tracker busy, a send waits for one; when the
+// busy ones close (the tracker answers "Connection: close"), the waiting
+// sends get new connections, each within its own deadline, and are
+// delivered by their first attempt.
+func TestSendWaitsForAConnection(t *testing.T) {
+	const sends = maxConnsPerHost + 88
+	var hits counter
+	full := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.hit(r) >= maxConnsPerHost {
+			once.Do(func() { close(full) })
+		}
+		<-full // every connection busy until all are
+		w.Header().Set("Connection", "close")
+	}))
+	defer srv.Close()
+	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
+	results := make(chan Result, sends)
+	for range sends {
+		go func() { results <- env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD)) }()
+	}
+	for i := range sends {
+		res := waitFor(t, results, 30*time.Second, "the sends")
+		if !res.Delivered || res.Attempts != 1 {
+			t.Fatalf("send %d of %d: Delivered %v Attempts %d err %v; want delivered by its first attempt", i+1, sends, res.Delivered, res.Attempts, res.Err)
+		}
+	}
+	if hits.count() != sends {
+		t.Errorf("tracker saw %d requests, want %d", hits.count(), sends)
 	}
 }
