@@ -315,6 +315,56 @@ func TestSIGTERMDrains(t *testing.T) {
 	e.verify(sc, out, verifyOptions{exactOutputs: true})
 }
 
+// TestSIGTERMSeesAttemptsThrough: SIGTERM while the tracker takes longer to
+// answer than the drain timeout (but less than the partner's timeout). The
+// member cancels its in-flight events when the drain runs out, but the
+// requests already sent run to their answers: those count, are marked
+// delivered, the member exits 0 within the drain plus its cancel grace, and
+// the member that finishes the stream sends none of them again. A client
+// that abandoned its requests at the drain timeout would leave postbacks
+// the tracker accepted unmarked, and the next owner would send them twice.
+func TestSIGTERMSeesAttemptsThrough(t *testing.T) {
+	sc := newScript(scriptOptions{scaleoClicks: 60, datingClicks: 20, seed: 9})
+	e := newEnv(t, envOptions{plan: sc.plan, createTopics: true, maxInFlight: 64, drainTimeout: time.Second})
+	outs := e.startOutputs()
+	a := e.startMember("a")
+	a.waitReady(readyTimeout)
+	e.runPhase0(sc, outs)
+
+	// Every answer takes 2s: longer than the drain (1s), within the
+	// partners' timeout (3s).
+	e.tracker.setSlow(2*time.Second, 0)
+	e.produce(sc.phases[1])
+	if !waitFor(completeTimeout, func() bool { return e.tracker.inFlightNow() > 0 }) {
+		t.Fatal("no request reached the tracker")
+	}
+	inFlight := e.tracker.inFlightNow()
+	a.signal(syscall.SIGTERM)
+	limit := e.drainTimeout + 4*time.Second + stopMargin // drain + cancel grace (3s timeout + 1s) + margin
+	code, ok := a.wait(limit)
+	if !ok {
+		t.Fatalf("a did not exit within %s of SIGTERM", limit)
+	}
+	if code != 0 {
+		t.Fatalf("a exited %d after SIGTERM\n%s", code, tail(a.stderr, 40))
+	}
+	log := a.log()
+	if !strings.Contains(log, "drain timed out, cancelling in-flight handlers") {
+		t.Fatalf("the drain did not run out, so nothing was in flight at its end; the test proves nothing:\n%s", tail(a.stderr, 20))
+	}
+	if strings.Contains(log, "handlers still running after cancellation") {
+		t.Errorf("handlers outlived the cancel grace:\n%s", tail(a.stderr, 20))
+	}
+
+	e.tracker.setSlow(0, 0)
+	b := e.startMember("b")
+	b.waitReady(readyTimeout)
+	e.waitComplete(sc, outs, completeTimeout, b)
+	out := e.finish(outs, b)
+	e.verify(sc, out, verifyOptions{exactOutputs: true}) // any postback accepted twice fails
+	t.Logf("SIGTERM with %d requests in flight at the tracker; no postback accepted twice", inFlight)
+}
+
 // waitProgress waits until the tracker has received percent % of total
 // distinct postbacks, failing the test at completeTimeout.
 func (e *testEnv) waitProgress(total, percent int) {

@@ -144,6 +144,8 @@ type envOptions struct {
 	// partitions of each created topic (default 4, the default of topics
 	// create).
 	partitions int
+	// drainTimeout is consumer.drain_timeout (default 10s).
+	drainTimeout time.Duration
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -171,6 +173,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	if e.partitions == 0 {
 		e.partitions = 4
+	}
+	if o.drainTimeout > 0 {
+		e.drainTimeout = o.drainTimeout
 	}
 	if e.maxInFlight == 0 {
 		e.maxInFlight = 4096
