@@ -376,13 +376,15 @@ func TestSendWaitsForAConnection(t *testing.T) {
 		w.Header().Set("Connection", "close")
 	}))
 	defer srv.Close()
-	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
+	pc := serverPartner(srv)
+	pc.Timeout = 30 * time.Second // room for 512 dials under the race detector
+	env := newEnv(t, map[string]config.Partner{"acme": pc})
 	results := make(chan Result, sends)
 	for range sends {
 		go func() { results <- env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD)) }()
 	}
 	for i := range sends {
-		res := waitFor(t, results, 30*time.Second, "the sends")
+		res := waitFor(t, results, time.Minute, "the sends")
 		if !res.Delivered || res.Attempts != 1 {
 			t.Fatalf("send %d of %d: Delivered %v Attempts %d err %v; want delivered by its first attempt", i+1, sends, res.Delivered, res.Attempts, res.Err)
 		}
