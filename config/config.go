@@ -97,7 +97,9 @@ type Consumer struct {
 	// CommitInterval is how often finished prefixes are committed (default 200ms).
 	CommitInterval time.Duration `yaml:"commit_interval"`
 	// DrainTimeout bounds how long a stop or a rebalance waits for in-flight
-	// events before giving up on them (they are redelivered; default 30s).
+	// events before cancelling them (default 30s). An HTTP attempt already
+	// sent still runs to its answer or its timeout (CancelGrace); what is
+	// unfinished after that is redelivered.
 	DrainTimeout     time.Duration `yaml:"drain_timeout"`
 	SessionTimeout   time.Duration `yaml:"session_timeout"`   // default 10s
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"` // default 45s

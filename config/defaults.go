@@ -215,7 +215,8 @@ func setDuration(p *time.Duration, def time.Duration) {
 	}
 }
 
-// minCancelGrace is CancelGrace's floor: the consumer's own default.
+// minCancelGrace is CancelGrace's floor, the same as the consumer's own
+// default (consumer.DefaultCancelGrace; config does not import consumer).
 const minCancelGrace = 2 * time.Second
 
 // CancelGrace is how long a drain waits, after cancelling in-flight

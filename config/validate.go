@@ -258,7 +258,7 @@ func (c *Config) validateRuntime(v *validator) {
 	v.oneOf("consumer.start_offset", cs.StartOffset, StartEarliest, StartLatest)
 	if grace := c.CancelGrace(); cs.DrainTimeout > 0 && cs.RebalanceTimeout > 0 && cs.DrainTimeout+grace >= cs.RebalanceTimeout {
 		v.add("consumer.rebalance_timeout",
-			"%s must be longer than drain_timeout %s plus %s (the longest partners.*.timeout and a second): a stopping member sees its HTTP attempts in flight through, or a rebalance goes on without it",
+			"%s must be longer than drain_timeout %s plus the cancel grace %s (the longest partners.*.timeout and a second, at least 2s): a stopping member sees its HTTP attempts in flight through, or a rebalance goes on without it",
 			cs.RebalanceTimeout, cs.DrainTimeout, grace)
 	}
 

@@ -131,7 +131,7 @@ func TestValidateRules(t *testing.T) {
 			p.Timeout = 14 * time.Second
 			c.Partners["net"] = p
 			c.Delayed.Lease = time.Hour // the claim lease grows with the timeout
-		}, []string{"consumer.rebalance_timeout: 45s must be longer than drain_timeout 30s plus 15s (the longest partners.*.timeout and a second)"}},
+		}, []string{"consumer.rebalance_timeout: 45s must be longer than drain_timeout 30s plus the cancel grace 15s (the longest partners.*.timeout and a second, at least 2s)"}},
 		{"rebalance just longer than drain plus the longest partner timeout", func(c *Config) {
 			p := c.Partners["net"]
 			p.Timeout = 14*time.Second - time.Millisecond
@@ -139,7 +139,7 @@ func TestValidateRules(t *testing.T) {
 			c.Delayed.Lease = time.Hour
 		}, nil},
 		{"drain alone as long as rebalance", func(c *Config) { c.Consumer.DrainTimeout = 44 * time.Second }, []string{
-			"consumer.rebalance_timeout: 45s must be longer than drain_timeout 44s plus 6s"}},
+			"consumer.rebalance_timeout: 45s must be longer than drain_timeout 44s plus the cancel grace 6s"}},
 		{"unknown start offset", func(c *Config) { c.Consumer.StartOffset = "newest" }, []string{`consumer.start_offset: must be one of "earliest", "latest", got "newest"`}},
 		{"zero poll interval", func(c *Config) { c.Delayed.PollInterval = 0 }, []string{"delayed.poll_interval: must be a positive duration"}},
 		{"lease shorter than the claim lease", func(c *Config) { c.Delayed.Lease = 29 * time.Second }, []string{

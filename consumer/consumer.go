@@ -79,7 +79,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// CancelGrace is how long a drain waits, after cancelling handler
 	// contexts, for handlers to return before it gives up on them (default
-	// 2s). A handler whose last step cannot be cut short (postbackd's HTTP
+	// 2s, DefaultCancelGrace; config.CancelGrace floors postbackd's at the
+	// same). A handler whose last step cannot be cut short (postbackd's HTTP
 	// attempt runs to its own timeout) needs at least that step's bound.
 	// DrainTimeout plus CancelGrace must be shorter than RebalanceTimeout.
 	CancelGrace time.Duration
@@ -608,8 +609,9 @@ func (c *Consumer) runGeneration(gctx, base context.Context, gen *kafka.Generati
 			zap.Duration("drain_timeout", c.cfg.DrainTimeout))
 		hcancel()
 		if !waitFor(&inflight, c.cfg.CancelGrace) {
-			// A handler ignores its context. Its key stays busy in the
-			// scheduler, so later messages of that key still wait for it.
+			// A handler outlived the grace (it ignores its context, or its
+			// last step runs longer). Its key stays busy in the scheduler,
+			// so later messages of that key still wait for it.
 			c.log.Error("handlers still running after cancellation; their messages are not committed",
 				zap.Int32("generation", gen.ID))
 		}

@@ -615,10 +615,14 @@ func TestCancelGrace(t *testing.T) {
 	cancelled := make(chan struct{}, 200)
 	release := make(chan struct{})
 	var entered atomic.Int32
+	var at20 [partitions]atomic.Bool // offset 20 of each partition in flight
 	rec := newRecorder()
 	r := start(t, cfg, HandlerFunc(func(ctx context.Context, m Message) error {
 		if m.Offset >= 20 {
 			entered.Add(1)
+			if m.Offset == 20 {
+				at20[m.Partition].Store(true)
+			}
 			<-ctx.Done()
 			cancelled <- struct{}{}
 			<-release
@@ -629,7 +633,14 @@ func TestCancelGrace(t *testing.T) {
 		rec.record(m)
 		return nil
 	}))
-	waitUntil(t, joinWait, func() bool { return entered.Load() >= int32(partitions) }, "handlers in flight")
+	waitUntil(t, joinWait, func() bool {
+		for p := range at20 {
+			if !at20[p].Load() {
+				return false
+			}
+		}
+		return true
+	}, "offset 20 of every partition in flight")
 	f.waitCommitted(t, map[int]int64{0: 20, 1: 20, 2: 20, 3: 20}, "the free prefix committed")
 	n := entered.Load()
 	stopped := make(chan time.Duration, 1)

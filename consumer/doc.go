@@ -21,7 +21,7 @@
 // finished prefix is committed once more before the partitions are given up.
 // While draining the member keeps heartbeating, so that last commit is
 // accepted even if the drain outlasts the session timeout (up to the
-// rebalance timeout, which DrainTimeout must stay below).
+// rebalance timeout, which DrainTimeout plus CancelGrace must stay below).
 //
 // What is redelivered. After a crash, an eviction, or a drain that ran out of
 // time, the next owner of a partition resumes from its last commit: every
@@ -29,7 +29,10 @@
 // that had already finished behind an unfinished one. Handlers must
 // therefore be idempotent (postbackd's are, through Redis). After
 // DrainTimeout, handler contexts are cancelled and queued messages of the
-// ending generation are not started; they are redelivered too.
+// ending generation are not started; they are redelivered too. Cancelled
+// handlers then get CancelGrace to return (postbackd's HTTP attempt in
+// flight runs to its answer or timeout): a message whose handler returns nil
+// within it is committed.
 //
 // Ordering scope. Messages with the same Kafka key (the click_id) run strictly
 // one after another, in fetch order, within this member, across all its

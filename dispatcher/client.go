@@ -56,8 +56,8 @@ const (
 	// are found closed (see sendAgain for those that are).
 	idleConnTimeout = 50 * time.Second
 	// readBufferSize bounds an answer's status line and headers (fasthttp
-	// refuses longer ones; net/http took up to 1 MiB); trackers answer with
-	// a few hundred bytes.
+	// refuses longer ones; net/http's default took up to 10 MiB); trackers
+	// answer with a few hundred bytes.
 	readBufferSize = 32 << 10
 )
 
@@ -65,13 +65,14 @@ const (
 // tracker's certificate with it); nil in production.
 var rootCAs *x509.CertPool
 
-// newClient returns the one client every send reuses; maxAttempt is the
-// longest partner timeout, the bound of a dial fasthttp starts without a
-// request's deadline (for a request waiting for a free connection).
-func newClient(maxAttempt time.Duration) *fasthttp.Client {
-	bound := func(timeout time.Duration) time.Duration {
+// newClient returns the one client every send reuses. longestTimeout (the
+// longest partner timeout, at least the default one) bounds a dial fasthttp
+// starts without a request's deadline, for a request waiting for a free
+// connection.
+func newClient(longestTimeout time.Duration) *fasthttp.Client {
+	dialTimeoutOrLongest := func(timeout time.Duration) time.Duration {
 		if timeout <= 0 {
-			return maxAttempt
+			return longestTimeout
 		}
 		return timeout
 	}
@@ -96,15 +97,16 @@ func newClient(maxAttempt time.Duration) *fasthttp.Client {
 		// Both IPv4 and IPv6 addresses, as net/http dials; every connection
 		// tracked (see sendAgain).
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			timeout = bound(timeout)
-			return track(fasthttp.DialDualStackTimeout(addr, timeout))(timeout)
+			deadline := time.Now().Add(dialTimeoutOrLongest(timeout))
+			c, err := fasthttp.DialDualStackTimeout(addr, time.Until(deadline))
+			return track(c, err, deadline)
 		},
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 	}
 	if rootCAs != nil {
 		c.TLSConfig = &tls.Config{RootCAs: rootCAs}
 	}
-	proxied := proxyFromEnvironment()
+	proxied := proxyConfigured()
 	c.ConfigureClient = func(hc *fasthttp.HostClient) error {
 		// A malformed answer's error names the problem, not all the bytes
 		// around it; Send redacts the token from every error as well.
@@ -115,13 +117,15 @@ func newClient(maxAttempt time.Duration) *fasthttp.Client {
 		isTLS := hc.IsTLS
 		hc.DialTimeout = func(addr string, timeout time.Duration) (net.Conn, error) {
 			// The TCP dial and the CONNECT exchange share the attempt's time.
-			timeout = bound(timeout)
+			timeout = dialTimeoutOrLongest(timeout)
+			deadline := time.Now().Add(timeout)
 			d := &fasthttpproxy.Dialer{DialDualStack: true, Timeout: timeout / 2, ConnectTimeout: timeout / 2}
 			dial, err := d.GetDialFuncForTLS(true, isTLS)
 			if err != nil {
 				return nil, err
 			}
-			return track(dial(addr))(timeout)
+			c, err := dial(addr)
+			return track(c, err, deadline)
 		}
 		return nil
 	}
@@ -143,21 +147,19 @@ type trackedConn struct {
 	writeErr atomic.Pointer[error] // the first failed write's error
 }
 
-// track wraps a dialled connection (the dial's error passed through); the
-// function it returns sets the connection's first deadline, which bounds a
-// TLS handshake's reads (fasthttp sets the request's deadlines only around
-// its own write and read).
-func track(c net.Conn, err error) func(timeout time.Duration) (net.Conn, error) {
-	return func(timeout time.Duration) (net.Conn, error) {
-		if err != nil {
-			return nil, err
-		}
-		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-			_ = c.Close()
-			return nil, err
-		}
-		return &trackedConn{Conn: c}, nil
+// track wraps a dialled connection (the dial's error passed through) and
+// sets its first deadline, the attempt's, taken before the dial: it bounds a
+// TLS handshake's reads, which fasthttp's own deadlines (set around its
+// write and its read of the answer) do not cover.
+func track(c net.Conn, err error, deadline time.Time) (net.Conn, error) {
+	if err != nil {
+		return nil, err
 	}
+	if err := c.SetDeadline(deadline); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return &trackedConn{Conn: c}, nil
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -214,9 +216,9 @@ func sendAgain(resp *fasthttp.Response, err error) bool {
 	return ra.reused && errors.Is(err, fasthttp.ErrConnectionClosed)
 }
 
-// proxyFromEnvironment: the environment names a proxy (the variables
-// net/http's ProxyFromEnvironment reads).
-func proxyFromEnvironment() bool {
+// proxyConfigured: the environment names a proxy (the variables net/http's
+// ProxyFromEnvironment reads).
+func proxyConfigured() bool {
 	for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
 		if os.Getenv(v) != "" {
 			return true

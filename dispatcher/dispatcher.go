@@ -13,6 +13,10 @@
 //     Retry-After). Permanent (never retried, not even on the delayed path):
 //     any other status, a body-level refusal, a rendering problem (unknown
 //     partner, goal not configured, host not allowed).
+//   - Cancelling Send's context stops it from starting another attempt (and
+//     ends a backoff or rate-limit wait); an attempt under way runs to its
+//     answer or its deadline (the partner's Timeout, or the context's
+//     deadline if nearer), and a success that arrives counts (client.go).
 //   - The partner's token only ever leaves this package inside Rendered.URL
 //     and the request itself. Result.URL, Rendered.Redacted, every error and
 //     every log line carry the URL with the token replaced by [REDACTED].
@@ -171,11 +175,11 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	maxAttempt := config.DefaultPartnerTimeout
+	longestTimeout := config.DefaultPartnerTimeout
 	for _, p := range d.partners {
-		maxAttempt = max(maxAttempt, p.cfg.Timeout)
+		longestTimeout = max(longestTimeout, p.cfg.Timeout)
 	}
-	d.client = newClient(maxAttempt)
+	d.client = newClient(longestTimeout)
 	return d, nil
 }
 

@@ -99,10 +99,12 @@ func (p *partner) responseError(status int, body []byte) *ResponseError {
 // circuit breaker allow it, each with its own Timeout, separated by a
 // jittered exponential backoff (InitialInterval … MaxInterval).
 //
-// It stops early when the context is done (not delivered, not permanent),
-// when an answer is permanent, when the breaker opens, or when the partner
-// asks (Retry-After) for more than MaxInterval: then RetryAfter carries the
-// hint to the delayed path. Send never panics on a partner's answer and never
+// It starts no further attempt, and ends a backoff or rate-limit wait, once
+// the context is done (not delivered, not permanent); an attempt under way
+// runs to its answer or deadline, and a success that arrives counts. It
+// stops early when an answer is permanent, when the breaker opens, or when
+// the partner asks (Retry-After) for more than MaxInterval: then RetryAfter
+// carries the hint to the delayed path. Send never panics on a partner's answer and never
 // returns an error or URL that contains the token.
 func (d *Dispatcher) Send(ctx context.Context, pb postback.Postback) Result {
 	p, ok := d.partners[pb.Partner]
@@ -211,7 +213,7 @@ func (p *partner) send(ctx context.Context, d *Dispatcher, pb postback.Postback,
 	}
 }
 
-// stopped is the error of a Send cut short by its context, keeping the last
+// stopped is the error of a Send stopped by its context, keeping the last
 // attempt's error for diagnosis.
 func stopped(err, last error) error {
 	if last == nil {
@@ -234,7 +236,8 @@ type outcome struct {
 // context's deadline if that is nearer. Cancelling ctx does not cut it short
 // (see client.go); Send looks at ctx before each attempt.
 func (d *Dispatcher) attempt(ctx context.Context, p *partner, r *Rendered) outcome {
-	deadline := time.Now().Add(p.cfg.Timeout)
+	start := time.Now()
+	deadline := start.Add(p.cfg.Timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
@@ -245,7 +248,6 @@ func (d *Dispatcher) attempt(ctx context.Context, p *partner, r *Rendered) outco
 	req.SetRequestURI(r.target)
 	req.Header.SetUserAgent(d.userAgent)
 
-	start := time.Now()
 	err := d.client.DoDeadline(req, resp, deadline)
 	if err != nil && sendAgain(resp, err) {
 		err = d.client.DoDeadline(req, resp, deadline)

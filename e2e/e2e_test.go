@@ -325,22 +325,26 @@ func TestSIGTERMDrains(t *testing.T) {
 // the tracker accepted unmarked, and the next owner would send them twice.
 func TestSIGTERMSeesAttemptsThrough(t *testing.T) {
 	sc := newScript(scriptOptions{scaleoClicks: 60, datingClicks: 20, seed: 9})
-	e := newEnv(t, envOptions{plan: sc.plan, createTopics: true, maxInFlight: 64, drainTimeout: time.Second})
+	// Every answer takes 2s: longer than the drain (1s), well within the
+	// partners' timeout (6s: a loaded machine must not turn the slow answer
+	// into a timeout, whose retry would be a second request).
+	const answerTakes = 2 * time.Second
+	e := newEnv(t, envOptions{plan: sc.plan, createTopics: true, maxInFlight: 64,
+		drainTimeout: time.Second, partnerTimeout: 6 * time.Second})
 	outs := e.startOutputs()
 	a := e.startMember("a")
 	a.waitReady(readyTimeout)
 	e.runPhase0(sc, outs)
 
-	// Every answer takes 2s: longer than the drain (1s), within the
-	// partners' timeout (3s).
-	e.tracker.setSlow(2*time.Second, 0)
+	e.tracker.setSlow(answerTakes, 0)
 	e.produce(sc.phases[1])
 	if !waitFor(completeTimeout, func() bool { return e.tracker.inFlightNow() > 0 }) {
 		t.Fatal("no request reached the tracker")
 	}
 	inFlight := e.tracker.inFlightNow()
+	sigterm := time.Now()
 	a.signal(syscall.SIGTERM)
-	limit := e.drainTimeout + 4*time.Second + stopMargin // drain + cancel grace (3s timeout + 1s) + margin
+	limit := e.drainTimeout + e.partnerTimeout + time.Second + stopMargin // drain, cancel grace, margin
 	code, ok := a.wait(limit)
 	if !ok {
 		t.Fatalf("a did not exit within %s of SIGTERM", limit)
@@ -355,6 +359,19 @@ func TestSIGTERMSeesAttemptsThrough(t *testing.T) {
 	if strings.Contains(log, "handlers still running after cancellation") {
 		t.Errorf("handlers outlived the cancel grace:\n%s", tail(a.stderr, 20))
 	}
+	// Some request was still open when the drain ran out: its answer came
+	// after it.
+	answeredLate := 0
+	for _, reqs := range e.tracker.snapshot() {
+		for _, r := range reqs {
+			if r.at.After(sigterm.Add(e.drainTimeout)) {
+				answeredLate++
+			}
+		}
+	}
+	if answeredLate == 0 {
+		t.Fatal("no postback was answered after the drain ran out; the test proves nothing")
+	}
 
 	e.tracker.setSlow(0, 0)
 	b := e.startMember("b")
@@ -362,7 +379,7 @@ func TestSIGTERMSeesAttemptsThrough(t *testing.T) {
 	e.waitComplete(sc, outs, completeTimeout, b)
 	out := e.finish(outs, b)
 	e.verify(sc, out, verifyOptions{exactOutputs: true}) // any postback accepted twice fails
-	t.Logf("SIGTERM with %d requests in flight at the tracker; no postback accepted twice", inFlight)
+	t.Logf("SIGTERM with %d requests in flight at the tracker, %d answered after the drain ran out; no postback accepted twice", inFlight, answeredLate)
 }
 
 // waitProgress waits until the tracker has received percent % of total

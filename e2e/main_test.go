@@ -127,10 +127,11 @@ type testEnv struct {
 	tokens  map[string]string
 
 	// settings rendered into the config
-	window       time.Duration
-	drainTimeout time.Duration
-	maxInFlight  int
-	partitions   int // of each topic createTopics creates
+	window         time.Duration
+	drainTimeout   time.Duration
+	partnerTimeout time.Duration
+	maxInFlight    int
+	partitions     int // of each topic createTopics creates
 }
 
 type envOptions struct {
@@ -146,6 +147,8 @@ type envOptions struct {
 	partitions int
 	// drainTimeout is consumer.drain_timeout (default 10s).
 	drainTimeout time.Duration
+	// partnerTimeout is both partners' timeout (default 3s).
+	partnerTimeout time.Duration
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -176,6 +179,10 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	if o.drainTimeout > 0 {
 		e.drainTimeout = o.drainTimeout
+	}
+	e.partnerTimeout = 3 * time.Second
+	if o.partnerTimeout > 0 {
+		e.partnerTimeout = o.partnerTimeout
 	}
 	if e.maxInFlight == 0 {
 		e.maxInFlight = 4096
@@ -230,7 +237,7 @@ consumer:
   rebalance_timeout: 20s
 delayed:
   poll_interval: 100ms
-  lease: 20s
+  lease: {{.Lease}}
 qualification:
   window: {{.Window}}
 admin:
@@ -241,7 +248,7 @@ partners:
   scaleo:
     token: {env: ` + scaleoTokenEnv + `}
     allowed_hosts: [127.0.0.1]
-    timeout: 3s
+    timeout: {{.PartnerTimeout}}
     retry: &retry {quick_attempts: 3, initial_interval: 10ms, max_interval: 50ms, delayed_initial: 300ms, delayed_max: 1s, max_age: 10m}
     # After a restart every postback of the delayed path comes due at once;
     # those the script fails five times would keep a default breaker (20
@@ -257,7 +264,7 @@ partners:
   datingnet:
     token: {env: ` + datingTokenEnv + `}
     allowed_hosts: [127.0.0.1]
-    timeout: 3s
+    timeout: {{.PartnerTimeout}}
     retry: *retry
     breaker: *breaker
     success: {statuses: [200], body_pattern: "^OK"}
@@ -284,6 +291,7 @@ func (e *testEnv) writeConfig(name string, topics map[string]string) string {
 	err := configTemplate.Execute(&b, map[string]any{
 		"Brokers": e.brokers, "Group": e.group, "Redis": e.redis, "Prefix": e.prefix, "Topics": topics,
 		"Tracker": e.tracker.addr, "Window": e.window.String(), "Drain": e.drainTimeout.String(),
+		"PartnerTimeout": e.partnerTimeout.String(), "Lease": e.delayedLease().String(),
 		"MaxInFlight": e.maxInFlight,
 	})
 	if err != nil {
@@ -538,4 +546,10 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// delayedLease is delayed.lease: at least the claim lease of the partners'
+// settings (3 × (timeout + 1.5 × 50ms) + 2 × 5s), and 20s as before.
+func (e *testEnv) delayedLease() time.Duration {
+	return max(20*time.Second, 3*(e.partnerTimeout+75*time.Millisecond)+10*time.Second+time.Second)
 }

@@ -65,7 +65,9 @@ func (p *Pipeline) scheduleOrphanCheck(ctx context.Context, clickID, eventID str
 // takes the due jobs (under a lease, so a job taken by a process that dies
 // is handed out again when the lease lapses) and runs them concurrently, at
 // most delayed.batch at a time. On stop it takes no more jobs and returns
-// once those running have finished (or the drain timeout cut them short). A
+// once those running have finished (after the drain timeout their contexts
+// are cancelled; an HTTP attempt in flight still runs to its answer or its
+// timeout). A
 // job is acknowledged only after its outcome is durable, exactly like an
 // input event's offset.
 func (p *Pipeline) RunDelayed(ctx context.Context) error {
@@ -82,7 +84,8 @@ func (p *Pipeline) RunDelayed(ctx context.Context) error {
 	// Jobs run under jobCtx, which a stop does not cancel at once: a send
 	// in flight finishes (and is marked) instead of being cut off while the
 	// partner may already have accepted it. After the drain timeout it is
-	// cancelled all the same, so a stop stays bounded.
+	// cancelled all the same, so a stop stays bounded by the drain timeout
+	// plus the longest partner timeout (an attempt's own bound).
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelJobs()
 	drain := p.cfg.DrainTimeout

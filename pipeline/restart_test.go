@@ -19,11 +19,11 @@ import (
 //   - drain: the held request is answered during the stop's drain, so the
 //     postback is marked delivered before the process ends: the second
 //     instance sends nothing for it, whether or not the offset was committed.
-//   - cut: the drain times out first, the request is abandoned although the
-//     tracker then accepts it, so nothing marks it delivered: the second
-//     instance sends it again, with the same transaction_id — the one
-//     duplicate window pipeline's documentation admits, for the partner to
-//     drop.
+//   - cut: the drain times out first and the request runs to the partner's
+//     timeout without an answer; the tracker accepts it only after that, so
+//     nothing marks it delivered: the second instance sends it again, with
+//     the same transaction_id — the duplicate window of an answer that never
+//     came, which pipeline's documentation admits, for the partner to drop.
 //
 // In both, every other postback reaches the tracker exactly once.
 func TestStopDuringSend(t *testing.T) {
@@ -82,9 +82,10 @@ func TestStopDuringSend(t *testing.T) {
 			}
 			h.produce(t, msgs...)
 			// Everything else is finished before the held postback is sent,
-			// so it is the only work in flight when the stop comes, and it is
-			// held only briefly (well inside the partner's timeout, whose
-			// quick retry would be a second request).
+			// so it is the only work in flight when the stop comes. In the
+			// drain case it is held only briefly (well inside the partner's
+			// timeout, whose quick retry would be a second request); in the
+			// cut case past that timeout, by a stop that no longer retries.
 			for _, c := range others {
 				h.waitAudits(t, "FTD of "+c, 1, and(byClick(c), sent))
 			}
@@ -98,7 +99,7 @@ func TestStopDuringSend(t *testing.T) {
 			if tc.releaseAfterStop {
 				h.stop(in1)
 				if got := h.col.audits(byEvent(heldID)); len(got) != 0 {
-					t.Fatalf("an outcome was recorded for the abandoned send: %+v", got)
+					t.Fatalf("an outcome was recorded for the unanswered send: %+v", got)
 				}
 				unblock()
 				h.waitAccepted(t, held, 1) // the partner did take it

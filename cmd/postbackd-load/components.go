@@ -41,7 +41,7 @@ var harnessFrames = frames(`^net/http\.\(\*conn\)\.serve$`, `/internal/tracker\.
 // components, in the order they claim samples.
 var components = []component{
 	{"garbage collection (background marking, assists, sweeping)", frames(`^runtime\.gcBgMarkWorker`, `^runtime\.gcAssistAlloc`, `^runtime\.bgsweep`, `^runtime\.bgscavenge`, `^runtime\.markroot`, `^runtime\.gcStart`)},
-	{"HTTP send (fasthttp client: request, answer, connections; dispatcher)", frames(`/valyala/fasthttp`, `^net/http\.`, `/dispatcher\.`)},
+	{"HTTP send (fasthttp client: request, answer, connections; dispatcher)", frames(`/valyala/fasthttp`, `/dispatcher\.`)},
 	{"Redis (coalescers, scripts, go-redis pipelines)", frames(`/go-redis/`, `/postbackd/dedupe\.`, `/internal/batch\.`, `batchedStore`)},
 	{"audit and DLQ records (encode, kafka-go writer and its connections, compression)", frames(`/kafka-go\.\(\*(Writer|partitionWriter|writeBatch|conn|Client|Transport|connPool)\)`, `/kafka-go/(protocol|compress)`, `/postbackd/record\.`, `\(\*outputs\)\.add$`, `\)\.emitAudit$`, `\(\*Pipeline\)\.flush$`, `/klauspost/`)},
 	{"Kafka fetch and commit (kafka-go reader, consumer's fetch, offsets, scheduler)", frames(`/kafka-go\.`, `/consumer\.\(\*Consumer\)\.(fetch|commit\w*)$`, `/consumer\.\(\*scheduler\)\.(dispatch|acquire|start)$`, `/consumer\.\(\*(tracker|partition)\)`)},

@@ -45,7 +45,7 @@ func TestComponentShares(t *testing.T) {
 			sample(500, "syscall.write", "net/http.(*conn).serve"),
 			sample(100, "encoding/json.Marshal", "main.(*latencyProbe).offer"),
 			// postbackd
-			sample(300, "syscall.write", "net/http.(*persistConn).writeLoop"),
+			sample(300, "syscall.write", "github.com/valyala/fasthttp.(*HostClient).Do"),
 			sample(100, "runtime.gcAssistAlloc", "runtime.mallocgc", "github.com/postbackd/postbackd/dispatcher.(*partner).render", "github.com/postbackd/postbackd/consumer.(*scheduler).worker"),
 			sample(200, "github.com/redis/go-redis/v9.(*Pipeline).Exec", "github.com/postbackd/postbackd/internal/batch.(*Coalescer[...]).run"),
 			sample(150, "github.com/postbackd/postbackd/record.appendString", "github.com/postbackd/postbackd/pipeline.(*outputs).add", "github.com/postbackd/postbackd/pipeline.(*Pipeline).handle", "github.com/postbackd/postbackd/consumer.(*Consumer).fetch.func1"),

@@ -7,8 +7,9 @@
 //   - http-1conn: the raw HTTP leg alone, net/http GET to the same tracker
 //     over one connection (the pace the design target is derived from), and
 //     the CPU the harness spends on it per 10 000 requests;
-//   - http-1conn-fasthttp: the same leg with the client postbackd sends with
-//     (fasthttp), so that a ratio against it holds the client constant;
+//   - http-1conn-fasthttp: the same leg with fasthttp, the library postbackd
+//     sends with (its default settings), so that a ratio against it holds
+//     the client library constant;
 //   - naive: one event at a time with kafka-go and go-redis, synchronous
 //     audit write and commit (the design target's starting point, about
 //     450/s when it was set), and its Redis round trips per event.

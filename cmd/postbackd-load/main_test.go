@@ -50,7 +50,7 @@ func TestSmoke(t *testing.T) {
 	// Rows with a figure and a ratio.
 	for _, re := range []string{
 		`(?m)^  postbacks/s, first to last postback +[\d ]+ /s +\d+\.\d\dx +http-1conn$`,
-		`(?m)^  http-1conn-fasthttp: the same leg with postbackd's HTTP client \(fasthttp\) +[\d ]+ req/s +\d+\.\d\dx +http-1conn$`,
+		`(?m)^  http-1conn-fasthttp: the same leg with fasthttp \(postbackd's HTTP library, defaults\) +[\d ]+ req/s +\d+\.\d\dx +http-1conn$`,
 		`(?m)^ +\d+\.\d\dx +http-1conn-fasthttp$`,
 		`(?m)^  CPU seconds per 10 000 postbacks \(postbackd subprocess\) +\d+\.\d+ s +[\d.]+x +http-1conn CPU per 10 000$`,
 		`(?m)^  peak RSS \(VmHWM, whole life\) +[\d.]+ MiB +[\d.]+x +its RSS at start`,
