@@ -721,6 +721,9 @@ func TestQualificationFTDFailure(t *testing.T) {
 		waitUntil(t, "the FTD's DLQ record", func() bool { return len(dlqOf(click)) >= 1 })
 		idQ := h.send(t, h.topics.Qualifications, click, qualification("casino", "rejected"))
 		h.waitEventAudit(t, idQ)
+		// The DLQ is read apart from the audit: its record may come after
+		// the qualification's audit record and the barrier's.
+		waitUntil(t, "two DLQ records", func() bool { return len(dlqOf(click)) >= 2 })
 		h.barrier(t, "casino", click)
 
 		d := dlqOf(click)
