@@ -575,19 +575,10 @@ func TestShutdownDrains(t *testing.T) {
 				t.Fatalf("Run returned %s after cancel, want under %s", took, limit)
 			}
 			// Committed = one past each partition's contiguous handled prefix.
-			done := map[int]map[int64]bool{}
-			for _, h := range rec.snapshot() {
-				if done[h.partition] == nil {
-					done[h.partition] = map[int64]bool{}
-				}
-				done[h.partition][h.offset] = true
-			}
+			prefix := handledPrefix(rec)
 			got := f.committed(t)
 			for p := range partitions {
-				var want int64
-				for done[p][want] {
-					want++
-				}
+				want := prefix[p]
 				if got[p] != want {
 					t.Fatalf("partition %d committed %d, want %d (contiguous handled prefix)", p, got[p], want)
 				}
@@ -656,19 +647,10 @@ func TestCancelGrace(t *testing.T) {
 	}
 	// Committed = one past each partition's contiguous handled prefix, and
 	// that prefix includes offset 20, whose handler returned in the grace.
-	done := map[int]map[int64]bool{}
-	for _, h := range rec.snapshot() {
-		if done[h.partition] == nil {
-			done[h.partition] = map[int64]bool{}
-		}
-		done[h.partition][h.offset] = true
-	}
+	prefix := handledPrefix(rec)
 	got := f.committed(t)
 	for p := range partitions {
-		var want int64
-		for done[p][want] {
-			want++
-		}
+		want := prefix[p]
 		if got[p] != want || want <= 20 {
 			t.Errorf("partition %d committed %d, handled prefix %d; want the prefix, past offset 20 (%d handlers were in flight)", p, got[p], want, n)
 		}
@@ -778,6 +760,25 @@ func TestCloseIdempotent(t *testing.T) {
 
 // gatedHandler records every message; those at offset from and beyond first
 // count themselves in entered, then wait for gate (or their context).
+// handledPrefix is, per partition, one past the contiguous prefix of
+// offsets rec saw handled: the offset a commit of finished work reaches.
+func handledPrefix(rec *recorder) map[int]int64 {
+	done := map[int]map[int64]bool{}
+	for _, h := range rec.snapshot() {
+		if done[h.partition] == nil {
+			done[h.partition] = map[int64]bool{}
+		}
+		done[h.partition][h.offset] = true
+	}
+	prefix := map[int]int64{}
+	for p := range partitions {
+		for done[p][prefix[p]] {
+			prefix[p]++
+		}
+	}
+	return prefix
+}
+
 func gatedHandler(from int64, gate <-chan struct{}, entered *atomic.Int32, rec *recorder) Handler {
 	return HandlerFunc(func(ctx context.Context, m Message) error {
 		if m.Offset >= from {

@@ -103,12 +103,7 @@ func TestSendLongAnswer(t *testing.T) {
 			pc := serverPartner(srv)
 			pc.Success.BodyPattern = "^OK"
 			env := newEnv(t, map[string]config.Partner{"acme": pc})
-			for i := range 2 {
-				res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
-				if !res.Delivered || res.Attempts != 1 {
-					t.Fatalf("send %d: Delivered %v Attempts %d err %v; want delivered by one attempt", i+1, res.Delivered, res.Attempts, res.Err)
-				}
-			}
+			sendDeliveredOnce(t, env.d, 2)
 			if hits.count() != 2 {
 				t.Errorf("tracker saw %d requests, want 2", hits.count())
 			}
@@ -143,12 +138,7 @@ func TestSendAnswerEndedByClose(t *testing.T) {
 	pc := serverPartner(srv)
 	pc.Success.BodyPattern = "^OK accepted$"
 	env := newEnv(t, map[string]config.Partner{"acme": pc})
-	for i := range 2 {
-		res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
-		if !res.Delivered || res.Attempts != 1 {
-			t.Fatalf("send %d: Delivered %v Attempts %d err %v; want delivered by one attempt", i+1, res.Delivered, res.Attempts, res.Err)
-		}
-	}
+	sendDeliveredOnce(t, env.d, 2)
 }
 
 // Answers with large headers (cookies, tracing) up to readBufferSize are
@@ -288,11 +278,7 @@ func TestSendTLS(t *testing.T) {
 	defer srv.Close()
 	trustTracker(t, srv)
 	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(srv)})
-	for i := range 3 {
-		if res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD)); !res.Delivered || res.Attempts != 1 {
-			t.Fatalf("send %d: Delivered %v Attempts %d err %v", i+1, res.Delivered, res.Attempts, res.Err)
-		}
-	}
+	sendDeliveredOnce(t, env.d, 3)
 	if hits.count() != 3 || len(conns) != 1 {
 		t.Errorf("tracker saw %d requests on %d connections; want 3 on 1", hits.count(), len(conns))
 	}
@@ -396,5 +382,17 @@ func TestSendWaitsForAConnection(t *testing.T) {
 	}
 	if hits.count() != sends {
 		t.Errorf("tracker saw %d requests, want %d", hits.count(), sends)
+	}
+}
+
+// sendDeliveredOnce makes n sends, each of which must be delivered by its
+// first attempt.
+func sendDeliveredOnce(t *testing.T, d *Dispatcher, n int) {
+	t.Helper()
+	for i := range n {
+		res := d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+		if !res.Delivered || res.Attempts != 1 {
+			t.Fatalf("send %d: Delivered %v Attempts %d err %v; want delivered by one attempt", i+1, res.Delivered, res.Attempts, res.Err)
+		}
 	}
 }

@@ -229,6 +229,20 @@ func TestSendRetryAfterHonouredInPlace(t *testing.T) {
 	}
 }
 
+// sendCancelledInFlight starts a Send, waits until its request reaches the
+// tracker (arrived) and cancels its context; the Send's result comes on the
+// channel it returns.
+func sendCancelledInFlight(t *testing.T, d *Dispatcher, arrived <-chan struct{}) <-chan Result {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan Result, 1)
+	go func() { done <- d.Send(ctx, testPostback("acme", postback.GoalFTD)) }()
+	waitFor(t, arrived, 5*time.Second, "the request")
+	cancel()
+	return done
+}
+
 func TestSendContextCancelled(t *testing.T) {
 	// An attempt that has started is seen through to its answer: cancelling
 	// does not abandon a request the tracker may be acting on, and no
@@ -246,11 +260,7 @@ func TestSendContextCancelled(t *testing.T) {
 		pc := serverPartner(srv)
 		pc.Timeout = time.Minute
 		env := newEnv(t, map[string]config.Partner{"acme": pc})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan Result, 1)
-		go func() { done <- env.d.Send(ctx, testPostback("acme", postback.GoalFTD)) }()
-		waitFor(t, arrived, 5*time.Second, "the request")
-		cancel()
+		done := sendCancelledInFlight(t, env.d, arrived)
 		select {
 		case res := <-done:
 			t.Fatalf("Send returned before the tracker answered: %+v", res)
@@ -278,11 +288,7 @@ func TestSendContextCancelled(t *testing.T) {
 		pc := serverPartner(srv)
 		pc.Timeout = 200 * time.Millisecond
 		env := newEnv(t, map[string]config.Partner{"acme": pc})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan Result, 1)
-		go func() { done <- env.d.Send(ctx, testPostback("acme", postback.GoalFTD)) }()
-		waitFor(t, arrived, 5*time.Second, "the request")
-		cancel()
+		done := sendCancelledInFlight(t, env.d, arrived)
 		res := waitFor(t, done, 5*time.Second, "Send to return after the attempt's timeout")
 		if res.Delivered || res.Permanent || !errors.Is(res.Err, context.Canceled) || res.Attempts != 1 {
 			t.Errorf("got Delivered %v Permanent %v Attempts %d err %v; want stopped after 1 attempt",
