@@ -19,6 +19,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/internal/testinfra"
 )
 
@@ -549,7 +550,9 @@ func tail(path string, n int) string {
 }
 
 // delayedLease is delayed.lease: at least the claim lease of the partners'
-// settings (3 × (timeout + 1.5 × 50ms) + 2 × 5s), and 20s as before.
+// settings in the template (timeout, 3 quick attempts, max_interval 50ms),
+// and 20s as before.
 func (e *testEnv) delayedLease() time.Duration {
-	return max(20*time.Second, 3*(e.partnerTimeout+75*time.Millisecond)+10*time.Second+time.Second)
+	p := config.Partner{Timeout: e.partnerTimeout, Retry: config.RetryPolicy{QuickAttempts: 3, MaxInterval: 50 * time.Millisecond}}
+	return max(20*time.Second, p.ClaimLease()+time.Second)
 }
