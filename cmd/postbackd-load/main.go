@@ -31,7 +31,8 @@
 //   - backlog: -backlog deposits in the topic before postbackd starts:
 //     sustained rate, slowest 10 s window, peak RSS;
 //   - scale-out: 1, 2, 4 members of one group on 8 partitions (-scaleout),
-//     then the first size again for the noise; and the pause a rebalance
+//     then back down again (4, 2, 1: each size twice, mirrored in time, so
+//     a drift of the machine cancels in the means); and the pause a rebalance
 //     causes at the tracker when a member joins and when one is killed;
 //   - with -cpuprofile, -memprofile (or -goroutines), the deposit-only stream once more
 //     in-process, since postbackd's admin server has no pprof.

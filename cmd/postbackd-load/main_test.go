@@ -58,6 +58,8 @@ func TestSmoke(t *testing.T) {
 		`(?m)^  p999 +[\d.]+ (µs|ms|s) +[\d.]+x +http-1conn round trip$`,
 		`(?m)^  machine CPU busy first to last postback \(all processes, \d+ cores\) +\d+ % +[\d.]+x +all cores busy$`,
 		`(?m)^    stolen by the hypervisor meanwhile +\d+ % +[\d.]+x +all cores$`,
+		`(?m)^  k=2 again: total postbacks/s, (group settled|first to last) +[\d ]+ /s +[\d.]+x +k=1`,
+		`(?m)^  k=2: mean of its 2 runs +[\d ]+ /s +[\d.]+x +k=1 mean$`,
 		`(?m)^  CPU seconds per 10 000 postbacks at that rate \(postbackd\) +\d+\.\d+ s +[\d.]+x +deposit-only stream$`,
 		`(?m)^  thread switches per postback \(postbackd subprocess, all threads\) +\d+\.\d +blocked or preempted$`,
 		`(?m)^  thread switches per postback at that rate \(postbackd\) +\d+\.\d +[\d.]+x +deposit-only stream$`,

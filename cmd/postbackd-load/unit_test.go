@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -299,10 +300,27 @@ func TestScaleCheck(t *testing.T) {
 	if !ok || math.Abs(noise-0.2) > 1e-9 {
 		t.Errorf("noisy: ok %v, noise %v", ok, noise)
 	}
+	// Mirrored in time, a steady drift (5 % slower every run) weighs on
+	// every size's mean alike: no drop, although 4 members measured after
+	// 2 are slower.
+	ok, _, worst = scaleCheck([]scaleRun{run(1, 10000), run(2, 9500), run(4, 9000), run(4, 8500), run(2, 8000), run(1, 7500)}, 0.05)
+	if !ok || worst != "" {
+		t.Errorf("drift: ok %v, worst %q", ok, worst)
+	}
 	// Without a settled rate, first to last counts.
 	r := scaleRun{members: 2, res: groupResult{rate: 123}}
 	if r.total() != 123 {
 		t.Errorf("total = %v", r.total())
+	}
+}
+
+func TestScaleOrder(t *testing.T) {
+	var got []string
+	for _, r := range scaleOrder([]int{1, 2, 4}) {
+		got = append(got, fmt.Sprintf("%d%s", r.members, map[bool]string{true: "r"}[r.repeat]))
+	}
+	if want := "1 2 4 4r 2r 1r"; strings.Join(got, " ") != want {
+		t.Errorf("order %v, want %s", got, want)
 	}
 }
 
