@@ -758,8 +758,6 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 }
 
-// gatedHandler records every message; those at offset from and beyond first
-// count themselves in entered, then wait for gate (or their context).
 // handledPrefix is, per partition, one past the contiguous prefix of
 // offsets rec saw handled: the offset a commit of finished work reaches.
 func handledPrefix(rec *recorder) map[int]int64 {
@@ -779,6 +777,8 @@ func handledPrefix(rec *recorder) map[int]int64 {
 	return prefix
 }
 
+// gatedHandler records every message; those at offset from and beyond first
+// count themselves in entered, then wait for gate (or their context).
 func gatedHandler(from int64, gate <-chan struct{}, entered *atomic.Int32, rec *recorder) Handler {
 	return HandlerFunc(func(ctx context.Context, m Message) error {
 		if m.Offset >= from {
