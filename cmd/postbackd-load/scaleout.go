@@ -45,19 +45,27 @@ func scaleOrder(sizes []int) []scaleRun {
 	return runs
 }
 
-// sizeMean is the mean total of the runs of k members that succeeded, and
-// how many there were.
-func sizeMean(runs []scaleRun, k int) (mean float64, n int) {
+// totalsBySize groups the totals of the runs that succeeded by group size.
+func totalsBySize(runs []scaleRun) map[int][]float64 {
+	by := map[int][]float64{}
 	for _, r := range runs {
-		if r.members == k && r.err == nil {
-			mean += r.total()
-			n++
+		if r.err == nil {
+			by[r.members] = append(by[r.members], r.total())
 		}
 	}
-	if n > 0 {
-		mean /= float64(n)
+	return by
+}
+
+// mean is the mean of v, 0 when v is empty.
+func mean(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
 	}
-	return mean, n
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
 }
 
 // scaleCheck says whether adding members ever lowered the total by more
@@ -65,12 +73,7 @@ func sizeMean(runs []scaleRun, k int) (mean float64, n int) {
 // widest spread between two runs of one size (at least minNoise).
 func scaleCheck(runs []scaleRun, minNoise float64) (ok bool, noise float64, worst string) {
 	noise = minNoise
-	byK := map[int][]float64{}
-	for _, r := range runs {
-		if r.err == nil {
-			byK[r.members] = append(byK[r.members], r.total())
-		}
-	}
+	byK := totalsBySize(runs)
 	for _, v := range byK {
 		if lo, hi := slices.Min(v), slices.Max(v); len(v) >= 2 && hi > 0 {
 			noise = max(noise, (hi-lo)/hi)
@@ -80,8 +83,7 @@ func scaleCheck(runs []scaleRun, minNoise float64) (ok bool, noise float64, wors
 	ok = true
 	worstDrop := 0.0
 	for i := 1; i < len(ks); i++ {
-		a, _ := sizeMean(runs, ks[i-1])
-		b, _ := sizeMean(runs, ks[i])
+		a, b := mean(byK[ks[i-1]]), mean(byK[ks[i]])
 		if a <= 0 {
 			continue
 		}
@@ -166,13 +168,12 @@ func (h *harness) scaleOut(ctx context.Context, createTopics func(*config.Config
 			h.t.add("  Redis round trips per event", num(r.res.prom.redisTotal()/r.res.prom.events, 3), r.res.prom.redisTotal()/r.res.prom.events, h.naiveRT, "naive")
 		}
 	}
-	firstMean, _ := sizeMean(runs, o.scaleout[0])
+	bySize := totalsBySize(runs)
+	firstMean := mean(bySize[o.scaleout[0]])
 	for i, k := range o.scaleout {
-		if slices.Contains(o.scaleout[:i], k) {
-			continue
-		}
-		if mean, n := sizeMean(runs, k); n > 1 {
-			h.t.add(fmt.Sprintf("k=%d: mean of its %d runs", k, n), perSecond(mean, "/s"), mean, firstMean, base1+" mean")
+		if v := bySize[k]; len(v) > 1 && !slices.Contains(o.scaleout[:i], k) {
+			m := mean(v)
+			h.t.add(fmt.Sprintf("k=%d: mean of its %d runs", k, len(v)), perSecond(m, "/s"), m, firstMean, base1+" mean")
 		}
 	}
 	ok, noise, worst := scaleCheck(runs, 0.05)
