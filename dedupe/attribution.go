@@ -320,7 +320,7 @@ func parseAttribution(v any, t Touch) (Attribution, error) {
 	}
 	var r Attribution
 	if f[4] == "1" {
-		if err := json.Unmarshal([]byte(f[3]), &r.Click); err != nil {
+		if r.Click, err = decodeClickContext(f[3]); err != nil {
 			return Attribution{}, corruptf("click context: %w", err)
 		}
 		r.ClickFound = true
@@ -478,8 +478,8 @@ func (s *Store) LoadClick(ctx context.Context, clickID string) (ClickContext, bo
 	if err != nil {
 		return ClickContext{}, false, fmt.Errorf("dedupe: load click: %w", err)
 	}
-	var c ClickContext
-	if err := json.Unmarshal(b, &c); err != nil {
+	c, err := decodeClickContext(string(b))
+	if err != nil {
 		return ClickContext{}, false, corruptf("dedupe: load click: %w", err)
 	}
 	return c, true, nil

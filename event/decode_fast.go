@@ -33,6 +33,7 @@ import (
 
 	"github.com/valyala/fastjson"
 
+	"github.com/postbackd/postbackd/internal/jsonfast"
 	"github.com/postbackd/postbackd/schemas"
 )
 
@@ -110,9 +111,9 @@ var fastStates = sync.Pool{New: func() any { return new(fastState) }}
 // this file.
 func (d *Decoder) decodeFast(kind Kind, value []byte) (Event, bool) {
 	sch := d.fast[kind]
-	// fastjson's parser accepts some invalid JSON that ValidateBytes and
-	// cleanStrings refuse; unlike encoding/json, it keeps invalid UTF-8 as is.
-	if sch == nil || len(value) > maxFastLen || !utf8.Valid(value) || !cleanStrings(value) || fastjson.ValidateBytes(value) != nil {
+	// fastjson's parser accepts some invalid JSON, and reads some valid
+	// JSON otherwise than encoding/json (jsonfast.Agree).
+	if sch == nil || len(value) > maxFastLen || !jsonfast.Agree(value) {
 		return nil, false
 	}
 	st := fastStates.Get().(*fastState)
@@ -222,33 +223,6 @@ func (st *fastState) add(b []byte) span {
 	start := len(st.text)
 	st.text = append(st.text, b...)
 	return span{start, len(st.text)}
-}
-
-// cleanStrings reports whether every string of value, keys included, is
-// free of raw control characters and of \u escapes of UTF-16 surrogates
-// (\uD800 to \uDFFF). fastjson.ValidateBytes misses a control character
-// followed by an escape in the same string; encoding/json and fastjson
-// decode a lone or mismatched surrogate escape differently. value must be
-// valid JSON for the answer to mean anything, so decodeFast also validates.
-func cleanStrings(value []byte) bool {
-	inString := false
-	for i := 0; i < len(value); i++ {
-		c := value[i]
-		switch {
-		case !inString:
-			inString = c == '"'
-		case c == '"':
-			inString = false
-		case c == '\\':
-			i++
-			if i+2 < len(value) && value[i] == 'u' && (value[i+1] == 'd' || value[i+1] == 'D') && strings.IndexByte("89abcdefABCDEF", value[i+2]) >= 0 {
-				return false
-			}
-		case c < 0x20:
-			return false
-		}
-	}
-	return true
 }
 
 // patternMatchers implements by hand each regular expression the input

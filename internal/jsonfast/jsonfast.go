@@ -1,0 +1,54 @@
+// Package jsonfast tells when github.com/valyala/fastjson reads a JSON text
+// exactly as encoding/json does, so that a decoder can take fastjson's
+// allocation-free path for the texts where the two agree and leave the rest
+// to encoding/json.
+package jsonfast
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+)
+
+// Agree reports whether value is valid JSON that fastjson reads as
+// encoding/json does: valid UTF-8 (encoding/json replaces invalid bytes,
+// fastjson keeps them), no raw control character in a string (fastjson's
+// validator misses one followed by an escape in the same string), and no
+// \u escape of a UTF-16 surrogate (the two decode a lone or mismatched one
+// differently). What it does not cover is the caller's: duplicate keys
+// (encoding/json keeps the last), keys matched case-insensitively, null.
+func Agree[T string | []byte](value T) bool {
+	switch v := any(value).(type) {
+	case string:
+		return utf8.ValidString(v) && cleanStrings(v) && fastjson.Validate(v) == nil
+	case []byte:
+		return utf8.Valid(v) && cleanStrings(v) && fastjson.ValidateBytes(v) == nil
+	}
+	return false
+}
+
+// cleanStrings reports whether every string of value, keys included, is
+// free of raw control characters and of \u escapes of UTF-16 surrogates
+// (\uD800 to \uDFFF). value must be valid JSON for the answer to mean
+// anything, so Agree validates too.
+func cleanStrings[T string | []byte](value T) bool {
+	inString := false
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		switch {
+		case !inString:
+			inString = c == '"'
+		case c == '"':
+			inString = false
+		case c == '\\':
+			i++
+			if i+2 < len(value) && value[i] == 'u' && (value[i+1] == 'd' || value[i+1] == 'D') && strings.IndexByte("89abcdefABCDEF", value[i+2]) >= 0 {
+				return false
+			}
+		case c < 0x20:
+			return false
+		}
+	}
+	return true
+}
