@@ -67,6 +67,13 @@ type Touch struct {
 	// (StateWaiting) and handed back by the Attribute call that gives the
 	// click a network (Attribution.Released), until FinishWaiting.
 	WaitPayload []byte
+	// Wait, when WaitPayload is nil, lets the event wait as well, with the
+	// payload Wait returns. Attribute calls it only when the event is to
+	// wait, and then runs the script once more with the payload (the first
+	// run stores nothing of the wait), so an event whose click is known —
+	// nearly every event in production — neither builds a payload nor
+	// ships it to Redis.
+	Wait func() ([]byte, error)
 	// Registers: the event is the click's registration (or trial). Once a
 	// click has one, or a network, its events no longer wait: what the
 	// registration told is all the click will tell.
@@ -89,6 +96,9 @@ const (
 	StateWaiting
 	// StateUnroutable: no network anywhere, no default partner, no wait.
 	StateUnroutable
+	// stateNeedsPayload: the event is to wait and its Touch.Wait was not
+	// called yet. Internal to Attribute: never returned.
+	stateNeedsPayload
 )
 
 func (s AttributionState) String() string {
@@ -145,8 +155,10 @@ end
 
 // attributeScript: KEYS ctx, route memo (of this event), waiting; ARGV
 // 1 event_id, 2 network, 3 params JSON ("" none), 4 merchant_id,
-// 5 default partner, 6 wait payload ("" never wait), 7 ttl_ms, 8 at,
-// 9 release ("1"), 10 registers ("1"). Returns {state, partner, via, context JSON, found,
+// 5 default partner, 6 wait payload ("" never wait, unless 11), 7 ttl_ms, 8 at,
+// 9 release ("1"), 10 registers ("1"), 11 payload on request ("1": with
+// ARGV[6] "", the event may wait, and the reply is "payload" instead of
+// waiting, having stored nothing of the wait). Returns {state, partner, via, context JSON, found,
 // released (event_id, payload, ...)}.
 //
 // The context accumulates: the first network is kept; params are added key
@@ -209,7 +221,8 @@ local partner, via = '', ''
 if net ~= '' then return {'routed', net, 'event', raw, found, released} end
 if cnet ~= '' then
   partner, via = cnet, 'click'
-elseif ARGV[6] ~= '' and not known then
+elseif (ARGV[6] ~= '' or ARGV[11] == '1') and not known then
+  if ARGV[6] == '' then return {'payload', '', '', raw, found, released} end
   if redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[6]) == 0 and redis.call('HGET', KEYS[3], ARGV[1]) == '-' then
     redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
   end
@@ -249,20 +262,45 @@ return {'routed', partner, via, raw, found, released}
 //
 // Safe to call twice: a repeat adds nothing new and routes the same way.
 func (s *Store) Attribute(ctx context.Context, t Touch) (Attribution, error) {
-	keys, args, err := s.attributeCall(t)
-	if err != nil {
-		return Attribution{}, fmt.Errorf("dedupe: attribute: %w", err)
+	a, err := s.attributeOnce(ctx, t)
+	if err == nil && a.State == stateNeedsPayload {
+		if t, err = withWaitPayload(t); err == nil {
+			a, err = s.attributeOnce(ctx, t)
+		}
 	}
-	defer s.observe("attribute", time.Now())
-	v, err := attributeScript.Run(ctx, s.rdb, keys, args...).Result()
-	if err != nil {
-		return Attribution{}, fmt.Errorf("dedupe: attribute: %w", err)
+	if err == nil && a.State == stateNeedsPayload {
+		err = corruptf("attribute asked for a wait payload it was given")
 	}
-	a, err := parseAttribution(v, t)
 	if err != nil {
 		return Attribution{}, fmt.Errorf("dedupe: attribute: %w", err)
 	}
 	return a, nil
+}
+
+func (s *Store) attributeOnce(ctx context.Context, t Touch) (Attribution, error) {
+	keys, args, err := s.attributeCall(t)
+	if err != nil {
+		return Attribution{}, err
+	}
+	defer s.observe("attribute", time.Now())
+	v, err := attributeScript.Run(ctx, s.rdb, keys, args...).Result()
+	if err != nil {
+		return Attribution{}, err
+	}
+	return parseAttribution(v, t)
+}
+
+// withWaitPayload returns t with the payload of its Wait.
+func withWaitPayload(t Touch) (Touch, error) {
+	b, err := t.Wait()
+	if err != nil {
+		return t, fmt.Errorf("wait payload of event %s: %w", t.EventID, err)
+	}
+	if len(b) == 0 {
+		return t, fmt.Errorf("wait payload of event %s is empty", t.EventID)
+	}
+	t.WaitPayload, t.Wait = b, nil
+	return t, nil
 }
 
 // AttributeBatch attributes many events in one pipelined round trip; each is
@@ -276,9 +314,51 @@ func (s *Store) AttributeBatch(ctx context.Context, ts []Touch) ([]Attribution, 
 			return nil, fmt.Errorf("dedupe: attribute batch: event %d: %w", i, err)
 		}
 	}
-	return runBatch(ctx, s, "attribute_batch", "attribute batch", attributeScript, calls,
+	out, err := runBatch(ctx, s, "attribute_batch", "attribute batch", attributeScript, calls,
 		func(i int, v any) (Attribution, error) { return parseAttribution(v, ts[i]) },
 		func(i int) string { return fmt.Sprintf("event %d (%s)", i, ts[i].EventID) })
+	if err != nil {
+		return nil, err
+	}
+	// The events that are to wait run again, with their payloads, in a
+	// second batch (rare once clicks register before they deposit).
+	var again []int
+	var touches []Touch
+	for i, a := range out {
+		if a.State != stateNeedsPayload {
+			continue
+		}
+		t, err := withWaitPayload(ts[i])
+		if err != nil {
+			return nil, fmt.Errorf("dedupe: attribute batch: event %d: %w", i, err)
+		}
+		again, touches = append(again, i), append(touches, t)
+	}
+	if len(again) == 0 {
+		return out, nil
+	}
+	calls = calls[:len(again)]
+	for j, t := range touches {
+		if calls[j].keys, calls[j].args, err = s.attributeCall(t); err != nil {
+			return nil, fmt.Errorf("dedupe: attribute batch: event %d: %w", again[j], err)
+		}
+	}
+	second, err := runBatch(ctx, s, "attribute_batch", "attribute batch", attributeScript, calls,
+		func(j int, v any) (Attribution, error) {
+			a, err := parseAttribution(v, touches[j])
+			if err == nil && a.State == stateNeedsPayload {
+				err = corruptf("attribute asked for a wait payload it was given")
+			}
+			return a, err
+		},
+		func(j int) string { return fmt.Sprintf("event %d (%s)", again[j], touches[j].EventID) })
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range again {
+		out[i] = second[j]
+	}
+	return out, nil
 }
 
 func (s *Store) attributeCall(t Touch) ([]string, []any, error) {
@@ -293,7 +373,10 @@ func (s *Store) attributeCall(t Touch) ([]string, []any, error) {
 		}
 		params = string(b)
 	}
-	release, registers := "0", "0"
+	release, registers, onRequest := "0", "0", "0"
+	if t.WaitPayload == nil && t.Wait != nil {
+		onRequest = "1"
+	}
 	if t.Release {
 		release = "1"
 	}
@@ -302,7 +385,7 @@ func (s *Store) attributeCall(t Touch) ([]string, []any, error) {
 	}
 	k := s.keysOf(t.ClickID)
 	return []string{k.key("ctx"), k.key("route", t.EventID), k.key("await")},
-		[]any{t.EventID, t.Network, params, t.MerchantID, t.DefaultPartner, string(t.WaitPayload), s.ttlMS, formatTime(t.At), release, registers}, nil
+		[]any{t.EventID, t.Network, params, t.MerchantID, t.DefaultPartner, string(t.WaitPayload), s.ttlMS, formatTime(t.At), release, registers, onRequest}, nil
 }
 
 func parseAttribution(v any, t Touch) (Attribution, error) {
@@ -335,6 +418,8 @@ func parseAttribution(v any, t Touch) (Attribution, error) {
 		r.Route.Params = routeParams(r.Route.Partner, r.Click, t.Params)
 	case "waiting":
 		r.State = StateWaiting
+	case "payload":
+		r.State = stateNeedsPayload
 	case "unroutable":
 		r.State = StateUnroutable
 	default:

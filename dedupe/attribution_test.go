@@ -2,12 +2,14 @@ package dedupe
 
 import (
 	"context"
-
-	"github.com/redis/go-redis/v9"
+	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // attr calls Attribute and fails the test on error.
@@ -119,6 +121,74 @@ func testAttributeRoutes(t *testing.T, h *harness) {
 	wantRoute(t, "batch d1", got[0], "alpha", RouteDefault, nil)
 	wantRoute(t, "batch d3", got[1], "beta", RouteClick, map[string]string{"custom2": "v"})
 	wantRoute(t, "batch other", got[2], "gamma", RouteDefault, nil)
+}
+
+// testAttributeWaitsOnRequest: with Touch.Wait instead of a payload, the
+// payload is built only for an event that is to wait, once per call, and
+// the event then waits exactly as with WaitPayload; an event whose click is
+// known never builds one. Single calls and batches alike, and a batch that
+// mixes both.
+func testAttributeWaitsOnRequest(t *testing.T, h *harness) {
+	ctx := context.Background()
+	s := h.store(Options{})
+	calls := map[string]int{}
+	touch := func(click, ev string) Touch {
+		return Touch{ClickID: click, EventID: ev, DefaultPartner: "alpha", Release: true, At: t0,
+			Wait: func() ([]byte, error) { calls[click+"/"+ev]++; return []byte("payload of " + ev), nil }}
+	}
+
+	// An unknown click: the event waits with the payload Wait built.
+	if a := attr(t, s, touch("u", "d1")); a.State != StateWaiting {
+		t.Fatalf("u/d1 on an unknown click: %s, want waiting", a.State)
+	}
+	if calls["u/d1"] != 1 {
+		t.Errorf("u/d1: Wait called %d times, want once", calls["u/d1"])
+	}
+	if st, err := s.Waiting(ctx, "u", "d1"); err != nil || st != WaitPending {
+		t.Fatalf("Waiting(u/d1) = %v %v, want pending", st, err)
+	}
+	// A known click: routed by it, and no payload is built.
+	attr(t, s, Touch{ClickID: "k", EventID: "reg", Network: "beta", Registers: true})
+	wantRoute(t, "k/d1", attr(t, s, touch("k", "d1")), "beta", RouteClick, nil)
+	if calls["k/d1"] != 0 {
+		t.Errorf("k/d1 on a known click: Wait called %d times, want never", calls["k/d1"])
+	}
+	// A batch: two events that wait, one on a known click, one that names
+	// its own network; only the waiting ones build a payload, and every
+	// result lands at its own index.
+	own := touch("n", "d1")
+	own.Network = "gamma"
+	got, err := s.AttributeBatch(ctx, []Touch{touch("b1", "d1"), touch("k", "d2"), touch("b2", "d1"), own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].State != StateWaiting || got[2].State != StateWaiting {
+		t.Errorf("batch: b1/d1 %s, b2/d1 %s; want both waiting", got[0].State, got[2].State)
+	}
+	wantRoute(t, "batch k/d2", got[1], "beta", RouteClick, nil)
+	wantRoute(t, "batch n/d1", got[3], "gamma", RouteEvent, nil)
+	want := map[string]int{"u/d1": 1, "b1/d1": 1, "b2/d1": 1}
+	if !maps.Equal(calls, want) {
+		t.Errorf("Wait calls %v, want %v", calls, want)
+	}
+	// The network arrives: the waiting events are handed over with the
+	// payloads Wait built.
+	a := attr(t, s, Touch{ClickID: "b1", EventID: "reg", Network: "beta", Release: true})
+	if len(a.Released) != 1 || a.Released[0].EventID != "d1" || string(a.Released[0].Payload) != "payload of d1" {
+		t.Errorf("b1 released %v, want d1 with its payload", a.Released)
+	}
+	// A Wait that fails fails the call, and nothing waits.
+	broken := touch("x", "d1")
+	broken.Wait = func() ([]byte, error) { return nil, errors.New("no payload") }
+	if _, err := s.Attribute(ctx, broken); err == nil || !strings.Contains(err.Error(), "no payload") {
+		t.Errorf("Attribute with a failing Wait: %v, want its error", err)
+	}
+	if _, err := s.AttributeBatch(ctx, []Touch{touch("k", "d3"), broken}); err == nil || !strings.Contains(err.Error(), "no payload") {
+		t.Errorf("AttributeBatch with a failing Wait: %v, want its error", err)
+	}
+	if st, err := s.Waiting(ctx, "x", "d1"); err != nil || st != WaitMissing {
+		t.Errorf("Waiting(x/d1) after a failing Wait = %v %v, want missing", st, err)
+	}
 }
 
 // testAttributeWaits: an event without a network waits, is handed over by

@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -182,4 +183,87 @@ func BenchmarkClassifyClaimBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// BenchmarkAttributeKnownClicks attributes deposits of clicks that have a
+// network, 100 per batch (ops/s counts deposits), as a merchant with an
+// attribution wait does: "payload" builds and ships every deposit's wait
+// payload (the whole message, as the pipeline stores it, about 0.7 KB),
+// "on-request" passes Touch.Wait, which such deposits never call.
+func BenchmarkAttributeKnownClicks(b *testing.B) {
+	ctx := context.Background()
+	const size = 100
+	message := []byte(`{"event_id":"dep-000000","occurred_at":"2026-12-02T10:00:00Z","merchant_id":"m1","click_id":"c0",` +
+		`"amount":"10.00","currency":"EUR","status":"succeeded","player_id":"p-c0","payment_method":"card"}`)
+	type waiting struct { // the shape of the pipeline's wait payload
+		Topic     string    `json:"topic"`
+		Partition int       `json:"partition"`
+		Offset    int64     `json:"offset"`
+		Key       []byte    `json:"key,omitempty"`
+		Value     []byte    `json:"value"`
+		WaitUntil time.Time `json:"wait_until"`
+	}
+	for _, mode := range []string{"payload", "on-request"} {
+		b.Run(mode, func(b *testing.B) {
+			s := benchStore(b)
+			for c := range 1000 {
+				click := "c" + strconv.Itoa(c)
+				if _, err := s.Attribute(ctx, Touch{ClickID: click, EventID: "reg-" + click, Network: "beta", Registers: true, At: t0}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ts := make([]Touch, size)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				for j := range ts {
+					d := benchDeposit(i*size + j)
+					w := waiting{Topic: "deposits", Offset: int64(i*size + j), Key: []byte(d.ClickID), Value: message, WaitUntil: t0}
+					ts[j] = Touch{ClickID: d.ClickID, EventID: d.EventID, MerchantID: "m1", DefaultPartner: "alpha", At: t0}
+					if mode == "payload" {
+						p, err := json.Marshal(w)
+						if err != nil {
+							b.Fatal(err)
+						}
+						ts[j].WaitPayload = p
+					} else {
+						ts[j].Wait = func() ([]byte, error) { return json.Marshal(w) }
+					}
+				}
+				as, err := s.AttributeBatch(ctx, ts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if as[0].State != StateRouted {
+					b.Fatalf("%s, want routed by the click", as[0].State)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
+		})
+	}
+}
+
+// BenchmarkDecodeClickContext reads a registered click's context, with
+// params, as every event of such a click does: decodeClickContext against
+// encoding/json.
+func BenchmarkDecodeClickContext(b *testing.B) {
+	raw := `{"merchant_id":"mc","network":"net","params":{"offer_id":"o-7","custom2":"sub-123","tr":"trID_1_a1-t1-c1-x_trID"},` +
+		`"first_seen_at":"2026-12-02T10:00:00.123456789Z","registered_at":"2026-12-02T10:00:00.123456789Z"}`
+	b.Run("fastjson", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := decodeClickContext(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			var c ClickContext
+			if err := json.Unmarshal([]byte(raw), &c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

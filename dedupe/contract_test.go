@@ -120,6 +120,7 @@ func runContract(t *testing.T, newHarness func(t *testing.T) *harness) {
 	t.Run("AttributeAccumulates", func(t *testing.T) { testAttributeAccumulates(t, newHarness(t)) })
 	t.Run("AttributeRoutes", func(t *testing.T) { testAttributeRoutes(t, newHarness(t)) })
 	t.Run("AttributeWaits", func(t *testing.T) { testAttributeWaits(t, newHarness(t)) })
+	t.Run("AttributeWaitsOnRequest", func(t *testing.T) { testAttributeWaitsOnRequest(t, newHarness(t)) })
 	t.Run("AttributeTTL", func(t *testing.T) { testAttributeTTL(t, newHarness(t)) })
 	t.Run("ClassifyKeepsRoute", func(t *testing.T) { testClassifyKeepsRoute(t, newHarness(t)) })
 	t.Run("CorruptState", func(t *testing.T) { testCorruptState(t, newHarness(t)) })

@@ -114,11 +114,15 @@ func (p *Pipeline) attribute(ctx context.Context, ev event.Event, merchant confi
 	if wait := merchant.Wait(); wait > 0 && !u.noWait && canWait(ev) {
 		w = waitingMessage{Topic: u.msg.Topic, Partition: u.msg.Partition, Offset: u.msg.Offset,
 			Key: u.msg.Key, Value: u.msg.Value, WaitUntil: p.now().Add(wait)}
-		b, err := json.Marshal(w)
-		if err != nil {
-			return dedupe.Attribution{}, fmt.Errorf("marshal waiting event: %w", err)
+		// Built only if the event is to wait: most events find their
+		// click's network, and the payload carries the whole message.
+		t.Wait = func() ([]byte, error) {
+			b, err := json.Marshal(w)
+			if err != nil {
+				return nil, fmt.Errorf("marshal waiting event: %w", err)
+			}
+			return b, nil
 		}
-		t.WaitPayload = b
 	}
 	a, err := p.store.Attribute(ctx, t)
 	if err != nil {
