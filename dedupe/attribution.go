@@ -265,11 +265,8 @@ func (s *Store) Attribute(ctx context.Context, t Touch) (Attribution, error) {
 	a, err := s.attributeOnce(ctx, t)
 	if err == nil && a.State == stateNeedsPayload {
 		if t, err = withWaitPayload(t); err == nil {
-			a, err = s.attributeOnce(ctx, t)
+			a, err = givenPayload(s.attributeOnce(ctx, t))
 		}
-	}
-	if err == nil && a.State == stateNeedsPayload {
-		err = corruptf("attribute asked for a wait payload it was given")
 	}
 	if err != nil {
 		return Attribution{}, fmt.Errorf("dedupe: attribute: %w", err)
@@ -288,6 +285,15 @@ func (s *Store) attributeOnce(ctx context.Context, t Touch) (Attribution, error)
 		return Attribution{}, err
 	}
 	return parseAttribution(v, t)
+}
+
+// givenPayload checks the answer of a call that carried its wait payload:
+// the script cannot ask for it again.
+func givenPayload(a Attribution, err error) (Attribution, error) {
+	if err == nil && a.State == stateNeedsPayload {
+		err = corruptf("attribute asked for a wait payload it was given")
+	}
+	return a, err
 }
 
 // withWaitPayload returns t with the payload of its Wait.
@@ -344,13 +350,7 @@ func (s *Store) AttributeBatch(ctx context.Context, ts []Touch) ([]Attribution, 
 		}
 	}
 	second, err := runBatch(ctx, s, "attribute_batch", "attribute batch", attributeScript, calls,
-		func(j int, v any) (Attribution, error) {
-			a, err := parseAttribution(v, touches[j])
-			if err == nil && a.State == stateNeedsPayload {
-				err = corruptf("attribute asked for a wait payload it was given")
-			}
-			return a, err
-		},
+		func(j int, v any) (Attribution, error) { return givenPayload(parseAttribution(v, touches[j])) },
 		func(j int) string { return fmt.Sprintf("event %d (%s)", again[j], touches[j].EventID) })
 	if err != nil {
 		return nil, err
