@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/valyala/fastjson"
@@ -15,8 +16,9 @@ import (
 // attribute script's cjson or by restore's encoding/json: string fields,
 // params an object of strings, times in RFC 3339 — take a fastjson path
 // without reflection; anything else (null, another type, a duplicate or
-// unknown key, a time not as formatTime writes it, text jsonfast.Agree
-// refuses) goes to encoding/json, whose answer, or error, it is then.
+// unknown key, a time not as formatTime writes it, any \u escape, text
+// jsonfast.Agree refuses) goes to encoding/json, whose answer, or error, it
+// is then.
 // FuzzDecodeClickContext checks that the two agree.
 func decodeClickContext(raw string) (ClickContext, error) {
 	if c, ok := decodeClickFast(raw); ok {
@@ -33,7 +35,11 @@ var clickParsers fastjson.ParserPool
 var clickFields = [...]string{"merchant_id", "network", "params", "first_seen_at", "registered_at"}
 
 func decodeClickFast(raw string) (c ClickContext, ok bool) {
-	if !jsonfast.Agree(raw) {
+	// A time is read by encoding/json from its raw text, escapes included
+	// (so "\u005A" is no "Z" to it), and by fastjson once unescaped: texts
+	// with \u escapes go to encoding/json. cjson, which writes the contexts,
+	// escapes with \u only control characters.
+	if strings.Contains(raw, `\u`) || !jsonfast.Agree(raw) {
 		return c, false
 	}
 	p := clickParsers.Get()
@@ -109,8 +115,9 @@ func stringMap(v *fastjson.Value) (map[string]string, bool) {
 }
 
 // canonicalTime reads a time written as formatTime writes it (RFC 3339 with
-// nanoseconds, trailing zeros trimmed), the one form
-// on which time.Parse and encoding/json's reading of a time surely agree.
+// nanoseconds, trailing zeros trimmed, no escapes: decodeClickFast declines
+// those), the one form on which time.Parse and encoding/json's reading of a
+// time agree.
 func canonicalTime(v *fastjson.Value) (time.Time, bool) {
 	s, err := v.StringBytes()
 	if err != nil {

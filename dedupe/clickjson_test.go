@@ -8,7 +8,7 @@ import (
 )
 
 // fastSeeds is how many of clickContextSeeds, first, take the fast path.
-const fastSeeds = 5
+const fastSeeds = 4
 
 // clickContextSeeds are contexts as the store writes them (cjson's
 // escaping of "/" included) and texts each of decodeClickFast's refusals
@@ -18,8 +18,9 @@ var clickContextSeeds = []string{
 	`{"merchant_id":"m1","network":"beta","params":{"tr":"trID_1_a1-t1-c1-x_trID","url":"https:\/\/t.example\/p?a=1"},"first_seen_at":"2026-12-02T10:00:00Z","registered_at":"2026-12-02T10:00:01.5+02:00"}`,
 	`{"params":{},"merchant_id":"","network":""}`,
 	`{"merchant_id":"m1","first_seen_at":"0001-01-01T00:00:00Z","registered_at":"0001-01-01T00:00:00Z"}`,
-	`{"network":"caf\u00e9 \u00e9"}`,
 	`{"merchant_id":"m1","network":null}`,
+	`{"network":"caf\u00e9 \u00e9"}`,
+	`{"first_seen_at":"2026-12-02T10:00:00\u005A"}`,
 	`{"merchant_id":"m1","params":{"a":"1","a":"2"}}`,
 	`{"merchant_id":"m1","merchant_id":"m2"}`,
 	`{"Network":"beta"}`,

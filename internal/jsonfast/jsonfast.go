@@ -17,7 +17,9 @@ import (
 // validator misses one followed by an escape in the same string), and no
 // \u escape of a UTF-16 surrogate (the two decode a lone or mismatched one
 // differently). What it does not cover is the caller's: duplicate keys
-// (encoding/json keeps the last), keys matched case-insensitively, null.
+// (encoding/json keeps the last), keys matched case-insensitively, null, and
+// values encoding/json reads from their raw text (a time.Time sees its
+// escapes, fastjson the unescaped string).
 func Agree[T string | []byte](value T) bool {
 	switch v := any(value).(type) {
 	case string:
