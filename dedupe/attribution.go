@@ -72,7 +72,11 @@ type Touch struct {
 	// wait, and then runs the script once more with the payload (the first
 	// run stores nothing of the wait), so an event whose click is known —
 	// nearly every event in production — neither builds a payload nor
-	// ships it to Redis.
+	// ships it to Redis. Wait must be a pure function of the event: it may
+	// run on another goroutine (a batching caller's), more than once (a
+	// batch retried call by call), or for an event that ends up routed
+	// after all (its click learnt its network between the two runs). An
+	// error from it fails the whole call, AttributeBatch's included.
 	Wait func() ([]byte, error)
 	// Registers: the event is the click's registration (or trial). Once a
 	// click has one, or a network, its events no longer wait: what the
@@ -97,7 +101,7 @@ const (
 	// StateUnroutable: no network anywhere, no default partner, no wait.
 	StateUnroutable
 	// stateNeedsPayload: the event is to wait and its Touch.Wait was not
-	// called yet. Internal to Attribute: never returned.
+	// called yet. Internal to Attribute and AttributeBatch: never returned.
 	stateNeedsPayload
 )
 
@@ -238,7 +242,8 @@ return {'routed', partner, via, raw, found, released}
 `)
 
 // Attribute adds what t tells about its click to the click's context and
-// routes the event, in one atomic round trip:
+// routes the event, in one atomic script (run twice, two round trips, when
+// the event is to wait and its payload comes from t.Wait):
 //
 //   - The context accumulates and is never erased: the first network a click
 //     is attributed to is kept; an event naming another network is routed
@@ -249,8 +254,8 @@ return {'routed', partner, via, raw, found, released}
 //     changes nothing.
 //   - The route: a route remembered for this event id (a redelivery: the
 //     same partner, so the same postback ids); else the event's own network;
-//     else the click's; else, when t.WaitPayload is set and the click has
-//     no registration either, the event waits (StateWaiting); else the
+//     else the click's; else, when t.WaitPayload or t.Wait is set and the
+//     click has no registration either, the event waits (StateWaiting); else the
 //     merchant's default; else StateUnroutable.
 //     Route.Params are the click's params overlaid by the event's own; an
 //     event routed to a network other than the click's gets its own only
@@ -262,10 +267,10 @@ return {'routed', partner, via, raw, found, released}
 //
 // Safe to call twice: a repeat adds nothing new and routes the same way.
 func (s *Store) Attribute(ctx context.Context, t Touch) (Attribution, error) {
-	a, err := s.attributeOnce(ctx, t)
+	a, err := s.attributeOnce(ctx, "attribute", t)
 	if err == nil && a.State == stateNeedsPayload {
 		if t, err = withWaitPayload(t); err == nil {
-			a, err = givenPayload(s.attributeOnce(ctx, t))
+			a, err = givenPayload(s.attributeOnce(ctx, "attribute_wait", t))
 		}
 	}
 	if err != nil {
@@ -274,12 +279,13 @@ func (s *Store) Attribute(ctx context.Context, t Touch) (Attribution, error) {
 	return a, nil
 }
 
-func (s *Store) attributeOnce(ctx context.Context, t Touch) (Attribution, error) {
+// attributeOnce runs the script once for t, timed as op.
+func (s *Store) attributeOnce(ctx context.Context, op string, t Touch) (Attribution, error) {
 	keys, args, err := s.attributeCall(t)
 	if err != nil {
 		return Attribution{}, err
 	}
-	defer s.observe("attribute", time.Now())
+	defer s.observe(op, time.Now())
 	v, err := attributeScript.Run(ctx, s.rdb, keys, args...).Result()
 	if err != nil {
 		return Attribution{}, err
@@ -309,8 +315,10 @@ func withWaitPayload(t Touch) (Touch, error) {
 	return t, nil
 }
 
-// AttributeBatch attributes many events in one pipelined round trip; each is
-// its own atomic script, exactly as Attribute. On error (naming the first
+// AttributeBatch attributes many events in one pipelined round trip (a
+// second one for those that are to wait with a payload from Touch.Wait,
+// timed as attribute_wait_batch); each is its own atomic script, exactly
+// as Attribute. On error (naming the first
 // failed event) some may have been attributed; calling it again is safe.
 func (s *Store) AttributeBatch(ctx context.Context, ts []Touch) ([]Attribution, error) {
 	calls := make([]scriptCall, len(ts))
@@ -349,7 +357,7 @@ func (s *Store) AttributeBatch(ctx context.Context, ts []Touch) ([]Attribution, 
 			return nil, fmt.Errorf("dedupe: attribute batch: event %d: %w", again[j], err)
 		}
 	}
-	second, err := runBatch(ctx, s, "attribute_batch", "attribute batch", attributeScript, calls,
+	second, err := runBatch(ctx, s, "attribute_wait_batch", "attribute batch", attributeScript, calls,
 		func(j int, v any) (Attribution, error) { return givenPayload(parseAttribution(v, touches[j])) },
 		func(j int) string { return fmt.Sprintf("event %d (%s)", again[j], touches[j].EventID) })
 	if err != nil {

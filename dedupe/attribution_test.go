@@ -167,8 +167,7 @@ func testAttributeWaitsOnRequest(t *testing.T, h *harness) {
 	}
 	wantRoute(t, "batch k/d2", got[1], "beta", RouteClick, nil)
 	wantRoute(t, "batch n/d1", got[3], "gamma", RouteEvent, nil)
-	want := map[string]int{"u/d1": 1, "b1/d1": 1, "b2/d1": 1}
-	if !maps.Equal(calls, want) {
+	if want := map[string]int{"u/d1": 1, "b1/d1": 1, "b2/d1": 1}; !maps.Equal(calls, want) {
 		t.Errorf("Wait calls %v, want %v", calls, want)
 	}
 	// The network arrives: the waiting events are handed over with the
@@ -176,6 +175,26 @@ func testAttributeWaitsOnRequest(t *testing.T, h *harness) {
 	a := attr(t, s, Touch{ClickID: "b1", EventID: "reg", Network: "beta", Release: true})
 	if len(a.Released) != 1 || a.Released[0].EventID != "d1" || string(a.Released[0].Payload) != "payload of d1" {
 		t.Errorf("b1 released %v, want d1 with its payload", a.Released)
+	}
+	// In one batch, an event of an unknown click, then the registration
+	// that brings its network: the event's first run asks for its payload,
+	// the registration's gives the click its network, and the event's second
+	// run finds it: routed by the click, stored nowhere to wait, handed to
+	// no one (as when the registration comes first).
+	got, err = s.AttributeBatch(ctx, []Touch{touch("rb", "d1"),
+		{ClickID: "rb", EventID: "reg", Network: "beta", Registers: true, Release: true, At: t0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoute(t, "rb/d1 beside its registration", got[0], "beta", RouteClick, nil)
+	if len(got[1].Released) != 0 {
+		t.Errorf("rb's registration released %v, want nothing", got[1].Released)
+	}
+	if st, err := s.Waiting(ctx, "rb", "d1"); err != nil || st != WaitMissing {
+		t.Errorf("Waiting(rb/d1) = %v %v, want missing", st, err)
+	}
+	if calls["rb/d1"] != 1 {
+		t.Errorf("rb/d1: Wait called %d times, want once (its first run asked)", calls["rb/d1"])
 	}
 	// A Wait that fails fails the call, and nothing waits.
 	broken := touch("x", "d1")
