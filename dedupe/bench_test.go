@@ -268,3 +268,27 @@ func BenchmarkDecodeClickContext(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDecodeParams reads an FTD record's route params, as every
+// classification and qualification of a click with params does:
+// decodeParams against encoding/json.
+func BenchmarkDecodeParams(b *testing.B) {
+	raw := `{"custom2":"sub-123","offer_id":"o-7","tr":"trID_1_a1-t1-c1-x_trID"}`
+	b.Run("fastjson", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := decodeParams(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			var m map[string]string
+			if err := json.Unmarshal([]byte(raw), &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

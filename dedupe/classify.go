@@ -197,7 +197,7 @@ func parseFTD(v any) (FTDRecord, error) {
 		Route: Route{Partner: f[8], Via: RouteVia(f[9])},
 	}
 	if f[10] != "" {
-		if err := json.Unmarshal([]byte(f[10]), &r.Route.Params); err != nil {
+		if r.Route.Params, err = decodeParams(f[10]); err != nil {
 			return FTDRecord{}, corruptf("FTD route params: %w", err)
 		}
 	}

@@ -95,6 +95,34 @@ func fieldIndex(key []byte) int {
 	return -1
 }
 
+// decodeParams reads stored params (an FTD record's route params, which
+// every classification and qualification of a click with params gets
+// back), as encoding/json would into a map[string]string: an object of
+// strings takes a fastjson path, anything else (null, another type, a
+// duplicate key, text jsonfast.Agree refuses) goes to encoding/json.
+// FuzzDecodeParams checks that the two agree.
+func decodeParams(raw string) (map[string]string, error) {
+	if m, ok := decodeParamsFast(raw); ok {
+		return m, nil
+	}
+	var m map[string]string
+	err := json.Unmarshal([]byte(raw), &m)
+	return m, err
+}
+
+func decodeParamsFast(raw string) (map[string]string, bool) {
+	if !jsonfast.Agree(raw) {
+		return nil, false
+	}
+	p := clickParsers.Get()
+	defer clickParsers.Put(p)
+	v, err := p.Parse(raw)
+	if err != nil {
+		return nil, false
+	}
+	return stringMap(v)
+}
+
 // stringMap reads an object of strings without duplicate keys.
 func stringMap(v *fastjson.Value) (map[string]string, bool) {
 	o, err := v.Object()

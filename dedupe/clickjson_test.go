@@ -83,3 +83,54 @@ func FuzzDecodeClickContext(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw string) { checkClickContext(t, raw) })
 }
+
+// paramsSeeds are route params as the store writes them (encoding/json's
+// escaping included) and texts decodeParams must leave to encoding/json.
+var paramsSeeds = []string{
+	`{"offer_id":"o-7","tr":"trID_1_a1-t1-c1-x_trID","url":"https://t.example/p?a=1\u0026b=2"}`,
+	`{}`,
+	`{"caf\u00e9":"\u00e9\n"}`,
+	`null`,
+	`{"a":"1","a":"2"}`,
+	`{"a":1}`,
+	`{"a":null}`,
+	`{"a":"\ud800"}`,
+	"{\"a\":\"\xff\"}",
+	`[]`,
+	`"x"`,
+	`{"a":"1"`,
+	``,
+}
+
+// TestDecodeParams: the params the store writes take the fast path, and
+// every answer is encoding/json's.
+func TestDecodeParams(t *testing.T) {
+	for i, raw := range paramsSeeds {
+		if _, ok := decodeParamsFast(raw); ok != (i < 3) {
+			t.Errorf("%s: fast path %v, want %v", raw, ok, i < 3)
+		}
+	}
+	for _, raw := range paramsSeeds {
+		checkParams(t, raw)
+	}
+}
+
+func checkParams(t *testing.T, raw string) {
+	t.Helper()
+	var want map[string]string
+	wantErr := json.Unmarshal([]byte(raw), &want)
+	got, err := decodeParams(raw)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q: error %v, encoding/json's %v", raw, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q: %#v, encoding/json gives %#v", raw, got, want)
+	}
+}
+
+func FuzzDecodeParams(f *testing.F) {
+	for _, raw := range paramsSeeds {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw string) { checkParams(t, raw) })
+}
