@@ -21,7 +21,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/postbackd/postbackd/internal/jsonfast"
 )
 
 // AppendJSON appends a's JSON encoding to b and returns the extended buffer.
@@ -67,17 +68,17 @@ func (a *Audit) appendJSON(b []byte) ([]byte, bool) {
 	b = strconv.AppendInt(b, int64(a.SchemaVersion), 10)
 	if a.PostbackID != "" {
 		b = append(b, `,"postback_id":`...)
-		b = appendString(b, a.PostbackID)
+		b = jsonfast.AppendString(b, a.PostbackID)
 	}
 	b = append(b, `,"event_id":`...)
-	b = appendString(b, a.EventID)
+	b = jsonfast.AppendString(b, a.EventID)
 	// event.Kind is a plain string type: no MarshalJSON or MarshalText
 	// (TestNoCustomMarshalers keeps it so).
 	b = append(b, `,"event_kind":`...)
-	b = appendString(b, string(a.EventKind))
+	b = jsonfast.AppendString(b, string(a.EventKind))
 	// event.Source has its own tags and no omitempty.
 	b = append(b, `,"source":{"topic":`...)
-	b = appendString(b, a.Source.Topic)
+	b = jsonfast.AppendString(b, a.Source.Topic)
 	b = append(b, `,"partition":`...)
 	b = strconv.AppendInt(b, int64(a.Source.Partition), 10)
 	b = append(b, `,"offset":`...)
@@ -99,7 +100,7 @@ func (a *Audit) appendJSON(b []byte) ([]byte, bool) {
 		b = appendStringMap(b, a.Params)
 	}
 	b = append(b, `,"outcome":`...)
-	b = appendString(b, string(a.Outcome))
+	b = jsonfast.AppendString(b, string(a.Outcome))
 	b = appendOptString(b, `,"reason":`, a.Reason)
 	if a.HTTPStatus != 0 {
 		b = append(b, `,"http_status":`...)
@@ -120,7 +121,7 @@ func (a *Audit) appendJSON(b []byte) ([]byte, bool) {
 	}
 	b, ok = appendOptTime(b, `,"next_attempt_at":`, a.NextAttemptAt, ok)
 	b = append(b, `,"recorded_at":`...)
-	b, ok = appendTime(b, a.RecordedAt, ok)
+	b, ok = jsonfast.AppendTime(b, a.RecordedAt, ok)
 	b = append(b, '}')
 	return b, ok
 }
@@ -169,25 +170,25 @@ func (c *Confirmation) appendJSON(b []byte) ([]byte, bool) {
 	b = append(b, `{"schema_version":`...)
 	b = strconv.AppendInt(b, int64(c.SchemaVersion), 10)
 	b = append(b, `,"click_id":`...)
-	b = appendString(b, c.ClickID)
+	b = jsonfast.AppendString(b, c.ClickID)
 	b = append(b, `,"merchant_id":`...)
-	b = appendString(b, c.MerchantID)
+	b = jsonfast.AppendString(b, c.MerchantID)
 	b = append(b, `,"network":`...)
-	b = appendString(b, c.Network)
+	b = jsonfast.AppendString(b, c.Network)
 	b = append(b, `,"status":`...)
-	b = appendString(b, c.Status)
+	b = jsonfast.AppendString(b, c.Status)
 	b = append(b, `,"ftd_event_id":`...)
-	b = appendString(b, c.FTDEventID)
+	b = jsonfast.AppendString(b, c.FTDEventID)
 	b = append(b, `,"qualification_event_id":`...)
-	b = appendString(b, c.QualificationEventID)
+	b = jsonfast.AppendString(b, c.QualificationEventID)
 	b = append(b, `,"amount":`...)
-	b = appendString(b, c.Amount)
+	b = jsonfast.AppendString(b, c.Amount)
 	b = append(b, `,"currency":`...)
-	b = appendString(b, c.Currency)
+	b = jsonfast.AppendString(b, c.Currency)
 	b = append(b, `,"postback_id":`...)
-	b = appendString(b, c.PostbackID)
+	b = jsonfast.AppendString(b, c.PostbackID)
 	b = append(b, `,"confirmed_at":`...)
-	b, ok := appendTime(b, c.ConfirmedAt, true)
+	b, ok := jsonfast.AppendTime(b, c.ConfirmedAt, true)
 	if c.Replayed {
 		b = append(b, `,"replayed":true`...)
 	}
@@ -224,7 +225,7 @@ func appendOptString(b []byte, key, s string) []byte {
 		return b
 	}
 	b = append(b, key...)
-	return appendString(b, s)
+	return jsonfast.AppendString(b, s)
 }
 
 // appendOptTime appends key and *t, a pointer field tagged omitempty, unless
@@ -235,32 +236,7 @@ func appendOptTime(b []byte, key string, t *time.Time, ok bool) ([]byte, bool) {
 		return b, ok
 	}
 	b = append(b, key...)
-	return appendTime(b, *t, ok)
-}
-
-// appendTime appends t as time.Time.MarshalJSON writes it: quoted RFC 3339
-// with nanoseconds, trailing zeros trimmed. It returns false (and ok's value
-// otherwise) for a time MarshalJSON refuses, found by the same checks
-// time.Time.appendStrictRFC3339 makes on the same formatted bytes.
-// encoding/json passes MarshalJSON's output through its compactor, which
-// leaves these bytes (digits, "-:.TZ+") as they are.
-func appendTime(b []byte, t time.Time, ok bool) ([]byte, bool) {
-	b = append(b, '"')
-	n := len(b)
-	// time.RFC3339Nano is the layout MarshalJSON formats with; AppendFormat
-	// sends it down the same code path.
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	if b[n+len("9999")] != '-' { // year not exactly 4 digits wide
-		ok = false
-	} else if b[len(b)-1] != 'Z' {
-		// Zone offset "±hh:mm": three or more hour digits, or hh >= 24.
-		c := b[len(b)-len("Z07:00")]
-		h := b[len(b)-len("07:00"):]
-		if ('0' <= c && c <= '9') || 10*(h[0]-'0')+(h[1]-'0') >= 24 {
-			ok = false
-		}
-	}
-	return append(b, '"'), ok
+	return jsonfast.AppendTime(b, *t, ok)
 }
 
 // appendStringMap appends m as encoding/json writes a map[string]string:
@@ -291,96 +267,9 @@ func appendStringMap(b []byte, m map[string]string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, k)
+		b = jsonfast.AppendString(b, k)
 		b = append(b, ':')
-		b = appendString(b, m[k])
+		b = jsonfast.AppendString(b, m[k])
 	}
 	return append(b, '}')
-}
-
-// safeASCII[c] is true for a byte that encoding/json copies into a string
-// as is with HTML escaping on (its htmlSafeSet): printable ASCII and DEL,
-// except ", \, <, > and &. Bytes from 0x80 are false: they start a UTF-8
-// sequence that appendString must decode.
-var safeASCII = func() (t [256]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = true
-	}
-	for _, c := range `"\<>&` {
-		t[c] = false
-	}
-	return t
-}()
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a quoted JSON string exactly as encoding/json's
-// appendString does with escapeHTML set (the json.Marshal default):
-//   - ", \ and the control characters \b, \f, \n, \r, \t get their short
-//     escapes; the other bytes below 0x20, and <, > and &, are \u00XX in
-//     lower-case hex;
-//   - each byte of invalid UTF-8 becomes \ufffd;
-//   - U+2028 and U+2029 become \u2028 and \u2029;
-//   - everything else, including valid multi-byte runes, is copied.
-//
-// A string of safe ASCII only, the common case (IDs, hex, URLs without a
-// query), costs one scan and one copy.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	i := 0
-	for i < len(s) && safeASCII[s[i]] {
-		i++
-	}
-	if i == len(s) {
-		b = append(b, s...)
-		return append(b, '"')
-	}
-	start := 0 // s[start:i] is pending, to be copied as is
-	for i < len(s) {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if safeASCII[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default: // other control characters, <, >, &
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

@@ -1,7 +1,9 @@
-// Package jsonfast tells when github.com/valyala/fastjson reads a JSON text
-// exactly as encoding/json does, so that a decoder can take fastjson's
-// allocation-free path for the texts where the two agree and leave the rest
-// to encoding/json.
+// Package jsonfast reads and writes JSON without reflection exactly as
+// encoding/json does, for the hot paths that would otherwise pay for
+// reflection on every event: Agree tells when github.com/valyala/fastjson
+// reads a text as encoding/json does (a decoder takes fastjson's path for
+// those and leaves the rest to encoding/json), and AppendString and
+// AppendTime write what json.Marshal writes, for encoders by hand.
 package jsonfast
 
 import (
