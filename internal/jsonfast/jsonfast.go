@@ -18,7 +18,9 @@ import (
 // fastjson keeps them), no raw control character in a string (fastjson's
 // validator misses one followed by an escape in the same string), and no
 // \u escape of a UTF-16 surrogate (the two decode a lone or mismatched one
-// differently). What it does not cover is the caller's: duplicate keys
+// differently), nested no deeper than maxDepth (fastjson's validator
+// recurses without a limit, and its parser refuses more anyway). What it
+// does not cover is the caller's: duplicate keys
 // (encoding/json keeps the last), keys matched case-insensitively, null, and
 // values encoding/json reads from their raw text (a time.Time sees its
 // escapes, fastjson the unescaped string).
@@ -32,17 +34,31 @@ func Agree[T string | []byte](value T) bool {
 	return false
 }
 
+// maxDepth is fastjson's parser's own limit on nesting (MaxDepth).
+const maxDepth = 300
+
 // cleanStrings reports whether every string of value, keys included, is
 // free of raw control characters and of \u escapes of UTF-16 surrogates
-// (\uD800 to \uDFFF). value must be valid JSON for the answer to mean
-// anything, so Agree validates too.
+// (\uD800 to \uDFFF), and whether value nests no deeper than maxDepth.
+// value must be valid JSON for the answer to mean anything, so Agree
+// validates too, after it (so that the validator never recurses deeper).
 func cleanStrings[T string | []byte](value T) bool {
 	inString := false
+	depth := 0
 	for i := 0; i < len(value); i++ {
 		c := value[i]
 		switch {
 		case !inString:
-			inString = c == '"'
+			switch c {
+			case '"':
+				inString = true
+			case '{', '[':
+				if depth++; depth > maxDepth {
+					return false
+				}
+			case '}', ']':
+				depth--
+			}
 		case c == '"':
 			inString = false
 		case c == '\\':
