@@ -29,9 +29,52 @@ const (
 // revenue event for clicks of the hybrid merchant (every other click), and
 // one qualification of the FTD (one in ten rejected). Each makes one
 // postback: reg, ftd, rdep, revshare, ftd_status.
+//
+// The stream comes in two shapes (funnelShape). In production a click's
+// stages come minutes to days apart, so postbackd at any moment reads
+// registrations of new clicks, deposits of clicks registered before and
+// qualifications of FTDs delivered long ago: the steady shape. Produced all
+// at once (the cold shape), a click's four events are on four topics that
+// postbackd reads concurrently, so they race: deposits read before their
+// registration wait for it and are handled twice, and qualifications read
+// before their FTD was delivered park until it is.
 type funnelMix struct {
 	clicks int
+	shape  funnelShape
 }
+
+// funnelShape is how a mixed stream's clicks relate to its events.
+type funnelShape int
+
+const (
+	// shapeCold: every stage of every click in the stream, produced at
+	// once (the clicks are new).
+	shapeCold funnelShape = iota
+	// shapeSteady: four cohorts of f.clicks clicks, cohort k at stage k of
+	// its life (funnelStage). Its earlier stages are its history, the
+	// prelude, consumed before the measured stream is produced; the
+	// stream holds stage k of cohort k, so each kind of event in the
+	// funnel's proportions and none ahead of its click's earlier stages.
+	shapeSteady
+)
+
+func (s funnelShape) String() string {
+	if s == shapeSteady {
+		return "steady"
+	}
+	return "cold"
+}
+
+// funnelStage is a stage of a click's life: the events that come together.
+type funnelStage int
+
+const (
+	stageRegistration funnelStage = iota
+	stageFTD
+	stageRepeats // repeat deposits and revenue
+	stageQualification
+	funnelStages = 4
+)
 
 func repeatDeposits(i int) int { return i % 5 }
 
@@ -49,48 +92,94 @@ func (c funnelCounts) events() int {
 // postbacks is how many postbacks the stream makes: one per event.
 func (c funnelCounts) postbacks() int { return c.events() }
 
-func (f funnelMix) counts() funnelCounts {
-	var c funnelCounts
-	for i := range f.clicks {
-		c.registrations++
-		c.deposits += 1 + repeatDeposits(i)
-		if hybrid(i) {
-			c.revenue++
+// clickStages calls fn with each click index and stage of the measured
+// stream (measured) or of the steady shape's prelude (!measured; none for
+// the cold shape), in the order they are produced.
+func (f funnelMix) clickStages(measured bool, fn func(i int, s funnelStage)) {
+	for i := range f.clicks * f.cohorts() {
+		cohort := funnelStage(i / f.clicks)
+		for s := range funnelStage(funnelStages) {
+			var in bool
+			switch {
+			case f.shape == shapeCold:
+				in = measured
+			case measured:
+				in = s == cohort
+			default:
+				in = s < cohort
+			}
+			if in {
+				fn(i, s)
+			}
 		}
-		c.qualifications++
 	}
+}
+
+func (f funnelMix) cohorts() int {
+	if f.shape == shapeSteady {
+		return funnelStages
+	}
+	return 1
+}
+
+// counts is what the measured stream holds (measured) or the prelude.
+func (f funnelMix) counts(measured bool) funnelCounts {
+	var c funnelCounts
+	f.clickStages(measured, func(i int, s funnelStage) {
+		switch s {
+		case stageRegistration:
+			c.registrations++
+		case stageFTD:
+			c.deposits++
+		case stageRepeats:
+			c.deposits += repeatDeposits(i)
+			if hybrid(i) {
+				c.revenue++
+			}
+		case stageQualification:
+			c.qualifications++
+		}
+	})
 	return c
 }
 
-// messages calls emit with the events of click i, in the order a funnel
-// produces them: registration, FTD, repeat deposits, revenue,
-// qualification. Times start at base and advance a second per step.
-func (f funnelMix) messages(run string, i int, base time.Time, topics config.Topics, emit func(kafka.Message)) {
-	click := fmt.Sprintf("mix%s-%07d", run, i)
+// messages calls emit with the events of click i's stage s, in the order a
+// funnel produces them: registration, FTD, repeat deposits, revenue,
+// qualification. Times start at base and advance a second per event, as if
+// every stage were produced.
+func (f funnelMix) messages(run string, i int, s funnelStage, base time.Time, topics config.Topics, emit func(kafka.Message)) {
+	click := fmt.Sprintf("mix%s%s-%07d", f.shape.String()[:1], run, i)
 	merchant := merchantCPA
 	if hybrid(i) {
 		merchant = merchantHybrid
 	}
 	at := base
 	next := func() string { at = at.Add(time.Second); return at.Format(time.RFC3339) }
-	put := func(topic string, v map[string]any) {
+	put := func(stage funnelStage, topic string, v map[string]any) {
+		if stage != s {
+			return
+		}
 		b, _ := json.Marshal(v)
 		emit(kafka.Message{Topic: topic, Key: []byte(click), Value: b})
 	}
-	put(topics.Registrations, map[string]any{
+	put(stageRegistration, topics.Registrations, map[string]any{
 		"event_id": "reg-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
 		"kind": "registration", "network": "net", "player_id": "p" + click,
 		"params": map[string]any{"offer_id": "o-7", "custom2": "sub-" + click[len(click)-3:]},
 	})
 	for d := 0; d <= repeatDeposits(i); d++ {
-		put(topics.Deposits, map[string]any{
+		stage := stageRepeats
+		if d == 0 {
+			stage = stageFTD
+		}
+		put(stage, topics.Deposits, map[string]any{
 			"event_id": fmt.Sprintf("dep-%s-%d", click, d), "occurred_at": next(), "merchant_id": merchant, "click_id": click,
 			"amount": fmt.Sprintf("%d.%02d", 10+(i+d)%90, (i*7+d)%100), "currency": "EUR", "status": "succeeded",
 			"player_id": "p" + click, "payment_method": "card",
 		})
 	}
 	if hybrid(i) {
-		put(topics.Revenue, map[string]any{
+		put(stageRepeats, topics.Revenue, map[string]any{
 			"event_id": "rev-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
 			"amount": fmt.Sprintf("%d.%02d", 1+i%40, i%100), "currency": "EUR", "player_id": "p" + click,
 		})
@@ -99,19 +188,20 @@ func (f funnelMix) messages(run string, i int, base time.Time, topics config.Top
 	if i%10 == 9 {
 		status = "rejected"
 	}
-	put(topics.Qualifications, map[string]any{
+	put(stageQualification, topics.Qualifications, map[string]any{
 		"event_id": "qual-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
 		"status": status, "reason": "kyc",
 	})
 }
 
-// produceFunnel writes the mixed stream to its four topics.
-func produceFunnel(ctx context.Context, brokers []string, run string, f funnelMix, topics config.Topics) error {
+// produceFunnel writes the measured stream (measured) or the prelude of f
+// to its four topics.
+func produceFunnel(ctx context.Context, brokers []string, run string, f funnelMix, measured bool, topics config.Topics) error {
 	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
 	return produce(ctx, brokers, "", func(emit func(kafka.Message)) {
-		for i := range f.clicks {
-			f.messages(run, i, base.Add(time.Duration(i)*time.Millisecond), topics, emit)
-		}
+		f.clickStages(measured, func(i int, s funnelStage) {
+			f.messages(run, i, s, base.Add(time.Duration(i)*time.Millisecond), topics, emit)
+		})
 	})
 }
 

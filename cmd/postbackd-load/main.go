@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&o.timeout, "timeout", 0, "bound of each phase (default: a minute plus a millisecond per postback)")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", config.DefaultMaxInFlight, "postbackd consumer.max_in_flight")
 	fs.IntVar(&o.mixedClicks, "mixed-clicks", 20000, "clicks of the mixed four-topic funnel, 5.5 events each (0: skip)")
+	mixedShapes := fs.String("mixed-shapes", defaultMixedShapes, "the mixed funnel's shapes, in order: steady (clicks at every stage of their life, their history consumed first) and cold (every stage of new clicks at once)")
 	fs.IntVar(&o.backlog, "backlog", 1000000, "deposits in the topic before postbackd starts (0: skip)")
 	scaleout := fs.String("scaleout", "1,2,4", "group sizes of the scale-out runs (0: skip scale-out and the rebalance pause)")
 	fs.IntVar(&o.scaleoutEvents, "scaleout-events", 200000, "deposits of each scale-out run")
@@ -111,6 +112,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var err error
 	if o.scaleout, err = parseSizes(*scaleout); err != nil {
 		fmt.Fprintf(stderr, "-scaleout: %v\n", err)
+		return 2
+	}
+	if o.mixedShapes, err = parseShapes(*mixedShapes); err != nil {
+		fmt.Fprintf(stderr, "-mixed-shapes: %v\n", err)
 		return 2
 	}
 	if o.latencyAt, err = parseFractions(*latencyAt); err != nil {
@@ -159,6 +164,26 @@ func parseFractions(s string) ([]float64, error) {
 			return nil, fmt.Errorf("want a comma-separated list of fractions in (0, 1], got %q", s)
 		}
 		out = append(out, v)
+	}
+	return out, nil
+}
+
+// defaultMixedShapes: the steady funnel, the one the targets are read on,
+// then the cold one.
+const defaultMixedShapes = "steady,cold"
+
+// parseShapes parses a comma-separated list of funnel shapes.
+func parseShapes(s string) ([]funnelShape, error) {
+	var out []funnelShape
+	for _, f := range strings.Split(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "steady":
+			out = append(out, shapeSteady)
+		case "cold":
+			out = append(out, shapeCold)
+		default:
+			return nil, fmt.Errorf("want a comma-separated list of steady and cold, got %q", s)
+		}
 	}
 	return out, nil
 }

@@ -37,7 +37,8 @@ func TestSmoke(t *testing.T) {
 		"\nmeasurement ",
 		"http-1conn: raw HTTP leg",
 		"deposit-only stream: 2 000 deposits",
-		"mixed funnel: 400 clicks",
+		"mixed funnel (steady: clicks at every stage of their life, their history consumed first): 400 clicks",
+		"mixed funnel (cold: every stage of every click at once, the topics racing): 400 clicks",
 		"backlog: 3 000 deposits",
 		"scale-out: 3 000 deposits",
 		"rebalance pause:",
@@ -50,6 +51,8 @@ func TestSmoke(t *testing.T) {
 	// Rows with a figure and a ratio.
 	for _, re := range []string{
 		`(?m)^  postbacks/s, first to last postback +[\d ]+ /s +\d+\.\d\dx +http-1conn$`,
+		`(?m)^  the clicks' history, consumed first \(not measured\) +3 000 events in [\d.]+ (ms|s)$`,
+		`(?m)^  postbacks expected and received +2 200 / 2 200$`,
 		`(?m)^  http-1conn-fasthttp: the same leg with fasthttp \(postbackd's HTTP library, defaults\) +[\d ]+ req/s +\d+\.\d\dx +http-1conn$`,
 		`(?m)^ +\d+\.\d\dx +http-1conn-fasthttp$`,
 		`(?m)^  CPU seconds per 10 000 postbacks \(postbackd subprocess\) +\d+\.\d+ s +[\d.]+x +http-1conn CPU per 10 000$`,
@@ -125,7 +128,7 @@ func TestUsage(t *testing.T) {
 // takes its value (the run then stops only for want of infrastructure).
 func TestCommandParses(t *testing.T) {
 	o := options{deposits: 1, clicks: 2, partitions: 3, naive: 4, maxInFlight: 5, latencyFor: time.Second, latencyAt: []float64{0.25, 0.5}, mixedClicks: 6,
-		backlog: 7, scaleout: []int{1, 2}, scaleoutEvents: 8, scaleoutPartitions: 9, rebalanceRate: 10.5, timeout: time.Minute, cpuProfile: "p"}
+		mixedShapes: []funnelShape{shapeCold}, backlog: 7, scaleout: []int{1, 2}, scaleoutEvents: 8, scaleoutPartitions: 9, rebalanceRate: 10.5, timeout: time.Minute, cpuProfile: "p"}
 	for _, cmd := range []string{o.command(), options{naive: 2, rebalanceRate: 1}.command()} {
 		args := strings.Fields(strings.TrimPrefix(cmd, "go run ./cmd/postbackd-load "))
 		var stdout, stderr bytes.Buffer

@@ -38,6 +38,7 @@ import (
 type options struct {
 	deposits, clicks, partitions, naive, maxInFlight int
 	mixedClicks                                      int
+	mixedShapes                                      []funnelShape
 	backlog                                          int
 	scaleout                                         []int
 	scaleoutEvents, scaleoutPartitions               int
@@ -78,6 +79,16 @@ func (o options) command() string {
 		}
 		return strings.Join(s, ",")
 	}
+	shapes := func(v []funnelShape) string {
+		s := make([]string, len(v))
+		for i, sh := range v {
+			s[i] = sh.String()
+		}
+		if len(s) == 0 {
+			return defaultMixedShapes
+		}
+		return strings.Join(s, ",")
+	}
 	fracs := make([]string, len(o.latencyAt))
 	for i, f := range o.latencyAt {
 		fracs[i] = strconv.FormatFloat(f, 'g', -1, 64)
@@ -85,8 +96,8 @@ func (o options) command() string {
 	if len(fracs) == 0 {
 		fracs = []string{defaultLatencyAt}
 	}
-	c := fmt.Sprintf("go run ./cmd/postbackd-load -deposits %d -clicks %d -partitions %d -naive-events %d -max-in-flight %d -latency %s -latency-at %s -mixed-clicks %d -backlog %d -scaleout %s -scaleout-events %d -scaleout-partitions %d -rebalance-rate %g",
-		o.deposits, o.clicks, o.partitions, o.naive, o.maxInFlight, o.latencyFor, strings.Join(fracs, ","), o.mixedClicks, o.backlog, ints(o.scaleout), o.scaleoutEvents, o.scaleoutPartitions, o.rebalanceRate)
+	c := fmt.Sprintf("go run ./cmd/postbackd-load -deposits %d -clicks %d -partitions %d -naive-events %d -max-in-flight %d -latency %s -latency-at %s -mixed-clicks %d -mixed-shapes %s -backlog %d -scaleout %s -scaleout-events %d -scaleout-partitions %d -rebalance-rate %g",
+		o.deposits, o.clicks, o.partitions, o.naive, o.maxInFlight, o.latencyFor, strings.Join(fracs, ","), o.mixedClicks, shapes(o.mixedShapes), o.backlog, ints(o.scaleout), o.scaleoutEvents, o.scaleoutPartitions, o.rebalanceRate)
 	if o.timeout > 0 {
 		c += " -timeout " + o.timeout.String()
 	}
@@ -304,13 +315,19 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 
 	if o.mixedClicks > 0 {
-		f := funnelMix{clicks: o.mixedClicks}
-		c := f.counts()
-		h.t.section(fmt.Sprintf("mixed funnel: %s clicks → %s registrations, %s deposits (FTD + 0-4 repeats), %s revenue (hybrid merchant), %s qualifications; %s events on 4 topics × %d partitions, 1 subprocess",
-			grouped(int64(o.mixedClicks)), grouped(int64(c.registrations)), grouped(int64(c.deposits)), grouped(int64(c.revenue)),
-			grouped(int64(c.qualifications)), grouped(int64(c.events())), o.partitions))
-		if err := h.mixed(ctx, f, createTopics); err != nil {
-			h.fail("mixed funnel", err)
+		for _, shape := range o.mixedShapes {
+			f := funnelMix{clicks: o.mixedClicks, shape: shape}
+			c := f.counts(true)
+			what := "cold: every stage of every click at once, the topics racing"
+			if shape == shapeSteady {
+				what = "steady: clicks at every stage of their life, their history consumed first"
+			}
+			h.t.section(fmt.Sprintf("mixed funnel (%s): %s clicks → %s registrations, %s deposits (FTD + 0-4 repeats), %s revenue (hybrid merchant), %s qualifications; %s events on 4 topics × %d partitions, 1 subprocess",
+				what, grouped(int64(o.mixedClicks)), grouped(int64(c.registrations)), grouped(int64(c.deposits)), grouped(int64(c.revenue)),
+				grouped(int64(c.qualifications)), grouped(int64(c.events())), o.partitions))
+			if err := h.mixed(ctx, f, createTopics); err != nil {
+				h.fail("mixed funnel ("+shape.String()+")", err)
+			}
 		}
 	}
 
@@ -502,21 +519,38 @@ func cmpFloat(a, b float64) int {
 }
 
 func (h *harness) mixed(ctx context.Context, f funnelMix, createTopics func(*config.Config, int) error) error {
-	p := h.phase("mix")
-	cfg, path, err := p.write(h.dir, "mixed")
+	name := "mix" + f.shape.String()[:1]
+	p := h.phase(name)
+	cfg, path, err := p.write(h.dir, "mixed-"+f.shape.String())
 	if err != nil {
 		return err
 	}
 	if err := createTopics(cfg, h.o.partitions); err != nil {
 		return err
 	}
+	if pre := f.counts(false); pre.events() > 0 {
+		// The clicks' history: consumed by a postbackd of its own, stopped
+		// once every postback of it arrived, so that the measured stream
+		// finds every click at the stage it is produced for.
+		t0 := time.Now()
+		if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, false, cfg.Topics); err != nil {
+			return fmt.Errorf("produce the history: %w", err)
+		}
+		h.logf("mixed funnel (%s): produced the clicks' history (%d events) in %s; postbackd subprocess", f.shape, pre.events(), time.Since(t0).Round(time.Millisecond))
+		r, err := runGroup(ctx, groupSpec{name: name + "-history", bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(pre.postbacks()),
+			timeout: h.o.phaseTimeout(pre.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
+		if err != nil {
+			return fmt.Errorf("the clicks' history: %w", err)
+		}
+		h.t.note("the clicks' history, consumed first (not measured)", fmt.Sprintf("%s events in %s", grouped(int64(pre.events())), dur(r.last.Sub(r.start))))
+	}
 	t0 := time.Now()
-	if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, cfg.Topics); err != nil {
+	if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, true, cfg.Topics); err != nil {
 		return fmt.Errorf("produce: %w", err)
 	}
-	c := f.counts()
-	h.logf("mixed funnel: produced %d events in %s; postbackd subprocess", c.events(), time.Since(t0).Round(time.Millisecond))
-	r, err := runGroup(ctx, groupSpec{name: "mixed", bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(c.postbacks()),
+	c := f.counts(true)
+	h.logf("mixed funnel (%s): produced %d events in %s; postbackd subprocess", f.shape, c.events(), time.Since(t0).Round(time.Millisecond))
+	r, err := runGroup(ctx, groupSpec{name: name, bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(c.postbacks()),
 		timeout: h.o.phaseTimeout(c.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute, redisCPU: h.redisCPU})
 	if err != nil {
 		return err

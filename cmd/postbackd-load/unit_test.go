@@ -324,42 +324,109 @@ func TestScaleOrder(t *testing.T) {
 	}
 }
 
-func TestFunnel(t *testing.T) {
-	f := funnelMix{clicks: 100}
-	c := f.counts()
-	want := funnelCounts{registrations: 100, deposits: 300, revenue: 50, qualifications: 100}
-	if c != want || c.events() != 550 || c.postbacks() != 550 {
-		t.Fatalf("counts = %+v (%d events)", c, c.events())
+func TestParseShapes(t *testing.T) {
+	got, err := parseShapes(" cold,steady ")
+	if err != nil || !slices.Equal(got, []funnelShape{shapeCold, shapeSteady}) {
+		t.Errorf("parseShapes = %v, %v", got, err)
 	}
+	if got, err := parseShapes(defaultMixedShapes); err != nil || !slices.Equal(got, []funnelShape{shapeSteady, shapeCold}) {
+		t.Errorf("parseShapes(default) = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "warm", "steady,,cold"} {
+		if _, err := parseShapes(bad); err == nil {
+			t.Errorf("parseShapes(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestFunnel(t *testing.T) {
 	topics := config.Topics{Deposits: "d", Revenue: "r", Registrations: "g", Qualifications: "q"}
 	kinds := map[string]event.Kind{"d": event.KindDeposit, "r": event.KindRevenue, "g": event.KindRegistration, "q": event.KindQualification}
 	dec, err := event.NewDecoder()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]int{}
-	var order []string
-	for i := range f.clicks {
-		f.messages("abc123", i, time.Now().Add(-time.Hour), topics, func(m kafka.Message) {
-			got[m.Topic]++
-			if i == 1 {
-				order = append(order, m.Topic)
-			}
-			if _, err := dec.Decode(kinds[m.Topic], m.Value); err != nil {
-				t.Errorf("click %d, %s: %v\n%s", i, m.Topic, err, m.Value)
-			}
-			if !bytes.Contains(m.Value, m.Key) {
-				t.Errorf("key %s is not the event's click", m.Key)
-			}
+	// stream collects the topics of a stream's messages per click.
+	stream := func(f funnelMix, measured bool) map[string][]string {
+		byClick := map[string][]string{}
+		f.clickStages(measured, func(i int, s funnelStage) {
+			f.messages("abc123", i, s, time.Now().Add(-time.Hour), topics, func(m kafka.Message) {
+				byClick[string(m.Key)] = append(byClick[string(m.Key)], m.Topic)
+				if _, err := dec.Decode(kinds[m.Topic], m.Value); err != nil {
+					t.Errorf("click %d, %s: %v\n%s", i, m.Topic, err, m.Value)
+				}
+				if !bytes.Contains(m.Value, m.Key) {
+					t.Errorf("key %s is not the event's click", m.Key)
+				}
+			})
 		})
+		return byClick
 	}
-	if got["g"] != c.registrations || got["d"] != c.deposits || got["r"] != c.revenue || got["q"] != c.qualifications {
-		t.Errorf("messages per topic %v, counts %+v", got, c)
+	perTopic := func(byClick map[string][]string) funnelCounts {
+		var c funnelCounts
+		for _, ts := range byClick {
+			for _, topic := range ts {
+				switch topic {
+				case "g":
+					c.registrations++
+				case "d":
+					c.deposits++
+				case "r":
+					c.revenue++
+				case "q":
+					c.qualifications++
+				}
+			}
+		}
+		return c
+	}
+	want := funnelCounts{registrations: 100, deposits: 300, revenue: 50, qualifications: 100}
+
+	cold := funnelMix{clicks: 100, shape: shapeCold}
+	if c := cold.counts(true); c != want || c.events() != 550 || c.postbacks() != 550 {
+		t.Fatalf("cold counts = %+v (%d events)", c, c.events())
+	}
+	if c := cold.counts(false); c.events() != 0 {
+		t.Errorf("cold history = %+v, want none", c)
+	}
+	coldStream := stream(cold, true)
+	if c := perTopic(coldStream); c != want || len(coldStream) != 100 {
+		t.Errorf("cold messages per topic %+v over %d clicks, want %+v over 100", c, len(coldStream), want)
 	}
 	// Click 1 (hybrid, one repeat): registration, FTD, repeat, revenue, qualification.
-	if !slices.Equal(order, []string{"g", "d", "d", "r", "q"}) {
-		t.Errorf("click 1's events: %v", order)
+	if got := coldStream[fmt.Sprintf("mixcabc123-%07d", 1)]; !slices.Equal(got, []string{"g", "d", "d", "r", "q"}) {
+		t.Errorf("click 1's events: %v", got)
 	}
+
+	// The steady stream holds the cold one's kinds in the same proportions,
+	// over four cohorts: each click's events in the stream are one stage of
+	// its life, and its history holds exactly the stages before.
+	steady := funnelMix{clicks: 100, shape: shapeSteady}
+	if c := steady.counts(true); c != want {
+		t.Fatalf("steady counts = %+v, want %+v", c, want)
+	}
+	measured, history := stream(steady, true), stream(steady, false)
+	if c := perTopic(measured); c != want {
+		t.Errorf("steady messages per topic %+v, want %+v", c, want)
+	}
+	if c := perTopic(history); c != steady.counts(false) || c.events() != 750 {
+		t.Errorf("steady history per topic %+v, counts %+v, want 750 events", c, steady.counts(false))
+	}
+	full := stream(funnelMix{clicks: 400, shape: shapeCold}, true)
+	for i := range 400 {
+		click := fmt.Sprintf("mixsabc123-%07d", i)
+		cohort := i / 100
+		whole := full[fmt.Sprintf("mixcabc123-%07d", i)]
+		// The stages' topics, in order: g | d | d... r | q.
+		stages := [][]string{whole[:1], whole[1:2], whole[2 : len(whole)-1], whole[len(whole)-1:]}
+		if got, want := measured[click], stages[cohort]; !slices.Equal(got, want) && len(got)+len(want) > 0 {
+			t.Errorf("click %d (cohort %d) in the stream: %v, want %v", i, cohort, got, want)
+		}
+		if got, want := history[click], slices.Concat(stages[:cohort]...); !slices.Equal(got, want) && len(got)+len(want) > 0 {
+			t.Errorf("click %d (cohort %d) in the history: %v, want %v", i, cohort, got, want)
+		}
+	}
+
 	// The deposit-only streams and the probe are valid deposits too.
 	base := time.Now().Add(-time.Hour)
 	for _, m := range []kafka.Message{depositMessage("t", 0, 10, base), depositMessage("t", 12345, 10, base), newLatencyProbe("lat-", merchantDeposits).message(7, time.Now())} {
