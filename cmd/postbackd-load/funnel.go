@@ -25,7 +25,7 @@ const (
 )
 
 // funnelMix is the mixed stream's shape, per click: one registration, one
-// FTD and repeatDeposits(i) repeat deposits (0 to 4, two on average), a
+// FTD and repeatDeposits repeat deposits (0 to 4, two on average), a
 // revenue event for clicks of the hybrid merchant (every other click), and
 // one qualification of the FTD (one in ten rejected). Each makes one
 // postback: reg, ftd, rdep, revshare, ftd_status.
@@ -51,10 +51,11 @@ const (
 	// once (the clicks are new).
 	shapeCold funnelShape = iota
 	// shapeSteady: four cohorts of f.clicks clicks, cohort k at stage k of
-	// its life (funnelStage). Its earlier stages are its history, the
-	// prelude, consumed before the measured stream is produced; the
-	// stream holds stage k of cohort k, so each kind of event in the
-	// funnel's proportions and none ahead of its click's earlier stages.
+	// its life (funnelStage). The earlier stages of the cohorts are their
+	// history, consumed a stage at a time before the measured stream is
+	// produced; the stream holds stage k of cohort k: every kind of event
+	// in the cold shape's numbers, none ahead of its click's earlier
+	// stages.
 	shapeSteady
 )
 
@@ -64,6 +65,18 @@ func (s funnelShape) String() string {
 	}
 	return "cold"
 }
+
+// describe says what the shape's stream holds, for the table and -help.
+func (s funnelShape) describe() string {
+	if s == shapeSteady {
+		return "clicks at every stage of their life, their history consumed first"
+	}
+	return "every stage of every click at once, the topics racing"
+}
+
+// tag is the shape's letter in the phase's name and its clicks' ids, so
+// that the two shapes of one run never share topics, keys or ids.
+func (s funnelShape) tag() string { return s.String()[:1] }
 
 // funnelStage is a stage of a click's life: the events that come together.
 type funnelStage int
@@ -76,9 +89,14 @@ const (
 	funnelStages = 4
 )
 
-func repeatDeposits(i int) int { return i % 5 }
+// The pattern of a click's events follows its index within its cohort (j),
+// so that every cohort of the steady shape, and the cold shape's one,
+// holds the same events for the same number of clicks.
+func repeatDeposits(j int) int { return j % 5 }
 
-func hybrid(i int) bool { return i%2 == 1 }
+func hybrid(j int) bool { return j%2 == 1 }
+
+func rejected(j int) bool { return j%10 == 9 }
 
 // funnelCounts is what a mixed stream holds.
 type funnelCounts struct {
@@ -92,48 +110,54 @@ func (c funnelCounts) events() int {
 // postbacks is how many postbacks the stream makes: one per event.
 func (c funnelCounts) postbacks() int { return c.events() }
 
-// clickStages calls fn with each click index and stage of the measured
-// stream (measured) or of the steady shape's prelude (!measured; none for
-// the cold shape), in the order they are produced.
-func (f funnelMix) clickStages(measured bool, fn func(i int, s funnelStage)) {
-	for i := range f.clicks * f.cohorts() {
-		cohort := funnelStage(i / f.clicks)
+// funnelStream selects the events of one stream of a funnel, by the
+// cohort of their click and their stage.
+type funnelStream func(cohort, s funnelStage) bool
+
+// measured is the stream the harness measures: every stage of the cold
+// shape's clicks, the current stage of each steady cohort.
+func (f funnelMix) measured() funnelStream {
+	if f.shape == shapeCold {
+		return func(funnelStage, funnelStage) bool { return true }
+	}
+	return func(cohort, s funnelStage) bool { return s == cohort }
+}
+
+// history is stage s of the steady cohorts past it, consumed before stage
+// s+1 and the measured stream (nothing for the cold shape).
+func (f funnelMix) history(s funnelStage) funnelStream {
+	return func(cohort, st funnelStage) bool { return f.shape == shapeSteady && st == s && s < cohort }
+}
+
+// clickStages calls fn with each click (its index i over all cohorts) and
+// stage that stream holds, in the order they are produced.
+func (f funnelMix) clickStages(stream funnelStream, fn func(i int, s funnelStage)) {
+	cohorts := 1
+	if f.shape == shapeSteady {
+		cohorts = funnelStages
+	}
+	for i := range f.clicks * cohorts {
 		for s := range funnelStage(funnelStages) {
-			var in bool
-			switch {
-			case f.shape == shapeCold:
-				in = measured
-			case measured:
-				in = s == cohort
-			default:
-				in = s < cohort
-			}
-			if in {
+			if stream(funnelStage(i/f.clicks), s) {
 				fn(i, s)
 			}
 		}
 	}
 }
 
-func (f funnelMix) cohorts() int {
-	if f.shape == shapeSteady {
-		return funnelStages
-	}
-	return 1
-}
-
-// counts is what the measured stream holds (measured) or the prelude.
-func (f funnelMix) counts(measured bool) funnelCounts {
+// counts is what stream holds.
+func (f funnelMix) counts(stream funnelStream) funnelCounts {
 	var c funnelCounts
-	f.clickStages(measured, func(i int, s funnelStage) {
+	f.clickStages(stream, func(i int, s funnelStage) {
+		j := i % f.clicks
 		switch s {
 		case stageRegistration:
 			c.registrations++
 		case stageFTD:
 			c.deposits++
 		case stageRepeats:
-			c.deposits += repeatDeposits(i)
-			if hybrid(i) {
+			c.deposits += repeatDeposits(j)
+			if hybrid(j) {
 				c.revenue++
 			}
 		case stageQualification:
@@ -148,9 +172,10 @@ func (f funnelMix) counts(measured bool) funnelCounts {
 // qualification. Times start at base and advance a second per event, as if
 // every stage were produced.
 func (f funnelMix) messages(run string, i int, s funnelStage, base time.Time, topics config.Topics, emit func(kafka.Message)) {
-	click := fmt.Sprintf("mix%s%s-%07d", f.shape.String()[:1], run, i)
+	click := fmt.Sprintf("mix%s%s-%07d", f.shape.tag(), run, i)
+	j := i % f.clicks
 	merchant := merchantCPA
-	if hybrid(i) {
+	if hybrid(j) {
 		merchant = merchantHybrid
 	}
 	at := base
@@ -167,7 +192,7 @@ func (f funnelMix) messages(run string, i int, s funnelStage, base time.Time, to
 		"kind": "registration", "network": "net", "player_id": "p" + click,
 		"params": map[string]any{"offer_id": "o-7", "custom2": "sub-" + click[len(click)-3:]},
 	})
-	for d := 0; d <= repeatDeposits(i); d++ {
+	for d := 0; d <= repeatDeposits(j); d++ {
 		stage := stageRepeats
 		if d == 0 {
 			stage = stageFTD
@@ -178,14 +203,14 @@ func (f funnelMix) messages(run string, i int, s funnelStage, base time.Time, to
 			"player_id": "p" + click, "payment_method": "card",
 		})
 	}
-	if hybrid(i) {
+	if hybrid(j) {
 		put(stageRepeats, topics.Revenue, map[string]any{
 			"event_id": "rev-" + click, "occurred_at": next(), "merchant_id": merchant, "click_id": click,
 			"amount": fmt.Sprintf("%d.%02d", 1+i%40, i%100), "currency": "EUR", "player_id": "p" + click,
 		})
 	}
 	status := "approved"
-	if i%10 == 9 {
+	if rejected(j) {
 		status = "rejected"
 	}
 	put(stageQualification, topics.Qualifications, map[string]any{
@@ -194,12 +219,11 @@ func (f funnelMix) messages(run string, i int, s funnelStage, base time.Time, to
 	})
 }
 
-// produceFunnel writes the measured stream (measured) or the prelude of f
-// to its four topics.
-func produceFunnel(ctx context.Context, brokers []string, run string, f funnelMix, measured bool, topics config.Topics) error {
-	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+// produceFunnel writes the events of f that stream holds to their topics.
+// Every call gives a click's events the same times: the base is per run.
+func produceFunnel(ctx context.Context, brokers []string, run string, f funnelMix, stream funnelStream, base time.Time, topics config.Topics) error {
 	return produce(ctx, brokers, "", func(emit func(kafka.Message)) {
-		f.clickStages(measured, func(i int, s funnelStage) {
+		f.clickStages(stream, func(i int, s funnelStage) {
 			f.messages(run, i, s, base.Add(time.Duration(i)*time.Millisecond), topics, emit)
 		})
 	})

@@ -59,6 +59,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&o.timeout, "timeout", 0, "bound of each phase (default: a minute plus a millisecond per postback)")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", config.DefaultMaxInFlight, "postbackd consumer.max_in_flight")
 	fs.IntVar(&o.mixedClicks, "mixed-clicks", 20000, "clicks of the mixed four-topic funnel, 5.5 events each (0: skip)")
-	mixedShapes := fs.String("mixed-shapes", defaultMixedShapes, "the mixed funnel's shapes, in order: steady (clicks at every stage of their life, their history consumed first) and cold (every stage of new clicks at once)")
+	mixedShapes := fs.String("mixed-shapes", defaultMixedShapes, fmt.Sprintf("the mixed funnel's shapes, in order: steady (%s) and cold (%s)", shapeSteady.describe(), shapeCold.describe()))
 	fs.IntVar(&o.backlog, "backlog", 1000000, "deposits in the topic before postbackd starts (0: skip)")
 	scaleout := fs.String("scaleout", "1,2,4", "group sizes of the scale-out runs (0: skip scale-out and the rebalance pause)")
 	fs.IntVar(&o.scaleoutEvents, "scaleout-events", 200000, "deposits of each scale-out run")
@@ -172,18 +173,24 @@ func parseFractions(s string) ([]float64, error) {
 // then the cold one.
 const defaultMixedShapes = "steady,cold"
 
-// parseShapes parses a comma-separated list of funnel shapes.
+// parseShapes parses a comma-separated list of funnel shapes, each once.
 func parseShapes(s string) ([]funnelShape, error) {
 	var out []funnelShape
 	for _, f := range strings.Split(s, ",") {
+		var shape funnelShape
 		switch strings.TrimSpace(f) {
 		case "steady":
-			out = append(out, shapeSteady)
+			shape = shapeSteady
 		case "cold":
-			out = append(out, shapeCold)
+			shape = shapeCold
 		default:
 			return nil, fmt.Errorf("want a comma-separated list of steady and cold, got %q", s)
 		}
+		if slices.Contains(out, shape) {
+			// A shape's phase has one set of topics, keys and click ids.
+			return nil, fmt.Errorf("%s twice in %q", shape, s)
+		}
+		out = append(out, shape)
 	}
 	return out, nil
 }

@@ -51,7 +51,7 @@ func TestSmoke(t *testing.T) {
 	// Rows with a figure and a ratio.
 	for _, re := range []string{
 		`(?m)^  postbacks/s, first to last postback +[\d ]+ /s +\d+\.\d\dx +http-1conn$`,
-		`(?m)^  the clicks' history, consumed first \(not measured\) +3 000 events in [\d.]+ (ms|s)$`,
+		`(?m)^  the clicks' history, consumed first a stage at a time \(not measured\) +3 000 events in [\d.]+ (ms|s)$`,
 		`(?m)^  postbacks expected and received +2 200 / 2 200$`,
 		`(?m)^  http-1conn-fasthttp: the same leg with fasthttp \(postbackd's HTTP library, defaults\) +[\d ]+ req/s +\d+\.\d\dx +http-1conn$`,
 		`(?m)^ +\d+\.\d\dx +http-1conn-fasthttp$`,
@@ -129,6 +129,13 @@ func TestUsage(t *testing.T) {
 func TestCommandParses(t *testing.T) {
 	o := options{deposits: 1, clicks: 2, partitions: 3, naive: 4, maxInFlight: 5, latencyFor: time.Second, latencyAt: []float64{0.25, 0.5}, mixedClicks: 6,
 		mixedShapes: []funnelShape{shapeCold}, backlog: 7, scaleout: []int{1, 2}, scaleoutEvents: 8, scaleoutPartitions: 9, rebalanceRate: 10.5, timeout: time.Minute, cpuProfile: "p"}
+	// The shapes are named as given, the default when none are.
+	if c := o.command(); !strings.Contains(c, " -mixed-shapes cold ") {
+		t.Errorf("%s: want -mixed-shapes cold", c)
+	}
+	if c := (options{}).command(); !strings.Contains(c, " -mixed-shapes "+defaultMixedShapes+" ") {
+		t.Errorf("%s: want -mixed-shapes %s", c, defaultMixedShapes)
+	}
 	for _, cmd := range []string{o.command(), options{naive: 2, rebalanceRate: 1}.command()} {
 		args := strings.Fields(strings.TrimPrefix(cmd, "go run ./cmd/postbackd-load "))
 		var stdout, stderr bytes.Buffer

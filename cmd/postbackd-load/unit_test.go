@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -332,7 +333,7 @@ func TestParseShapes(t *testing.T) {
 	if got, err := parseShapes(defaultMixedShapes); err != nil || !slices.Equal(got, []funnelShape{shapeSteady, shapeCold}) {
 		t.Errorf("parseShapes(default) = %v, %v", got, err)
 	}
-	for _, bad := range []string{"", "warm", "steady,,cold"} {
+	for _, bad := range []string{"", "warm", "steady,,cold", "cold,cold", "steady, steady,cold"} {
 		if _, err := parseShapes(bad); err == nil {
 			t.Errorf("parseShapes(%q) succeeded", bad)
 		}
@@ -346,12 +347,26 @@ func TestFunnel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// stream collects the topics of a stream's messages per click.
-	stream := func(f funnelMix, measured bool) map[string][]string {
-		byClick := map[string][]string{}
-		f.clickStages(measured, func(i int, s funnelStage) {
-			f.messages("abc123", i, s, time.Now().Add(-time.Hour), topics, func(m kafka.Message) {
-				byClick[string(m.Key)] = append(byClick[string(m.Key)], m.Topic)
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	// collect gathers the topics of a stream's messages per click, and
+	// their times, checking that every message is a valid event.
+	type msg struct {
+		topic string
+		at    string
+	}
+	collect := func(f funnelMix, stream funnelStream) map[string][]msg {
+		byClick := map[string][]msg{}
+		f.clickStages(stream, func(i int, s funnelStage) {
+			f.messages("abc123", i, s, base, topics, func(m kafka.Message) {
+				var v struct {
+					At     string `json:"occurred_at"`
+					Status string `json:"status"`
+				}
+				_ = json.Unmarshal(m.Value, &v)
+				if m.Topic == "q" {
+					v.At += " " + v.Status // compare the status across shapes too
+				}
+				byClick[string(m.Key)] = append(byClick[string(m.Key)], msg{m.Topic, v.At})
 				if _, err := dec.Decode(kinds[m.Topic], m.Value); err != nil {
 					t.Errorf("click %d, %s: %v\n%s", i, m.Topic, err, m.Value)
 				}
@@ -362,11 +377,11 @@ func TestFunnel(t *testing.T) {
 		})
 		return byClick
 	}
-	perTopic := func(byClick map[string][]string) funnelCounts {
+	perTopic := func(byClick map[string][]msg) funnelCounts {
 		var c funnelCounts
-		for _, ts := range byClick {
-			for _, topic := range ts {
-				switch topic {
+		for _, ms := range byClick {
+			for _, m := range ms {
+				switch m.topic {
 				case "g":
 					c.registrations++
 				case "d":
@@ -380,55 +395,74 @@ func TestFunnel(t *testing.T) {
 		}
 		return c
 	}
-	want := funnelCounts{registrations: 100, deposits: 300, revenue: 50, qualifications: 100}
+	topicsOf := func(ms []msg) []string {
+		var ts []string
+		for _, m := range ms {
+			ts = append(ts, m.topic)
+		}
+		return ts
+	}
 
 	cold := funnelMix{clicks: 100, shape: shapeCold}
-	if c := cold.counts(true); c != want || c.events() != 550 || c.postbacks() != 550 {
+	want := funnelCounts{registrations: 100, deposits: 300, revenue: 50, qualifications: 100}
+	if c := cold.counts(cold.measured()); c != want || c.events() != 550 || c.postbacks() != 550 {
 		t.Fatalf("cold counts = %+v (%d events)", c, c.events())
 	}
-	if c := cold.counts(false); c.events() != 0 {
-		t.Errorf("cold history = %+v, want none", c)
-	}
-	coldStream := stream(cold, true)
+	coldStream := collect(cold, cold.measured())
 	if c := perTopic(coldStream); c != want || len(coldStream) != 100 {
 		t.Errorf("cold messages per topic %+v over %d clicks, want %+v over 100", c, len(coldStream), want)
 	}
 	// Click 1 (hybrid, one repeat): registration, FTD, repeat, revenue, qualification.
-	if got := coldStream[fmt.Sprintf("mixcabc123-%07d", 1)]; !slices.Equal(got, []string{"g", "d", "d", "r", "q"}) {
+	if got := topicsOf(coldStream[fmt.Sprintf("mixcabc123-%07d", 1)]); !slices.Equal(got, []string{"g", "d", "d", "r", "q"}) {
 		t.Errorf("click 1's events: %v", got)
 	}
 
-	// The steady stream holds the cold one's kinds in the same proportions,
-	// over four cohorts: each click's events in the stream are one stage of
-	// its life, and its history holds exactly the stages before.
-	steady := funnelMix{clicks: 100, shape: shapeSteady}
-	if c := steady.counts(true); c != want {
-		t.Fatalf("steady counts = %+v, want %+v", c, want)
-	}
-	measured, history := stream(steady, true), stream(steady, false)
-	if c := perTopic(measured); c != want {
-		t.Errorf("steady messages per topic %+v, want %+v", c, want)
-	}
-	if c := perTopic(history); c != steady.counts(false) || c.events() != 750 {
-		t.Errorf("steady history per topic %+v, counts %+v, want 750 events", c, steady.counts(false))
-	}
-	full := stream(funnelMix{clicks: 400, shape: shapeCold}, true)
-	for i := range 400 {
-		click := fmt.Sprintf("mixsabc123-%07d", i)
-		cohort := i / 100
-		whole := full[fmt.Sprintf("mixcabc123-%07d", i)]
-		// The stages' topics, in order: g | d | d... r | q.
-		stages := [][]string{whole[:1], whole[1:2], whole[2 : len(whole)-1], whole[len(whole)-1:]}
-		if got, want := measured[click], stages[cohort]; !slices.Equal(got, want) && len(got)+len(want) > 0 {
-			t.Errorf("click %d (cohort %d) in the stream: %v, want %v", i, cohort, got, want)
+	// For any number of clicks the steady stream holds the cold one's
+	// events, over four cohorts: a click of cohort k has the events of
+	// the cold shape's click of its index within the cohort, stage k of
+	// them in the stream and stage s < k in the history of stage s (with
+	// the same times and status), and the cold shape has no history.
+	for _, n := range []int{1, 7, 13, 100} {
+		cold := funnelMix{clicks: n, shape: shapeCold}
+		steady := funnelMix{clicks: n, shape: shapeSteady}
+		coldStream := collect(cold, cold.measured())
+		measured := collect(steady, steady.measured())
+		if c, want := steady.counts(steady.measured()), cold.counts(cold.measured()); c != want || perTopic(measured) != want {
+			t.Errorf("%d clicks: steady counts %+v, messages %+v, want the cold shape's %+v", n, c, perTopic(measured), want)
 		}
-		if got, want := history[click], slices.Concat(stages[:cohort]...); !slices.Equal(got, want) && len(got)+len(want) > 0 {
-			t.Errorf("click %d (cohort %d) in the history: %v, want %v", i, cohort, got, want)
+		var histories []map[string][]msg
+		for s := range stageQualification {
+			if c := cold.counts(cold.history(s)); c.events() != 0 {
+				t.Errorf("%d clicks: the cold shape has a history at stage %d: %+v", n, s, c)
+			}
+			hist := collect(steady, steady.history(s))
+			if perTopic(hist) != steady.counts(steady.history(s)) {
+				t.Errorf("%d clicks, history stage %d: messages %+v, counts %+v", n, s, perTopic(hist), steady.counts(steady.history(s)))
+			}
+			histories = append(histories, hist)
+		}
+		for i := range 4 * n {
+			cohort, j := i/n, i%n
+			whole := coldStream[fmt.Sprintf("mixcabc123-%07d", j)]
+			click := fmt.Sprintf("mixsabc123-%07d", i)
+			stages := [][]msg{whole[:1], whole[1:2], whole[2 : len(whole)-1], whole[len(whole)-1:]}
+			if got := measured[click]; !slices.Equal(got, stages[cohort]) {
+				t.Errorf("%d clicks: click %d (cohort %d) in the stream: %v, want %v", n, i, cohort, got, stages[cohort])
+			}
+			for s := range stageQualification {
+				var want []msg
+				if int(s) < cohort {
+					want = stages[s]
+				}
+				if got := histories[s][click]; !slices.Equal(got, want) {
+					t.Errorf("%d clicks: click %d (cohort %d) in the history of stage %d: %v, want %v", n, i, cohort, s, got, want)
+				}
+			}
 		}
 	}
 
 	// The deposit-only streams and the probe are valid deposits too.
-	base := time.Now().Add(-time.Hour)
+	base = time.Now().Add(-time.Hour)
 	for _, m := range []kafka.Message{depositMessage("t", 0, 10, base), depositMessage("t", 12345, 10, base), newLatencyProbe("lat-", merchantDeposits).message(7, time.Now())} {
 		if _, err := dec.Decode(event.KindDeposit, m.Value); err != nil {
 			t.Errorf("%v\n%s", err, m.Value)
