@@ -12,7 +12,9 @@
 //     the client library constant;
 //   - naive: one event at a time with kafka-go and go-redis, synchronous
 //     audit write and commit (the design target's starting point, about
-//     450/s when it was set), and its Redis round trips per event.
+//     450/s when it was set), and its Redis round trips per event;
+//   - http-1conn again, measured last: how far the leg itself moved over
+//     the run, which bounds how far any ratio to it can be trusted.
 //
 // Phases, each bounded by a timeout:
 //
@@ -27,7 +29,10 @@
 //     and Redis, and how busy the whole machine was meanwhile;
 //   - mixed funnel: -mixed-clicks clicks, each with a registration, an FTD
 //     and 0-4 repeat deposits, a revenue event for the hybrid merchant's
-//     clicks and a qualification, on the four input topics;
+//     clicks and a qualification, on the four input topics; in two shapes
+//     (-mixed-shapes): steady, four cohorts of clicks each at one stage of
+//     its life (the earlier stages consumed first, unmeasured), as
+//     production has them, and cold, every stage of new clicks at once;
 //   - backlog: -backlog deposits in the topic before postbackd starts:
 //     sustained rate, slowest 10 s window, peak RSS;
 //   - scale-out: 1, 2, 4 members of one group on 8 partitions (-scaleout),

@@ -53,6 +53,7 @@ func TestSmoke(t *testing.T) {
 		`(?m)^  postbacks/s, first to last postback +[\d ]+ /s +\d+\.\d\dx +http-1conn$`,
 		`(?m)^  the clicks' history, consumed first a stage at a time \(not measured\) +3 000 events in [\d.]+ (ms|s)$`,
 		`(?m)^  postbacks expected and received +2 200 / 2 200$`,
+		`(?m)^  http-1conn again: the raw HTTP leg after every phase +[\d ]+ req/s +\d+\.\d\dx +http-1conn$`,
 		`(?m)^  http-1conn-fasthttp: the same leg with fasthttp \(postbackd's HTTP library, defaults\) +[\d ]+ req/s +\d+\.\d\dx +http-1conn$`,
 		`(?m)^ +\d+\.\d\dx +http-1conn-fasthttp$`,
 		`(?m)^  CPU seconds per 10 000 postbacks \(postbackd subprocess\) +\d+\.\d+ s +[\d.]+x +http-1conn CPU per 10 000$`,

@@ -340,6 +340,17 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		h.scaleOut(ctx, createTopics)
 	}
 
+	// The baseline once more: every ratio above is against the first
+	// measurement, and how far the leg itself moved over the run is how far
+	// a ratio can be trusted.
+	h.logf("baseline http-1conn again (3 s)")
+	if again, _, err := measureHTTP(ctx, "http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second); err != nil {
+		h.fail("http-1conn again", err)
+	} else {
+		h.t.section("baseline again (measured last, same machine)")
+		h.t.add("http-1conn again: the raw HTTP leg after every phase", perSecond(again, "req/s"), again, h.httpRate, "http-1conn")
+	}
+
 	h.logf("done in %s", time.Since(start).Round(time.Second))
 	fmt.Fprintf(stdout, "postbackd-load run %s, %s, %d CPUs; Kafka %s, Redis %s; tracker on loopback in the harness\n",
 		h.run, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), o.brokers, o.redisAddr)
