@@ -214,15 +214,15 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 
 	// Baselines.
-	h.logf("baseline http-1conn (3 s)")
+	h.logf("baseline http-1conn (%s)", legFor)
 	httpMachine := startMachineMeter()
-	h.httpRate, h.httpCPU10k, err = measureHTTP(ctx, "http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second)
+	h.httpRate, h.httpCPU10k, err = measureHTTP(ctx, h.legURL(), legFor)
 	if err != nil {
 		return fmt.Errorf("http-1conn baseline: %w", err)
 	}
 	httpShares, httpSharesOK := httpMachine.shares()
-	h.logf("baseline http-1conn-fasthttp (3 s)")
-	h.fastHTTPRate, err = measureHTTPFast(ctx, "http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second)
+	h.logf("baseline http-1conn-fasthttp (%s)", legFor)
+	h.fastHTTPRate, err = measureHTTPFast(ctx, h.legURL(), legFor)
 	if err != nil {
 		return fmt.Errorf("http-1conn-fasthttp baseline: %w", err)
 	}
@@ -316,12 +316,7 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 
 	if o.mixedClicks > 0 {
 		for _, shape := range o.mixedShapes {
-			f := funnelMix{clicks: o.mixedClicks, shape: shape}
-			c := f.counts(f.measured())
-			h.t.section(fmt.Sprintf("mixed funnel (%s: %s): %s clicks → %s registrations, %s deposits (FTD + 0-4 repeats), %s revenue (hybrid merchant), %s qualifications; %s events on 4 topics × %d partitions, 1 subprocess",
-				shape, shape.describe(), grouped(int64(o.mixedClicks)), grouped(int64(c.registrations)), grouped(int64(c.deposits)), grouped(int64(c.revenue)),
-				grouped(int64(c.qualifications)), grouped(int64(c.events())), o.partitions))
-			if err := h.mixed(ctx, f, createTopics); err != nil {
+			if err := h.mixed(ctx, funnelMix{clicks: o.mixedClicks, shape: shape}, createTopics); err != nil {
 				h.fail("mixed funnel ("+shape.String()+")", err)
 			}
 		}
@@ -343,8 +338,8 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	// The baseline once more: every ratio above is against the first
 	// measurement, and how far the leg itself moved over the run is how far
 	// a ratio can be trusted.
-	h.logf("baseline http-1conn again (3 s)")
-	if again, _, err := measureHTTP(ctx, "http://"+h.trackerAddr+"/track/conv?click_id=x&amount=1.00", 3*time.Second); err != nil {
+	h.logf("baseline http-1conn again (%s)", legFor)
+	if again, _, err := measureHTTP(ctx, h.legURL(), legFor); err != nil {
 		h.fail("http-1conn again", err)
 	} else {
 		h.t.section("baseline again (measured last, same machine)")
@@ -362,6 +357,15 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("not measured: %s", strings.Join(h.failed, ", "))
 	}
 	return nil
+}
+
+// legFor is how long each measurement of the raw HTTP leg runs.
+const legFor = 3 * time.Second
+
+// legURL is the raw HTTP leg's request: a GET the tracker counts like a
+// postback.
+func (h *harness) legURL() string {
+	return "http://" + h.trackerAddr + "/track/conv?click_id=x&amount=1.00"
 }
 
 func (h *harness) verboseW() io.Writer {
@@ -525,7 +529,13 @@ func cmpFloat(a, b float64) int {
 	return 0
 }
 
+// mixed opens the section of f's shape and measures it.
 func (h *harness) mixed(ctx context.Context, f funnelMix, createTopics func(*config.Config, int) error) error {
+	stream := f.measured()
+	c := f.counts(stream)
+	h.t.section(fmt.Sprintf("mixed funnel (%s: %s): %s clicks → %s registrations, %s deposits (FTD + 0-4 repeats), %s revenue (hybrid merchant), %s qualifications; %s events on 4 topics × %d partitions, 1 subprocess",
+		f.shape, f.shape.describe(), grouped(int64(f.clicks)), grouped(int64(c.registrations)), grouped(int64(c.deposits)), grouped(int64(c.revenue)),
+		grouped(int64(c.qualifications)), grouped(int64(c.events())), h.o.partitions))
 	name := "mix" + f.shape.tag()
 	p := h.phase(name)
 	cfg, path, err := p.write(h.dir, "mixed-"+f.shape.String())
@@ -544,32 +554,30 @@ func (h *harness) mixed(ctx context.Context, f funnelMix, createTopics func(*con
 	var history int
 	var historyTook time.Duration
 	for s := range stageQualification {
-		stream := f.history(s)
-		c := f.counts(stream)
-		if c.events() == 0 {
+		part := f.history(s)
+		pc := f.counts(part)
+		if pc.events() == 0 {
 			continue
 		}
-		if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, stream, base, cfg.Topics); err != nil {
+		if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, part, base, cfg.Topics); err != nil {
 			return fmt.Errorf("produce the history: %w", err)
 		}
-		h.logf("mixed funnel (%s): produced stage %d of the clicks' history (%d events); postbackd subprocess", f.shape, s, c.events())
+		h.logf("mixed funnel (%s): produced stage %d of the clicks' history (%d events); postbackd subprocess", f.shape, s, pc.events())
 		r, err := runGroup(ctx, groupSpec{name: fmt.Sprintf("%s-history%d", name, s), bin: h.bin, dir: h.dir, cfgPath: path, members: 1,
-			expected: int64(c.postbacks()), timeout: h.o.phaseTimeout(c.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
+			expected: int64(pc.postbacks()), timeout: h.o.phaseTimeout(pc.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute})
 		if err != nil {
 			return fmt.Errorf("the clicks' history, stage %d: %w", s, err)
 		}
-		history += c.events()
+		history += pc.events()
 		historyTook += r.last.Sub(r.start)
 	}
 	if history > 0 {
 		h.t.note("the clicks' history, consumed first a stage at a time (not measured)", fmt.Sprintf("%s events in %s", grouped(int64(history)), dur(historyTook)))
 	}
 	t0 := time.Now()
-	stream := f.measured()
 	if err := produceFunnel(ctx, cfg.Kafka.Brokers, h.run, f, stream, base, cfg.Topics); err != nil {
 		return fmt.Errorf("produce: %w", err)
 	}
-	c := f.counts(stream)
 	h.logf("mixed funnel (%s): produced %d events in %s; postbackd subprocess", f.shape, c.events(), time.Since(t0).Round(time.Millisecond))
 	r, err := runGroup(ctx, groupSpec{name: name, bin: h.bin, dir: h.dir, cfgPath: path, members: 1, expected: int64(c.postbacks()),
 		timeout: h.o.phaseTimeout(c.postbacks()), tr: h.tr, verbose: h.verboseW(), stopWait: time.Minute, redisCPU: h.redisCPU})
