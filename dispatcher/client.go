@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
+	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,7 +35,9 @@ import (
 //     transport honours them, through fasthttpproxy's dialer, set only when
 //     the environment names a proxy. It tunnels every request with CONNECT,
 //     http:// ones too (net/http sent those to the proxy as absolute-URI
-//     GETs): the proxy must allow CONNECT to the trackers' ports.
+//     GETs): the proxy must allow CONNECT to the trackers' ports. It speaks
+//     http:// and socks5:// to the proxy, not https://; New refuses a proxy
+//     variable it cannot use (CheckProxyEnvironment).
 //   - Redirects are not followed (Do never follows them): a 3xx is the
 //     answer.
 //   - fasthttp's own retries are off. An attempt makes its request a second
@@ -214,6 +219,82 @@ func sendAgain(resp *fasthttp.Response, err error) bool {
 		return true
 	}
 	return ra.reused && errors.Is(err, fasthttp.ErrConnectionClosed)
+}
+
+// CheckProxyEnvironment refuses, at start, a proxy variable (read with
+// getenv) that names no proxy the dialer can use; New calls it with
+// os.Getenv. httpproxy (which fasthttpproxy reads the
+// environment with) takes the first of http_proxy and HTTP_PROXY that is
+// set, and of https_proxy and HTTPS_PROXY; a value it cannot parse it
+// ignores (postbacks would then go out directly, around the proxy), or it
+// passes a value on to the dialer, whose error names the whole value,
+// credentials included, in every failed attempt (and so in audit records,
+// dead letters and logs). Each error names the variable and what is wrong
+// with it, never its value: it may hold a password.
+func CheckProxyEnvironment(getenv func(string) string) error {
+	var errs []error
+	for _, names := range [][2]string{{"http_proxy", "HTTP_PROXY"}, {"https_proxy", "HTTPS_PROXY"}} {
+		for _, name := range names {
+			v := getenv(name)
+			if v == "" {
+				continue
+			}
+			if problem := proxyURLProblem(v); problem != "" {
+				errs = append(errs, fmt.Errorf("environment variable %s: %s (its value is not shown: it may hold credentials); "+
+					"a proxy is named as http://host:port or socks5://host:port, with user:password@ before the host if it needs them",
+					name, problem))
+			}
+			break // the one in effect
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// proxyURLProblem says what keeps v from naming a proxy, "" when nothing
+// does. Like httpproxy, a value that does not parse as a URL with a host is
+// read as http://v, if that names a proxy.
+func proxyURLProblem(v string) string {
+	u, err := url.Parse(v)
+	if err == nil && u.Scheme != "" && u.Host != "" {
+		return proxyProblem(u)
+	}
+	if u2, err2 := url.Parse("http://" + v); err2 == nil && proxyProblem(u2) == "" {
+		return ""
+	}
+	var escape url.EscapeError
+	var host url.InvalidHostError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &escape):
+		return "not a URL: an invalid %-escape"
+	case errors.As(err, &host):
+		return "not a URL: a character a host name cannot hold"
+	case errors.As(err, &ue) && strings.HasPrefix(ue.Err.Error(), "invalid port"):
+		return "not a URL: a port that is not a number"
+	case err != nil:
+		return "not a URL"
+	case u.Host == "":
+		return "no host"
+	}
+	return proxyProblem(u)
+}
+
+// proxyProblem says what keeps the parsed u from naming a proxy the dialer
+// can use, "" when nothing does.
+func proxyProblem(u *url.URL) string {
+	switch u.Scheme {
+	case "http", "socks5", "socks5h": // fasthttpproxy's; it has no TLS to the proxy
+	default:
+		return fmt.Sprintf("the scheme %q, which the proxy dialer does not speak (http, socks5 or socks5h)", u.Scheme)
+	}
+	switch {
+	case u.Hostname() == "":
+		return "no host"
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "":
+		// Nothing reads them: a value that has them is not what was meant.
+		return "a path, query or fragment after the host"
+	}
+	return ""
 }
 
 // proxyConfigured: the environment names a proxy (the variables net/http's

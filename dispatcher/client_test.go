@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http/httpproxy"
+
 	"github.com/postbackd/postbackd/config"
 	"github.com/postbackd/postbackd/postback"
 )
@@ -208,16 +210,100 @@ func TestSendThroughProxyFromEnvironment(t *testing.T) {
 	}
 }
 
-// A tracker that cannot be reached is a failed attempt with the dial's
-// error, never the URL (which holds the token).
-func TestSendUnreachableTracker(t *testing.T) {
+// A proxy variable that names no proxy the dialer can use fails New, naming
+// the variable and never its value: unparsed, httpproxy ignored some such
+// values (postbacks went out around the proxy) and passed others on to the
+// dialer, whose error, in every failed attempt, held the whole value with
+// its password. Every value New accepts is one httpproxy uses as a proxy.
+func TestProxyEnvironmentChecked(t *testing.T) {
+	const secret = "s3cret"
+	pc := serverPartner(&httptest.Server{URL: "http://127.0.0.1:9"})
+	for _, tc := range []struct {
+		name, value, problem string // problem "": accepted
+	}{
+		{"HTTP_PROXY", "http://user:" + secret + "@bad host:3128", "a character a host name cannot hold"},
+		{"HTTP_PROXY", "http://user:" + secret + "@proxy:abc", "a port that is not a number"},
+		{"HTTPS_PROXY", "http://user:" + secret + "%zz@proxy:3128", "an invalid %-escape"},
+		{"https_proxy", "ftp://user:" + secret + "@proxy:21", `the scheme "ftp"`},
+		{"HTTPS_PROXY", "https://user:" + secret + "@proxy:443", `the scheme "https"`},
+		{"http_proxy", "socks5://", "no host"},
+		{"HTTP_PROXY", "http://user:" + secret + "@proxy.internal:3128", ""},
+		{"HTTPS_PROXY", "proxy.internal:3128", ""},
+		{"https_proxy", "socks5h://user:" + secret + "@proxy:1080", ""},
+		{"HTTP_PROXY", "http://[::1]:3128/", ""},
+		{"HTTP_PROXY", "http://user:" + secret + "@proxy:3128/path", "a path, query or fragment"},
+	} {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"} {
+				t.Setenv(v, "")
+			}
+			t.Setenv(tc.name, tc.value)
+			_, err := New(map[string]config.Partner{"acme": pc}, Options{})
+			if tc.problem == "" {
+				if err != nil {
+					t.Fatalf("New: %v; want the proxy accepted", err)
+				}
+				scheme := "http"
+				if strings.HasPrefix(strings.ToLower(tc.name), "https") {
+					scheme = "https"
+				}
+				used, err := httpproxy.FromEnvironment().ProxyFunc()(&url.URL{Scheme: scheme, Host: "tracker.test:8080"})
+				if err != nil || used == nil {
+					t.Fatalf("httpproxy for an %s request: %v, %v; want the proxy New accepted", scheme, used, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("New accepted it")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "environment variable "+tc.name+": ") || !strings.Contains(msg, tc.problem) {
+				t.Errorf("error %q; want it to name %s and say %q", msg, tc.name, tc.problem)
+			}
+			if strings.Contains(msg, secret) || strings.Contains(msg, "@proxy") || strings.Contains(msg, "bad host") {
+				t.Errorf("error %q shows the value", msg)
+			}
+		})
+	}
+	// Of two spellings, the one httpproxy reads (lower case first) is checked.
+	t.Setenv("http_proxy", "http://proxy.internal:3128")
+	t.Setenv("HTTP_PROXY", "http://bad host")
+	if _, err := New(map[string]config.Partner{"acme": pc}, Options{}); err != nil {
+		t.Errorf("HTTP_PROXY malformed but http_proxy in effect: %v", err)
+	}
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close() // nothing listens there now
-	pc := serverPartner(&httptest.Server{URL: "http://" + addr})
+	return addr
+}
+
+// A proxy that cannot be reached fails the attempt with an error that holds
+// neither the proxy's password nor the postback's token.
+func TestSendUnreachableProxyHidesCredentials(t *testing.T) {
+	t.Setenv("HTTP_PROXY", "http://user:s3cret@"+closedAddr(t))
+	t.Setenv("NO_PROXY", "")
+	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(&httptest.Server{URL: "http://tracker.test:8080"})})
+	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+	if res.Delivered || res.Err == nil {
+		t.Fatalf("Delivered %v err %v; want a failed attempt", res.Delivered, res.Err)
+	}
+	if msg := res.Err.Error(); strings.Contains(msg, "s3cret") || strings.Contains(msg, testToken) {
+		t.Errorf("error %q shows a secret", msg)
+	}
+}
+
+// A tracker that cannot be reached is a failed attempt with the dial's
+// error, never the URL (which holds the token).
+func TestSendUnreachableTracker(t *testing.T) {
+	pc := serverPartner(&httptest.Server{URL: "http://" + closedAddr(t)})
 	env := newEnv(t, map[string]config.Partner{"acme": pc})
 	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
 	if res.Delivered || res.Permanent || res.Attempts != 3 || res.Err == nil {

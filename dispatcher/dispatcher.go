@@ -32,6 +32,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -171,6 +172,9 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 		if p != nil {
 			d.partners[name] = p
 		}
+	}
+	if err := CheckProxyEnvironment(os.Getenv); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -22,7 +22,9 @@ import (
 const checkConfigUsage = `usage: postbackd check-config --config FILE
 
 Validates the configuration (every problem listed, exit 2) and connects to nothing;
-secrets given as env: or file: must be readable. Exit 0 when it is valid.
+secrets given as env: or file: must be readable, and a proxy named by
+HTTP_PROXY or HTTPS_PROXY (or their lower-case spellings) must be one
+postbacks can go through. Exit 0 when it is valid.
 
 flags:
 `
@@ -33,6 +35,10 @@ func cmdCheckConfig(args []string, getenv func(string) string, stdout, stderr io
 	cfg, code := loadConfig(fs, args, getenv, stderr)
 	if cfg == nil {
 		return code
+	}
+	if err := dispatcher.CheckProxyEnvironment(getenv); err != nil {
+		fmt.Fprintf(stderr, "invalid environment:\n%v\n", err)
+		return 2
 	}
 	partners := sortedKeys(cfg.Partners)
 	merchants := sortedKeys(cfg.Merchants)

@@ -53,6 +53,8 @@ func TestCommandLine(t *testing.T) {
 		wantCode   int
 		wantStdout []string
 		wantStderr []string
+		notStderr  []string
+		env        map[string]string
 	}{
 		{name: "no arguments", args: nil, wantCode: 2, wantStderr: []string{"usage: postbackd", "run --config FILE", "topics check"}},
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: []string{"postbackd " + version}},
@@ -71,6 +73,11 @@ func TestCommandLine(t *testing.T) {
 		{name: "rebuild-state --help", args: []string{"rebuild-state", "--help"}, wantCode: 0, wantStderr: []string{"usage: postbackd rebuild-state", "-rewind-to", "-dry-run"}},
 		{name: "check-config of an example", args: []string{"check-config", "--config", "../../examples/tracker-string.yaml"}, wantCode: 0,
 			wantStdout: []string{"configuration valid", "datingnet"}},
+		{name: "check-config with an unusable proxy", args: []string{"check-config", "--config", "../../examples/tracker-string.yaml"},
+			env: map[string]string{"HTTPS_PROXY": "https://ops:hunter2@proxy.internal:443"}, wantCode: 2,
+			wantStderr: []string{"invalid environment", "environment variable HTTPS_PROXY", `the scheme "https"`}, notStderr: []string{"hunter2", "proxy.internal"}},
+		{name: "check-config with a proxy", args: []string{"check-config", "--config", "../../examples/tracker-string.yaml"},
+			env: map[string]string{"https_proxy": "http://ops:hunter2@proxy.internal:3128"}, wantCode: 0, wantStdout: []string{"configuration valid"}},
 		{name: "check-config of a broken file", args: []string{"check-config", "--config", "../../config/testdata/many-mistakes.yaml"}, wantCode: 2,
 			wantStderr: []string{"invalid configuration"}},
 		{name: "render a deposit", args: []string{"render", "--config", "../../examples/tracker-string.yaml", "--event", "testdata/deposit.json"}, wantCode: 0,
@@ -91,7 +98,7 @@ func TestCommandLine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tt.args, envOf(nil), &stdout, &stderr)
+			code := run(context.Background(), tt.args, envOf(tt.env), &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
 			}
@@ -103,6 +110,11 @@ func TestCommandLine(t *testing.T) {
 			for _, s := range tt.wantStderr {
 				if !strings.Contains(stderr.String(), s) {
 					t.Errorf("stderr lacks %q:\n%s", s, stderr.String())
+				}
+			}
+			for _, s := range tt.notStderr {
+				if strings.Contains(stderr.String(), s) {
+					t.Errorf("stderr shows %q:\n%s", s, stderr.String())
 				}
 			}
 			if tt.wantStdout == nil && stdout.Len() > 0 {

@@ -104,3 +104,19 @@ func TestGoRedisLogsThroughZap(t *testing.T) {
 		}
 	}
 }
+
+// TestNewRefusesAnUnusableProxy: a proxy variable the dialer cannot use
+// stops the service before it starts, naming the variable, not its value.
+func TestNewRefusesAnUnusableProxy(t *testing.T) {
+	mr := miniredis.RunT(t)
+	cfg := loadTestConfig(t, []string{"127.0.0.1:1"}, mr.Addr())
+	t.Setenv("http_proxy", "")
+	t.Setenv("HTTP_PROXY", "http://ops:hunter2@proxy.internal:31 28")
+	_, err := New(cfg, zap.NewNop(), Options{})
+	if err == nil {
+		t.Fatal("New accepted an unusable HTTP_PROXY")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "environment variable HTTP_PROXY") || strings.Contains(msg, "hunter2") || strings.Contains(msg, "proxy.internal") {
+		t.Errorf("New: %q; want the variable named and its value not shown", msg)
+	}
+}
