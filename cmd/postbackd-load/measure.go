@@ -128,6 +128,16 @@ type harness struct {
 	naiveRate, naiveRT   float64
 	dep                  *groupResult // deposit-only phase, the baseline of the later ones
 	redisCPU             func() (float64, bool)
+	// targeted are the rates the targets are read on (the deposit-only
+	// stream, each mixed funnel), in the order measured, for their ratios
+	// against the leg's mean over the run.
+	targeted []targetedRate
+}
+
+// targetedRate is a measured rate that a target is a ratio of.
+type targetedRate struct {
+	name string
+	rate float64
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -280,6 +290,7 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		h.fail("deposit-only stream", err)
 	} else {
 		h.dep = &dep
+		h.targeted = append(h.targeted, targetedRate{"deposit-only stream", dep.rate})
 		h.streamRows(dep, "postbackd subprocess", false)
 		for _, r := range probes {
 			h.probeRows(r)
@@ -344,6 +355,14 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	} else {
 		h.t.section("baseline again (measured last, same machine)")
 		h.t.add("http-1conn again: the raw HTTP leg after every phase", perSecond(again, "req/s"), again, h.httpRate, "http-1conn")
+		// The leg can move by a third within a run (an idle core wakes up
+		// faster or slower): the targets' rates against its mean over the
+		// run as well, beside their ratios to the first measurement above.
+		mean := (h.httpRate + again) / 2
+		h.t.add("the leg's mean over the run (first and last measurement)", perSecond(mean, "req/s"), mean, h.httpRate, "http-1conn")
+		for _, r := range h.targeted {
+			h.t.add(r.name+": postbacks/s against that mean", perSecond(r.rate, "/s"), r.rate, mean, "the leg's mean")
+		}
 	}
 
 	h.logf("done in %s", time.Since(start).Round(time.Second))
@@ -585,6 +604,7 @@ func (h *harness) mixed(ctx context.Context, f funnelMix, createTopics func(*con
 		return err
 	}
 	h.t.note("postbacks expected and received", grouped(int64(c.postbacks()))+" / "+grouped(r.postbacks))
+	h.targeted = append(h.targeted, targetedRate{"mixed funnel (" + f.shape.String() + ")", r.rate})
 	h.streamRows(r, "postbackd subprocess", true)
 	return nil
 }
