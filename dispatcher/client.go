@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpproxy"
+	"golang.org/x/net/http/httpproxy"
+
+	"github.com/postbackd/postbackd/config"
 )
 
 // The HTTP client is fasthttp's, not net/http's: a postback is one small GET,
@@ -36,8 +39,9 @@ import (
 //     the environment names a proxy. It tunnels every request with CONNECT,
 //     http:// ones too (net/http sent those to the proxy as absolute-URI
 //     GETs): the proxy must allow CONNECT to the trackers' ports. It speaks
-//     http:// and socks5:// to the proxy, not https://; New refuses a proxy
-//     variable it cannot use (CheckProxyEnvironment).
+//     http:// and socks5:// to the proxy, not https://; New reads the
+//     variables itself, refuses a proxy the dialer cannot use and gives it
+//     the rest written out in full (proxyFromEnvironment).
 //   - Redirects are not followed (Do never follows them): a 3xx is the
 //     answer.
 //   - fasthttp's own retries are off. An attempt makes its request a second
@@ -74,7 +78,7 @@ var rootCAs *x509.CertPool
 // longest partner timeout, at least the default one) bounds a dial fasthttp
 // starts without a request's deadline, for a request waiting for a free
 // connection.
-func newClient(longestTimeout time.Duration) *fasthttp.Client {
+func newClient(longestTimeout time.Duration, proxy *httpproxy.Config) *fasthttp.Client {
 	dialTimeoutOrLongest := func(timeout time.Duration) time.Duration {
 		if timeout <= 0 {
 			return longestTimeout
@@ -111,12 +115,11 @@ func newClient(longestTimeout time.Duration) *fasthttp.Client {
 	if rootCAs != nil {
 		c.TLSConfig = &tls.Config{RootCAs: rootCAs}
 	}
-	proxied := proxyConfigured()
 	c.ConfigureClient = func(hc *fasthttp.HostClient) error {
 		// A malformed answer's error names the problem, not all the bytes
 		// around it; Send redacts the token from every error as well.
 		hc.SecureErrorLogMessage = true
-		if !proxied {
+		if proxy == nil {
 			return nil
 		}
 		isTLS := hc.IsTLS
@@ -124,8 +127,8 @@ func newClient(longestTimeout time.Duration) *fasthttp.Client {
 			// The TCP dial and the CONNECT exchange share the attempt's time.
 			timeout = dialTimeoutOrLongest(timeout)
 			deadline := time.Now().Add(timeout)
-			d := &fasthttpproxy.Dialer{DialDualStack: true, Timeout: timeout / 2, ConnectTimeout: timeout / 2}
-			dial, err := d.GetDialFuncForTLS(true, isTLS)
+			d := &fasthttpproxy.Dialer{Config: *proxy, DialDualStack: true, Timeout: timeout / 2, ConnectTimeout: timeout / 2}
+			dial, err := d.GetDialFuncForTLS(false, isTLS)
 			if err != nil {
 				return nil, err
 			}
@@ -221,91 +224,143 @@ func sendAgain(resp *fasthttp.Response, err error) bool {
 	return ra.reused && errors.Is(err, fasthttp.ErrConnectionClosed)
 }
 
-// CheckProxyEnvironment refuses, at start, a proxy variable (read with
-// getenv) that names no proxy the dialer can use; New calls it with
-// os.Getenv. httpproxy (which fasthttpproxy reads the
-// environment with) takes the first of http_proxy and HTTP_PROXY that is
-// set, and of https_proxy and HTTPS_PROXY; a value it cannot parse it
-// ignores (postbacks would then go out directly, around the proxy), or it
-// passes a value on to the dialer, whose error names the whole value,
-// credentials included, in every failed attempt (and so in audit records,
-// dead letters and logs). Each error names the variable and what is wrong
-// with it, never its value: it may hold a password.
-func CheckProxyEnvironment(getenv func(string) string) error {
-	var errs []error
-	for _, names := range [][2]string{{"http_proxy", "HTTP_PROXY"}, {"https_proxy", "HTTPS_PROXY"}} {
-		for _, name := range names {
-			v := getenv(name)
-			if v == "" {
-				continue
-			}
-			if problem := proxyURLProblem(v); problem != "" {
-				errs = append(errs, fmt.Errorf("environment variable %s: %s (its value is not shown: it may hold credentials); "+
-					"a proxy is named as http://host:port or socks5://host:port, with user:password@ before the host if it needs them",
-					name, problem))
-			}
-			break // the one in effect
-		}
-	}
-	return errors.Join(errs...)
+// CheckProxyEnvironment checks the proxy variables (read with getenv) that
+// postbacks to partners would go through, as New does; see
+// proxyFromEnvironment.
+func CheckProxyEnvironment(getenv func(string) string, partners map[string]config.Partner) error {
+	_, err := proxyFromEnvironment(getenv, urlSchemes(partners))
+	return err
 }
 
-// proxyURLProblem says what keeps v from naming a proxy, "" when nothing
-// does. Like httpproxy, a value that does not parse as a URL with a host is
-// read as http://v, if that names a proxy.
-func proxyURLProblem(v string) string {
-	u, err := url.Parse(v)
-	if err == nil && u.Scheme != "" && u.Host != "" {
-		return proxyProblem(u)
+// urlSchemes are the schemes of the partners' URL templates ("http",
+// "https").
+func urlSchemes(partners map[string]config.Partner) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range partners {
+		for _, g := range p.Goals {
+			scheme, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(g.URL)), "://")
+			out[scheme] = true
+		}
 	}
-	if u2, err2 := url.Parse("http://" + v); err2 == nil && proxyProblem(u2) == "" {
-		return ""
+	return out
+}
+
+// proxyFromEnvironment is the proxy configuration the dialer is given, nil
+// when postbacks go out directly: the environment as Go's net/http reads it
+// (httpproxy.FromEnvironment: of http_proxy and HTTP_PROXY the first that
+// is set, likewise https_proxy and HTTPS_PROXY, no_proxy and NO_PROXY,
+// REQUEST_METHOD for CGI), with each proxy that postbacks of schemes would
+// go through checked and written out in full (scheme, host and port; see
+// normalizeProxy). Left to fasthttpproxy, a value httpproxy cannot parse is
+// ignored (postbacks then go out directly, around the proxy), and others
+// fail every send with an error that holds the whole value, password
+// included, into audit records, dead letters and logs. A variable no
+// postback would go through (HTTPS_PROXY with only http:// partners, any
+// with NO_PROXY=*) is neither checked nor used. Each error names the
+// variable and what is wrong, never its value: it may hold a password.
+func proxyFromEnvironment(getenv func(string) string, schemes map[string]bool) (*httpproxy.Config, error) {
+	firstSet := func(names ...string) (name, value string) {
+		for _, n := range names {
+			if v := getenv(n); v != "" {
+				return n, v
+			}
+		}
+		return "", ""
+	}
+	_, noProxy := firstSet("no_proxy", "NO_PROXY")
+	for _, p := range strings.Split(noProxy, ",") {
+		if strings.TrimSpace(p) == "*" {
+			return nil, nil // every host is excepted
+		}
+	}
+	cfg := &httpproxy.Config{NoProxy: noProxy, CGI: getenv("REQUEST_METHOD") != ""}
+	var errs []error
+	for _, v := range []struct {
+		scheme string
+		names  [2]string
+		proxy  *string
+	}{
+		{"http", [2]string{"http_proxy", "HTTP_PROXY"}, &cfg.HTTPProxy},
+		{"https", [2]string{"https_proxy", "HTTPS_PROXY"}, &cfg.HTTPSProxy},
+	} {
+		name, value := firstSet(v.names[0], v.names[1])
+		if value == "" || !schemes[v.scheme] {
+			continue
+		}
+		if v.scheme == "http" && cfg.CGI {
+			// httpproxy refuses HTTP_PROXY there (a CGI request's Proxy
+			// header sets it): every http:// postback would fail.
+			errs = append(errs, fmt.Errorf("environment variable %s is set while REQUEST_METHOD is: "+
+				"Go's proxy rules refuse it in a CGI environment, so every http:// postback would fail; unset one of them", name))
+			continue
+		}
+		normal, problem := normalizeProxy(value)
+		if problem != "" {
+			errs = append(errs, fmt.Errorf("environment variable %s: %s (its value is not shown: it may hold credentials); "+
+				"a proxy is named as http://host:port or socks5://host:port, with user:password@ before the host if it needs them",
+				name, problem))
+			continue
+		}
+		*v.proxy = normal
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.HTTPProxy == "" && cfg.HTTPSProxy == "" {
+		return nil, nil
+	}
+	return cfg, nil
+}
+
+// normalizeProxy is v as the proxy URL the dialer can use, or what keeps it
+// from being one. Like httpproxy, a value that does not parse as a URL with
+// a host is read as http://v. The URL keeps its scheme and user:password
+// and gets the scheme's port if it names none (80 for http, as net/http
+// dials; 1080 for socks5); a path, query or fragment, which net/http
+// ignores and fasthttpproxy would dial as part of the port, is dropped.
+func normalizeProxy(v string) (normal, problem string) {
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		u2, err2 := url.Parse("http://" + v)
+		switch {
+		case err2 == nil && u2.Host != "" && (u2.Path == "" || u2.Path == "/"):
+			u, err = u2, nil
+		case err == nil:
+			err = err2
+		}
 	}
 	var escape url.EscapeError
 	var host url.InvalidHostError
 	var ue *url.Error
 	switch {
 	case errors.As(err, &escape):
-		return "not a URL: an invalid %-escape"
+		return "", "not a URL: an invalid %-escape"
 	case errors.As(err, &host):
-		return "not a URL: a character a host name cannot hold"
+		return "", "not a URL: a character a host name cannot hold"
 	case errors.As(err, &ue) && strings.HasPrefix(ue.Err.Error(), "invalid port"):
-		return "not a URL: a port that is not a number"
+		return "", "not a URL: a port that is not a number"
 	case err != nil:
-		return "not a URL"
-	case u.Host == "":
-		return "no host"
+		return "", "not a URL"
 	}
-	return proxyProblem(u)
-}
-
-// proxyProblem says what keeps the parsed u from naming a proxy the dialer
-// can use, "" when nothing does.
-func proxyProblem(u *url.URL) string {
+	port := "80"
 	switch u.Scheme {
-	case "http", "socks5", "socks5h": // fasthttpproxy's; it has no TLS to the proxy
-	default:
-		return fmt.Sprintf("the scheme %q, which the proxy dialer does not speak (http, socks5 or socks5h)", u.Scheme)
+	case "http":
+	case "socks5", "socks5h":
+		port = "1080"
+	default: // fasthttpproxy speaks no TLS to a proxy
+		return "", fmt.Sprintf("the scheme %q, which the proxy dialer does not speak (http, socks5 or socks5h)", u.Scheme)
 	}
-	switch {
-	case u.Hostname() == "":
-		return "no host"
-	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "":
-		// Nothing reads them: a value that has them is not what was meant.
-		return "a path, query or fragment after the host"
+	if u.Hostname() == "" {
+		return "", "no host"
 	}
-	return ""
-}
-
-// proxyConfigured: the environment names a proxy (the variables net/http's
-// ProxyFromEnvironment reads).
-func proxyConfigured() bool {
-	for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
-		if os.Getenv(v) != "" {
-			return true
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", "a port that is not a number from 1 to 65535"
 		}
+		port = p
 	}
-	return false
+	out := url.URL{Scheme: u.Scheme, User: u.User, Host: net.JoinHostPort(u.Hostname(), port)}
+	return out.String(), ""
 }
 
 // isTimeout: the attempt ran out of time (dialing, waiting for a connection,

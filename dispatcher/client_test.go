@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -158,26 +159,22 @@ func TestSendLargeAnswerHeaders(t *testing.T) {
 	}
 }
 
-// HTTP_PROXY is honoured, as net/http's default transport honours it: the
-// request reaches the tracker through the proxy's CONNECT tunnel.
-func TestSendThroughProxyFromEnvironment(t *testing.T) {
-	var hits counter
-	tracker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.hit(r) }))
-	defer tracker.Close()
-	_, port, _ := net.SplitHostPort(strings.TrimPrefix(tracker.URL, "http://"))
-
+// connectProxy is a CONNECT proxy in front of the tracker listening on
+// port of 127.0.0.1: it alone resolves tracker.test, so a request that
+// bypassed it could not reach the tracker at all. tunnels lists the
+// CONNECT targets it was asked for.
+func connectProxy(t *testing.T, port string) (addr string, tunnels func() []string) {
+	t.Helper()
 	var mu sync.Mutex
-	var tunnels []string
+	var seen []string
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect {
 			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
 			return
 		}
 		mu.Lock()
-		tunnels = append(tunnels, r.Host)
+		seen = append(seen, r.Host)
 		mu.Unlock()
-		// tracker.test only resolves here, in the proxy: a request that
-		// bypassed the proxy could not reach the tracker at all.
 		up, err := net.Dial("tcp", "127.0.0.1:"+port)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -193,66 +190,76 @@ func TestSendThroughProxyFromEnvironment(t *testing.T) {
 		_, _ = io.Copy(conn, up)
 		_ = conn.Close()
 	}))
-	defer proxy.Close()
-	t.Setenv("HTTP_PROXY", proxy.URL)
-	t.Setenv("NO_PROXY", "")
-
-	pc := serverPartner(&httptest.Server{URL: "http://tracker.test:" + port})
-	env := newEnv(t, map[string]config.Partner{"acme": pc})
-	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
-	if !res.Delivered || hits.count() != 1 {
-		t.Fatalf("Delivered %v err %v, tracker saw %d; want delivered through the proxy", res.Delivered, res.Err, hits.count())
+	t.Cleanup(proxy.Close)
+	return strings.TrimPrefix(proxy.URL, "http://"), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(tunnels) != 1 || tunnels[0] != "tracker.test:"+port {
-		t.Errorf("proxy tunnels %q; want one to tracker.test:%s", tunnels, port)
+}
+
+// clearProxyEnvironment unsets, for the test, every variable the proxy
+// rules read, so that the machine's own do not decide the test.
+func clearProxyEnvironment(t *testing.T) {
+	for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "REQUEST_METHOD"} {
+		t.Setenv(v, "")
+	}
+}
+
+// HTTP_PROXY is honoured, as net/http's default transport honours it, in
+// each way a proxy is commonly written: the request reaches the tracker
+// through the proxy's CONNECT tunnel.
+func TestSendThroughProxyFromEnvironment(t *testing.T) {
+	var hits counter
+	tracker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.hit(r) }))
+	defer tracker.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(tracker.URL, "http://"))
+	proxy, tunnels := connectProxy(t, port)
+	pc := serverPartner(&httptest.Server{URL: "http://tracker.test:" + port})
+	for i, value := range []string{
+		"http://" + proxy,
+		proxy, // no scheme: http, as net/http reads it
+		"http://user:s3cret@" + proxy + "/",
+		"http://" + proxy + "/some/path?q=1#f", // net/http ignores all three
+	} {
+		clearProxyEnvironment(t)
+		t.Setenv("HTTP_PROXY", value)
+		env := newEnv(t, map[string]config.Partner{"acme": pc})
+		res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
+		if !res.Delivered || hits.count() != i+1 {
+			t.Fatalf("HTTP_PROXY=%s: Delivered %v err %v, tracker saw %d; want delivered through the proxy", value, res.Delivered, res.Err, hits.count())
+		}
+		if got := tunnels(); len(got) != i+1 || got[i] != "tracker.test:"+port {
+			t.Errorf("HTTP_PROXY=%s: proxy tunnels %q; want one more to tracker.test:%s", value, got, port)
+		}
 	}
 }
 
 // A proxy variable that names no proxy the dialer can use fails New, naming
-// the variable and never its value: unparsed, httpproxy ignored some such
+// the variable and never its value: unchecked, httpproxy ignored some such
 // values (postbacks went out around the proxy) and passed others on to the
 // dialer, whose error, in every failed attempt, held the whole value with
-// its password. Every value New accepts is one httpproxy uses as a proxy.
+// its password.
 func TestProxyEnvironmentChecked(t *testing.T) {
 	const secret = "s3cret"
-	pc := serverPartner(&httptest.Server{URL: "http://127.0.0.1:9"})
-	for _, tc := range []struct {
-		name, value, problem string // problem "": accepted
-	}{
+	partners := map[string]config.Partner{
+		"plain":  serverPartner(&httptest.Server{URL: "http://127.0.0.1:9"}),
+		"secure": serverPartner(&httptest.Server{URL: "https://127.0.0.1:9"}),
+	}
+	for _, tc := range []struct{ name, value, problem string }{
 		{"HTTP_PROXY", "http://user:" + secret + "@bad host:3128", "a character a host name cannot hold"},
 		{"HTTP_PROXY", "http://user:" + secret + "@proxy:abc", "a port that is not a number"},
+		{"http_proxy", "proxy:abc", "a port that is not a number"},
+		{"HTTP_PROXY", "http://user:" + secret + "@proxy:99999", "a port that is not a number from 1 to 65535"},
 		{"HTTPS_PROXY", "http://user:" + secret + "%zz@proxy:3128", "an invalid %-escape"},
 		{"https_proxy", "ftp://user:" + secret + "@proxy:21", `the scheme "ftp"`},
 		{"HTTPS_PROXY", "https://user:" + secret + "@proxy:443", `the scheme "https"`},
 		{"http_proxy", "socks5://", "no host"},
-		{"HTTP_PROXY", "http://user:" + secret + "@proxy.internal:3128", ""},
-		{"HTTPS_PROXY", "proxy.internal:3128", ""},
-		{"https_proxy", "socks5h://user:" + secret + "@proxy:1080", ""},
-		{"HTTP_PROXY", "http://[::1]:3128/", ""},
-		{"HTTP_PROXY", "http://user:" + secret + "@proxy:3128/path", "a path, query or fragment"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
-			for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"} {
-				t.Setenv(v, "")
-			}
+			clearProxyEnvironment(t)
 			t.Setenv(tc.name, tc.value)
-			_, err := New(map[string]config.Partner{"acme": pc}, Options{})
-			if tc.problem == "" {
-				if err != nil {
-					t.Fatalf("New: %v; want the proxy accepted", err)
-				}
-				scheme := "http"
-				if strings.HasPrefix(strings.ToLower(tc.name), "https") {
-					scheme = "https"
-				}
-				used, err := httpproxy.FromEnvironment().ProxyFunc()(&url.URL{Scheme: scheme, Host: "tracker.test:8080"})
-				if err != nil || used == nil {
-					t.Fatalf("httpproxy for an %s request: %v, %v; want the proxy New accepted", scheme, used, err)
-				}
-				return
-			}
+			_, err := New(partners, Options{})
 			if err == nil {
 				t.Fatal("New accepted it")
 			}
@@ -265,11 +272,68 @@ func TestProxyEnvironmentChecked(t *testing.T) {
 			}
 		})
 	}
-	// Of two spellings, the one httpproxy reads (lower case first) is checked.
+
+	refused := func(t *testing.T, what string, ps map[string]config.Partner, want string) {
+		t.Helper()
+		_, err := New(ps, Options{})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: New: %v; want an error saying %q", what, err, want)
+		}
+	}
+	accepted := func(t *testing.T, what string, ps map[string]config.Partner) {
+		t.Helper()
+		if _, err := New(ps, Options{}); err != nil {
+			t.Errorf("%s: New: %v; want it accepted", what, err)
+		}
+	}
+	// Of two spellings, the one Go's proxy rules read (lower case first) is
+	// checked and named.
+	clearProxyEnvironment(t)
 	t.Setenv("http_proxy", "http://proxy.internal:3128")
 	t.Setenv("HTTP_PROXY", "http://bad host")
-	if _, err := New(map[string]config.Partner{"acme": pc}, Options{}); err != nil {
-		t.Errorf("HTTP_PROXY malformed but http_proxy in effect: %v", err)
+	accepted(t, "HTTP_PROXY malformed, http_proxy in effect", partners)
+	t.Setenv("http_proxy", "http://bad host")
+	t.Setenv("HTTP_PROXY", "http://proxy.internal:3128")
+	refused(t, "http_proxy malformed and in effect", partners, "environment variable http_proxy: ")
+	// A variable no postback goes through is not checked.
+	clearProxyEnvironment(t)
+	t.Setenv("HTTPS_PROXY", "https://proxy.internal:443")
+	accepted(t, "HTTPS_PROXY unusable, no https:// partner", map[string]config.Partner{"plain": partners["plain"]})
+	refused(t, "HTTPS_PROXY unusable, an https:// partner", partners, "environment variable HTTPS_PROXY: ")
+	t.Setenv("NO_PROXY", "example.com, *")
+	accepted(t, "HTTPS_PROXY unusable, NO_PROXY=*", partners)
+	// In a CGI environment Go's proxy rules refuse HTTP_PROXY: every http://
+	// postback would fail.
+	clearProxyEnvironment(t)
+	t.Setenv("HTTP_PROXY", "http://proxy.internal:3128")
+	t.Setenv("REQUEST_METHOD", "GET")
+	refused(t, "HTTP_PROXY in a CGI environment", partners, "environment variable HTTP_PROXY is set while REQUEST_METHOD is")
+}
+
+// normalizeProxy writes every accepted value out as the proxy net/http
+// would dial, and httpproxy, which the dialer reads it with, uses it.
+func TestNormalizeProxy(t *testing.T) {
+	for in, want := range map[string]string{
+		"proxy:3128":                         "http://proxy:3128",
+		"http://user:pa%20ss@proxy":          "http://user:pa%20ss@proxy:80",
+		"http://proxy:3128/":                 "http://proxy:3128",
+		"http://proxy:3128/p?q=1#f":          "http://proxy:3128",
+		"socks5h://proxy":                    "socks5h://proxy:1080",
+		"socks5://u:p@10.0.0.1:1081":         "socks5://u:p@10.0.0.1:1081",
+		"http://[::1]:3128/":                 "http://[::1]:3128",
+		"localhost":                          "http://localhost:80",
+		"http://proxy.internal.example:8080": "http://proxy.internal.example:8080",
+	} {
+		got, problem := normalizeProxy(in)
+		if problem != "" || got != want {
+			t.Errorf("normalizeProxy(%q) = %q, %q; want %q", in, got, problem, want)
+			continue
+		}
+		cfg := httpproxy.Config{HTTPProxy: got}
+		used, err := cfg.ProxyFunc()(&url.URL{Scheme: "http", Host: "tracker.test:8080"})
+		if err != nil || used == nil || used.String() != got {
+			t.Errorf("httpproxy given %q uses %v, %v; want it", got, used, err)
+		}
 	}
 }
 
@@ -285,17 +349,23 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
-// A proxy that cannot be reached fails the attempt with an error that holds
-// neither the proxy's password nor the postback's token.
+// A proxy that cannot be reached fails the attempt with an error that names
+// the proxy's address and holds neither its password nor the postback's
+// token.
 func TestSendUnreachableProxyHidesCredentials(t *testing.T) {
-	t.Setenv("HTTP_PROXY", "http://user:s3cret@"+closedAddr(t))
-	t.Setenv("NO_PROXY", "")
+	proxy := closedAddr(t)
+	clearProxyEnvironment(t)
+	t.Setenv("HTTP_PROXY", "http://user:s3cret@"+proxy)
 	env := newEnv(t, map[string]config.Partner{"acme": serverPartner(&httptest.Server{URL: "http://tracker.test:8080"})})
 	res := env.d.Send(context.Background(), testPostback("acme", postback.GoalFTD))
 	if res.Delivered || res.Err == nil {
 		t.Fatalf("Delivered %v err %v; want a failed attempt", res.Delivered, res.Err)
 	}
-	if msg := res.Err.Error(); strings.Contains(msg, "s3cret") || strings.Contains(msg, testToken) {
+	msg := res.Err.Error()
+	if !strings.Contains(msg, proxy) {
+		t.Errorf("error %q does not name the proxy %s: the attempt did not go through it", msg, proxy)
+	}
+	if strings.Contains(msg, "s3cret") || strings.Contains(msg, testToken) {
 		t.Errorf("error %q shows a secret", msg)
 	}
 }

@@ -173,7 +173,8 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 			d.partners[name] = p
 		}
 	}
-	if err := CheckProxyEnvironment(os.Getenv); err != nil {
+	proxy, err := proxyFromEnvironment(os.Getenv, urlSchemes(partners))
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -183,7 +184,7 @@ func New(partners map[string]config.Partner, opts Options) (*Dispatcher, error) 
 	for _, p := range d.partners {
 		longestTimeout = max(longestTimeout, p.cfg.Timeout)
 	}
-	d.client = newClient(longestTimeout)
+	d.client = newClient(longestTimeout, proxy)
 	return d, nil
 }
 

@@ -23,8 +23,8 @@ const checkConfigUsage = `usage: postbackd check-config --config FILE
 
 Validates the configuration (every problem listed, exit 2) and connects to nothing;
 secrets given as env: or file: must be readable, and a proxy named by
-HTTP_PROXY or HTTPS_PROXY (or their lower-case spellings) must be one
-postbacks can go through. Exit 0 when it is valid.
+HTTP_PROXY or HTTPS_PROXY (or their lower-case spellings) that postbacks
+would go through must be one they can go through. Exit 0 when it is valid.
 
 flags:
 `
@@ -36,7 +36,7 @@ func cmdCheckConfig(args []string, getenv func(string) string, stdout, stderr io
 	if cfg == nil {
 		return code
 	}
-	if err := dispatcher.CheckProxyEnvironment(getenv); err != nil {
+	if err := dispatcher.CheckProxyEnvironment(getenv, cfg.Partners); err != nil {
 		fmt.Fprintf(stderr, "invalid environment:\n%v\n", err)
 		return 2
 	}

@@ -110,7 +110,9 @@ func TestGoRedisLogsThroughZap(t *testing.T) {
 func TestNewRefusesAnUnusableProxy(t *testing.T) {
 	mr := miniredis.RunT(t)
 	cfg := loadTestConfig(t, []string{"127.0.0.1:1"}, mr.Addr())
-	t.Setenv("http_proxy", "")
+	for _, v := range []string{"http_proxy", "NO_PROXY", "no_proxy", "REQUEST_METHOD"} {
+		t.Setenv(v, "")
+	}
 	t.Setenv("HTTP_PROXY", "http://ops:hunter2@proxy.internal:31 28")
 	_, err := New(cfg, zap.NewNop(), Options{})
 	if err == nil {
