@@ -38,9 +38,11 @@ func Unique() string {
 }
 
 // Redis returns a client and a key prefix unique to the test. With
-// REDIS_ADDR it connects to that Redis; otherwise it starts a miniredis.
-// The fake is returned too (nil for a real Redis) for tests that need to
-// move its clock.
+// REDIS_ADDR it connects to that Redis, and the keys the test wrote under
+// the prefix (or a longer one starting with it, hash tags included) are
+// deleted when it ends; otherwise it starts a miniredis. The fake is
+// returned too (nil for a real Redis) for tests that need to move its
+// clock.
 func Redis(t testing.TB) (redis.UniversalClient, string, *miniredis.Miniredis) {
 	t.Helper()
 	prefix := "t" + Unique()
@@ -52,12 +54,55 @@ func Redis(t testing.TB) (redis.UniversalClient, string, *miniredis.Miniredis) {
 			t.Fatalf("REDIS_ADDR=%s is set but Redis does not answer: %v", addr, err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
+		// Cleanups run last registered first: before the client closes.
+		t.Cleanup(func() {
+			if n, err := DeleteKeys(c, prefix); err != nil {
+				t.Logf("deleting the test's Redis keys (prefix %s, %d deleted): %v", prefix, n, err)
+			}
+		})
 		return c, prefix, nil
 	}
 	m := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
 	return c, prefix, m
+}
+
+// DeleteKeys deletes the keys that start with prefix or with "{"+prefix
+// (the hash-tagged ones) and returns how many it deleted. A benchmark
+// writes hundreds of thousands of keys, many without a TTL: a shared Redis
+// that kept them all would grow slower for every run after it.
+func DeleteKeys(c redis.UniversalClient, prefix string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	deleted := 0
+	for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
+		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		var batch []string
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			n, err := c.Unlink(ctx, batch...).Result()
+			deleted += int(n)
+			batch = batch[:0]
+			return err
+		}
+		for it.Next(ctx) {
+			if batch = append(batch, it.Val()); len(batch) == 500 {
+				if err := flush(); err != nil {
+					return deleted, err
+				}
+			}
+		}
+		if err := it.Err(); err != nil {
+			return deleted, err
+		}
+		if err := flush(); err != nil {
+			return deleted, err
+		}
+	}
+	return deleted, nil
 }
 
 // Kafka returns bootstrap brokers: KAFKA_BROKERS (comma separated) when set,

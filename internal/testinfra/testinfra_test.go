@@ -1,10 +1,15 @@
 package testinfra
 
 import (
+	"context"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // groupRunning sees a live process of the group, and none once it has
@@ -28,5 +33,41 @@ func TestGroupRunning(t *testing.T) {
 	_ = cmd.Wait() // reaped: no zombie left
 	if groupRunning(pgid) {
 		t.Error("the group is still seen running after its only process exited")
+	}
+}
+
+// A real Redis's keys under a test's prefix, hash-tagged or not, and under
+// longer prefixes the test derived from it, are gone when the test ends;
+// another prefix's are not.
+func TestRedisKeysDeletedAfterTheTest(t *testing.T) {
+	if !RealRedis() {
+		t.Skip("REDIS_ADDR not set: a miniredis goes with its test anyway")
+	}
+	ctx := context.Background()
+	var c redis.UniversalClient
+	var prefix string
+	other := "t" + Unique() + "-other"
+	t.Run("writes", func(t *testing.T) {
+		c, prefix, _ = Redis(t)
+		for _, k := range []string{prefix + ":{c:1}:ftd", "{" + prefix + ":q:3}:due", prefix + "m:{c:2}:ctx", other} {
+			if err := c.Set(ctx, k, "v", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 1200 { // more than one batch
+			if err := c.Set(ctx, prefix+":k"+strconv.Itoa(i), "v", time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	check := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR")})
+	defer check.Close()
+	for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
+		if keys, err := check.Keys(ctx, pattern).Result(); err != nil || len(keys) != 0 {
+			t.Errorf("keys %s after the test: %d (%v); want none", pattern, len(keys), err)
+		}
+	}
+	if n, err := check.Del(ctx, other).Result(); err != nil || n != 1 {
+		t.Errorf("another prefix's key: deleted %d (%v); want it kept until now", n, err)
 	}
 }
