@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/internal/rediskeys"
 	"github.com/postbackd/postbackd/internal/service"
 	"github.com/postbackd/postbackd/internal/tracker"
 	"github.com/postbackd/postbackd/metrics"
@@ -677,28 +678,9 @@ func cleanup(brokers, redisAddr, run string, progress io.Writer) error {
 	}
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rc.Close()
-	n := 0
-	for _, pattern := range []string{"load" + run + "*", "{load" + run + "*", "naive" + run + ":*"} {
-		it := rc.Scan(ctx, 0, pattern, 10000).Iterator()
-		var batch []string
-		flush := func() {
-			if len(batch) > 0 {
-				if err := rc.Unlink(ctx, batch...).Err(); err != nil {
-					errs = append(errs, err)
-				}
-				n += len(batch)
-				batch = batch[:0]
-			}
-		}
-		for it.Next(ctx) {
-			if batch = append(batch, it.Val()); len(batch) == 10000 {
-				flush()
-			}
-		}
-		flush()
-		if err := it.Err(); err != nil {
-			errs = append(errs, fmt.Errorf("redis: %w", err))
-		}
+	n, err := rediskeys.Delete(ctx, rc, "load"+run, "naive"+run+":")
+	if err != nil {
+		errs = append(errs, fmt.Errorf("redis: %w", err))
 	}
 	fmt.Fprintf(progress, "load: cleanup of run %s: deleted %d topics and %d Redis keys\n", run, len(topics), n)
 	return errors.Join(errs...)

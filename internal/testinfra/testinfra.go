@@ -23,6 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/postbackd/postbackd/internal/rediskeys"
 )
 
 // Real reports whether tests run against a real broker and Redis.
@@ -54,9 +56,13 @@ func Redis(t testing.TB) (redis.UniversalClient, string, *miniredis.Miniredis) {
 			t.Fatalf("REDIS_ADDR=%s is set but Redis does not answer: %v", addr, err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		// Cleanups run last registered first: before the client closes.
+		// Cleanups run last registered first: before the client closes. A
+		// benchmark writes hundreds of thousands of keys, many without a
+		// TTL: a shared Redis that kept them would slow every run after.
 		t.Cleanup(func() {
-			if n, err := DeleteKeys(c, prefix); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if n, err := rediskeys.Delete(ctx, c, prefix); err != nil {
 				t.Logf("deleting the test's Redis keys (prefix %s, %d deleted): %v", prefix, n, err)
 			}
 		})
@@ -66,43 +72,6 @@ func Redis(t testing.TB) (redis.UniversalClient, string, *miniredis.Miniredis) {
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { _ = c.Close() })
 	return c, prefix, m
-}
-
-// DeleteKeys deletes the keys that start with prefix or with "{"+prefix
-// (the hash-tagged ones) and returns how many it deleted. A benchmark
-// writes hundreds of thousands of keys, many without a TTL: a shared Redis
-// that kept them all would grow slower for every run after it.
-func DeleteKeys(c redis.UniversalClient, prefix string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	deleted := 0
-	for _, pattern := range []string{prefix + "*", "{" + prefix + "*"} {
-		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		var batch []string
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			n, err := c.Unlink(ctx, batch...).Result()
-			deleted += int(n)
-			batch = batch[:0]
-			return err
-		}
-		for it.Next(ctx) {
-			if batch = append(batch, it.Val()); len(batch) == 500 {
-				if err := flush(); err != nil {
-					return deleted, err
-				}
-			}
-		}
-		if err := it.Err(); err != nil {
-			return deleted, err
-		}
-		if err := flush(); err != nil {
-			return deleted, err
-		}
-	}
-	return deleted, nil
 }
 
 // Kafka returns bootstrap brokers: KAFKA_BROKERS (comma separated) when set,

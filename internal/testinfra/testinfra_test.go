@@ -54,10 +54,13 @@ func TestRedisKeysDeletedAfterTheTest(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for i := range 1200 { // more than one batch
-			if err := c.Set(ctx, prefix+":k"+strconv.Itoa(i), "v", time.Hour).Err(); err != nil {
-				t.Fatal(err)
-			}
+		// More than one of rediskeys.Delete's batches (10 000 keys).
+		pipe := c.Pipeline()
+		for i := range 10001 {
+			pipe.Set(ctx, prefix+":k"+strconv.Itoa(i), "v", time.Hour)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
 		}
 	})
 	check := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR")})
