@@ -141,13 +141,16 @@ type WaitingEvent struct {
 }
 
 // luaContext is shared by the scripts that read a click context: str() is a
-// string field or "", context(key) the stored context as a table (empty when
-// there is none or it does not decode: a broken context must not fail every
-// event of its click) and its raw text (false when there is none).
+// string field or "", context(key, ttl) the stored context as a table (empty
+// when there is none or it does not decode: a broken context must not fail
+// every event of its click) and its raw text (false when there is none).
+// With ttl (ms) the read refreshes an existing context's TTL in the same
+// command (GETEX), as every event of an active click does.
 const luaContext = `
 local function str(v) if type(v) == 'string' then return v end return '' end
-local function context(key)
-  local raw = redis.call('GET', key)
+local function context(key, ttl)
+  local raw
+  if ttl then raw = redis.call('GETEX', key, 'PX', ttl) else raw = redis.call('GET', key) end
   local c = {}
   if raw then
     local ok, d = pcall(cjson.decode, raw)
@@ -174,13 +177,15 @@ end
 // A route chosen from the click or by default is remembered under the event
 // id (RecordTTL), so a redelivered event keeps its partner (hence its
 // postback ids) whatever the click learnt since. An event's own network
-// needs no memo: it is in the event.
+// needs no memo: it is in the event, and it routes the event before any
+// memo is read (none is ever written for such an event, so a redelivery
+// routes the same without the read).
 //
 // Empty tables are never encoded (cjson implementations disagree on "{}" or
 // "[]"), and a context that does not decode is treated as empty rather than
 // failing every event of the click.
 var attributeScript = redis.NewScript(luaContext + `
-local c, raw = context(KEYS[1])
+local c, raw = context(KEYS[1], ARGV[7])
 local changed = false
 local net = ARGV[2]
 local cnet = str(c.network)
@@ -201,8 +206,6 @@ if changed then
   if str(c.first_seen_at) == '' then c.first_seen_at = ARGV[8] end
   raw = cjson.encode(c)
   redis.call('SET', KEYS[1], raw, 'PX', ARGV[7])
-elseif raw then
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
 end
 local found = '0'
 if raw then found = '1' else raw = '' end
@@ -216,13 +219,13 @@ if known and ARGV[9] == '1' then
     end
   end
 end
+if net ~= '' then return {'routed', net, 'event', raw, found, released} end
 local memo = redis.call('GET', KEYS[2])
 if memo then
   local i = string.find(memo, '|', 1, true)
   if i then return {'routed', string.sub(memo, i + 1), string.sub(memo, 1, i - 1), raw, found, released} end
 end
 local partner, via = '', ''
-if net ~= '' then return {'routed', net, 'event', raw, found, released} end
 if cnet ~= '' then
   partner, via = cnet, 'click'
 elseif (ARGV[6] ~= '' or ARGV[11] == '1') and not known then
@@ -252,8 +255,8 @@ return {'routed', partner, via, raw, found, released}
 //     first value of a key is kept (so a redelivered or late event cannot
 //     change what earlier postbacks were sent with); an event with none
 //     changes nothing.
-//   - The route: a route remembered for this event id (a redelivery: the
-//     same partner, so the same postback ids); else the event's own network;
+//   - The route: the event's own network; else a route remembered for this
+//     event id (a redelivery: the same partner, so the same postback ids);
 //     else the click's; else, when t.WaitPayload or t.Wait is set and the
 //     click has no registration either, the event waits (StateWaiting); else the
 //     merchant's default; else StateUnroutable.

@@ -1,0 +1,131 @@
+package dedupe
+
+import (
+	"context"
+	"maps"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/postbackd/postbackd/internal/testinfra"
+)
+
+// TestDepositCommands counts the Redis commands a deposit's three scripts
+// call (attribution, classify-and-claim, delivered mark), on a Redis of its
+// own so that no other test's commands are counted. Redis's CPU per deposit
+// follows these counts (each command called from Lua costs its own time plus
+// 1-2 µs), so a change that adds one is a cost to see here, in the README's
+// Performance section, before it reaches the hot path.
+func TestDepositCommands(t *testing.T) {
+	ctx := context.Background()
+	client := redis.NewClient(&redis.Options{Addr: testinfra.PrivateRedis(t)})
+	t.Cleanup(func() { _ = client.Close() })
+	s := New(client, Options{Prefix: "cmd"})
+	delivery := Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0, URL: "https://t.example/conv"}
+
+	// deposit runs one deposit's path as the pipeline does and returns the
+	// commands Redis ran meanwhile, by name, scripts' own calls excluded.
+	deposit := func(t *testing.T, click, event, network string) (Goal string, commands map[string]int) {
+		t.Helper()
+		if err := client.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		a := attr(t, s, Touch{ClickID: click, EventID: event, MerchantID: "m", Network: network, DefaultPartner: "alpha", At: t0})
+		if a.State != StateRouted {
+			t.Fatalf("%s: %s, want routed", event, a.State)
+		}
+		token, err := NewClaimToken()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ClassifyClaimBatch(ctx, []ClassifyClaim{{
+			Deposit:       Deposit{ClickID: click, EventID: event, Amount: "10.00", Currency: "EUR", OccurredAt: t0, Route: a.Route},
+			FTDPostbackID: event + "-ftd", RDPostbackID: event + "-rd", Lease: time.Minute, Token: token,
+		}})
+		if err != nil || len(got) != 1 || got[0].Claim == nil || got[0].Claim.State != ClaimAcquired {
+			t.Fatalf("%s: ClassifyClaimBatch: %+v, %v", event, got, err)
+		}
+		var ftd *FTDDelivered
+		pb := event + "-rd"
+		if got[0].Goal == "ftd" {
+			ftd, pb = &FTDDelivered{EventID: event}, event+"-ftd"
+		}
+		if _, err := s.MarkDelivered(ctx, click, pb, token, delivery, ftd); err != nil {
+			t.Fatal(err)
+		}
+		return string(got[0].Goal), commandStats(t, client)
+	}
+
+	for _, tc := range []struct {
+		name, click, event, network string
+		goal                        string
+		want                        map[string]int
+	}{
+		// The click's first deposit, naming its network: the context is
+		// written, the FTD record created and the answer remembered; the
+		// mark reads the record back before flagging it delivered and looks
+		// for a parked qualification.
+		{"ftd", "c1", "d1", "beta", "ftd", map[string]int{
+			"getex": 1, "set": 4, "get": 3, "hmget": 2, "hset": 2, "del": 1, "hget": 1}},
+		// A repeat deposit naming the click's network: the context's TTL is
+		// refreshed by the read itself and no route memo is read.
+		{"rdep", "c1", "d2", "beta", "rdep", map[string]int{
+			"getex": 1, "set": 3, "get": 3, "hmget": 1, "del": 1}},
+		// A repeat deposit without a network is routed by the click, and its
+		// route remembered under its event id.
+		{"rdep by the click", "c1", "d3", "", "rdep", map[string]int{
+			"getex": 1, "set": 4, "get": 4, "hmget": 1, "del": 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			goal, got := deposit(t, tc.click, tc.event, tc.network)
+			if goal != tc.goal {
+				t.Fatalf("classified %s, want %s", goal, tc.goal)
+			}
+			if !maps.Equal(got, tc.want) {
+				t.Errorf("commands %v (%d), want %v (%d)", got, total(got), tc.want, total(tc.want))
+			}
+		})
+	}
+}
+
+// commandStats returns the calls of each command since the last CONFIG
+// RESETSTAT, leaving out the script calls themselves and the test's own
+// commands (INFO, CONFIG).
+func commandStats(t *testing.T, c *redis.Client) map[string]int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for line := range strings.SplitSeq(info, "\n") {
+		// cmdstat_get:calls=3,usec=4,usec_per_call=1.33,...
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd {
+			continue
+		}
+		switch name {
+		case "evalsha", "eval", "script|load", "script", "info", "config|resetstat", "config", "hello", "client|setinfo", "ping":
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		n, err := strconv.Atoi(calls)
+		if err != nil {
+			t.Fatalf("commandstats line %q: %v", line, err)
+		}
+		out[name] = n
+	}
+	return out
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
