@@ -339,6 +339,18 @@ func testAttributeTTL(t *testing.T, h *harness) {
 			t.Errorf("TTL of %s = %s, want (0, %s]", k, got, ttl)
 		}
 	}
+	// A read refreshes the TTL, with or without a network of its own (the
+	// route memo is not read for the one with a network, the context is).
+	for _, tc := range []Touch{{ClickID: "c", EventID: "d3"}, {ClickID: "c", EventID: "d4", Network: "beta"}} {
+		k := s.clickKey("c", "ctx")
+		if err := h.client.PExpire(ctx, k, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		attr(t, s, tc)
+		if got := h.client.PTTL(ctx, k).Val(); got <= ttl-time.Minute || got > ttl {
+			t.Errorf("%s: TTL of the context %s after a read, want (%s, %s]", tc.EventID, got, ttl-time.Minute, ttl)
+		}
+	}
 	if h.fake == nil {
 		return // the rest moves the clock
 	}
