@@ -59,6 +59,9 @@ func TestDepositCommands(t *testing.T) {
 		return string(got[0].Goal), commandStats(t, client)
 	}
 
+	// The click of the last case is registered, with its network, first.
+	attr(t, s, Touch{ClickID: "c2", EventID: "reg", MerchantID: "m", Network: "beta", Registers: true, At: t0})
+
 	for _, tc := range []struct {
 		name, click, event, network string
 		goal                        string
@@ -78,6 +81,10 @@ func TestDepositCommands(t *testing.T) {
 		// route remembered under its event id.
 		{"rdep by the click", "c1", "d3", "", "rdep", map[string]int{
 			"getex": 1, "set": 4, "get": 4, "hmget": 1, "del": 1}},
+		// The first deposit of a registered click, without a network: routed
+		// by the click (its route remembered), then as the first case.
+		{"ftd by the click", "c2", "d1", "", "ftd", map[string]int{
+			"getex": 1, "set": 4, "get": 4, "hmget": 2, "hset": 2, "del": 1, "hget": 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			goal, got := deposit(t, tc.click, tc.event, tc.network)
