@@ -23,7 +23,7 @@ import (
 // and net/http hands every request to a connection's write goroutine and its
 // answer back from a read goroutine. fasthttp writes the request and reads
 // the answer on the caller's goroutine: postbackd's CPU per postback fell by
-// about a third with it (see the README's Performance section). What that changes,
+// about a third with it (docs/performance.md, The HTTP client). What that changes,
 // and how each difference is kept to the contract:
 //
 //   - No context cancellation: an attempt that has started runs until its

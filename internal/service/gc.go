@@ -10,7 +10,7 @@ import "runtime/debug"
 // request), so at 100 it collects about ten times a second at full speed, much
 // of each cycle scanning the stacks of the events in flight. Measured with GODEBUG=gctrace=1 over 60 000 deposits:
 // 71 cycles and 1.35 s of GC CPU (17 % of the process's) at 100, 31 cycles and
-// 0.51 s at 200, for 24 MiB more peak RSS (README, Performance). GOGC and
+// 0.51 s at 200, for 24 MiB more peak RSS (docs/performance.md). GOGC and
 // GOMEMLIMIT in the environment are the operator's and always win.
 const DefaultGCPercent = 200
 
