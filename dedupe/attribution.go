@@ -145,7 +145,11 @@ type WaitingEvent struct {
 // when there is none or it does not decode: a broken context must not fail
 // every event of its click) and its raw text (false when there is none).
 // With ttl (ms) the read refreshes an existing context's TTL in the same
-// command (GETEX), as every event of an active click does.
+// command (GETEX, Redis 6.2 and later), as every event of an active click
+// does. GETEX is a write: where Redis refuses writes (a failed background
+// save, too few replicas) the attribution fails, and is retried, even for
+// an event that would have written nothing; the rest of a deposit's path
+// writes anyway.
 const luaContext = `
 local function str(v) if type(v) == 'string' then return v end return '' end
 local function context(key, ttl)
@@ -179,7 +183,10 @@ end
 // postback ids) whatever the click learnt since. An event's own network
 // needs no memo: it is in the event, and it routes the event before any
 // memo is read (none is ever written for such an event, so a redelivery
-// routes the same without the read).
+// routes the same without the read). That relies on an event id always
+// carrying the same network, as a redelivery or replay of one event does:
+// an event id published again with a network it did not have would go to
+// that network, where the memo of its first route used to keep it.
 //
 // Empty tables are never encoded (cjson implementations disagree on "{}" or
 // "[]"), and a context that does not decode is treated as empty rather than

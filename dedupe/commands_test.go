@@ -27,8 +27,9 @@ func TestDepositCommands(t *testing.T) {
 	delivery := Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0, URL: "https://t.example/conv"}
 
 	// deposit runs one deposit's path as the pipeline does and returns the
-	// commands Redis ran meanwhile, by name, scripts' own calls excluded.
-	deposit := func(t *testing.T, click, event, network string) (Goal string, commands map[string]int) {
+	// commands Redis ran meanwhile, by name: those the scripts called, not
+	// the EVALSHA calls of the scripts themselves.
+	deposit := func(t *testing.T, click, event, network string) (goal string, commands map[string]int) {
 		t.Helper()
 		if err := client.ConfigResetStat(ctx).Err(); err != nil {
 			t.Fatal(err)
@@ -59,34 +60,47 @@ func TestDepositCommands(t *testing.T) {
 		return string(got[0].Goal), commandStats(t, client)
 	}
 
-	// The click of the last case is registered, with its network, first.
-	attr(t, s, Touch{ClickID: "c2", EventID: "reg", MerchantID: "m", Network: "beta", Registers: true, At: t0})
+	// What a case's click has before its counted deposit.
+	registered := func(t *testing.T, click string) {
+		t.Helper()
+		attr(t, s, Touch{ClickID: click, EventID: "reg-" + click, MerchantID: "m", Network: "beta", Registers: true, At: t0})
+	}
+	withFTD := func(t *testing.T, click string) {
+		t.Helper()
+		if goal, _ := deposit(t, click, "ftd-"+click, "beta"); goal != "ftd" {
+			t.Fatalf("first deposit of %s classified %s", click, goal)
+		}
+	}
 
 	for _, tc := range []struct {
 		name, click, event, network string
+		before                      func(*testing.T, string)
 		goal                        string
 		want                        map[string]int
 	}{
-		// The click's first deposit, naming its network: the context is
+		// A new click's first deposit, naming its network: the context is
 		// written, the FTD record created and the answer remembered; the
 		// mark reads the record back before flagging it delivered and looks
 		// for a parked qualification.
-		{"ftd", "c1", "d1", "beta", "ftd", map[string]int{
+		{"ftd", "c1", "d1", "beta", nil, "ftd", map[string]int{
 			"getex": 1, "set": 4, "get": 3, "hmget": 2, "hset": 2, "del": 1, "hget": 1}},
 		// A repeat deposit naming the click's network: the context's TTL is
 		// refreshed by the read itself and no route memo is read.
-		{"rdep", "c1", "d2", "beta", "rdep", map[string]int{
+		{"rdep", "c2", "d2", "beta", withFTD, "rdep", map[string]int{
 			"getex": 1, "set": 3, "get": 3, "hmget": 1, "del": 1}},
 		// A repeat deposit without a network is routed by the click, and its
 		// route remembered under its event id.
-		{"rdep by the click", "c1", "d3", "", "rdep", map[string]int{
+		{"rdep by the click", "c3", "d3", "", withFTD, "rdep", map[string]int{
 			"getex": 1, "set": 4, "get": 4, "hmget": 1, "del": 1}},
 		// The first deposit of a registered click, without a network: routed
 		// by the click (its route remembered), then as the first case.
-		{"ftd by the click", "c2", "d1", "", "ftd", map[string]int{
+		{"ftd by the click", "c4", "d4", "", registered, "ftd", map[string]int{
 			"getex": 1, "set": 4, "get": 4, "hmget": 2, "hset": 2, "del": 1, "hget": 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				tc.before(t, tc.click)
+			}
 			goal, got := deposit(t, tc.click, tc.event, tc.network)
 			if goal != tc.goal {
 				t.Fatalf("classified %s, want %s", goal, tc.goal)
