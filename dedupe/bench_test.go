@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/postbackd/postbackd/internal/redisinfo"
 	"github.com/postbackd/postbackd/internal/testinfra"
 )
 
@@ -19,6 +19,21 @@ import (
 func benchStore(b *testing.B) *Store {
 	c, prefix, _ := testinfra.Redis(b)
 	return New(c, Options{Prefix: prefix})
+}
+
+// registerClicks registers the 1 000 clicks benchDeposit spreads deposits
+// over, with network and, if params, a sub id of their own and an offer.
+func registerClicks(b *testing.B, s *Store, network string, params bool) {
+	for c := range 1000 {
+		click := "c" + strconv.Itoa(c)
+		t := Touch{ClickID: click, EventID: "reg-" + click, Network: network, Registers: true, At: t0}
+		if params {
+			t.Params = map[string]string{"sub": "s-" + click, "offer_id": "o-7"}
+		}
+		if _, err := s.Attribute(context.Background(), t); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // benchDeposit is deposit n of a benchmark: event en of click c(n mod 1000).
@@ -210,14 +225,7 @@ func BenchmarkDepositPath(b *testing.B) {
 				network := "alpha"
 				if routed == "click" {
 					network = ""
-					for c := range 1000 {
-						click := "c" + strconv.Itoa(c)
-						t := Touch{ClickID: click, EventID: "reg-" + click, Network: "alpha", Registers: true, At: t0,
-							Params: map[string]string{"sub": "s-" + click, "offer_id": "o-7"}}
-						if _, err := s.Attribute(ctx, t); err != nil {
-							b.Fatal(err)
-						}
-					}
+					registerClicks(b, s, "alpha", true)
 				}
 				ftds := make([]Deposit, 1000)
 				for c := range ftds {
@@ -231,7 +239,7 @@ func BenchmarkDepositPath(b *testing.B) {
 				reqs := make([]ClassifyClaim, size)
 				ds := make([]Deposit, size)
 				marks := make([]MarkRequest, size)
-				cpu0 := redisCPU(b, s)
+				cpu0, measured := redisinfo.ServerCPU(ctx, s.rdb)
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := range b.N {
@@ -274,37 +282,13 @@ func BenchmarkDepositPath(b *testing.B) {
 					}
 				}
 				b.StopTimer()
-				if cpu0 >= 0 {
-					b.ReportMetric((redisCPU(b, s)-cpu0)*1e6/float64(b.N*size), "redis-µs/op")
+				if cpu1, ok := redisinfo.ServerCPU(ctx, s.rdb); measured && ok {
+					b.ReportMetric((cpu1-cpu0)*1e6/float64(b.N*size), "redis-µs/op")
 				}
 				b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "ops/s")
 			})
 		}
 	}
-}
-
-// redisCPU is the CPU seconds the Redis server has used (INFO cpu), or -1
-// on miniredis, which has none to report.
-func redisCPU(b *testing.B, s *Store) float64 {
-	info, err := s.rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		return -1
-	}
-	total, n := 0.0, 0
-	for line := range strings.SplitSeq(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatalf("INFO cpu %s: %v", line, err)
-			}
-			total, n = total+f, n+1
-		}
-	}
-	if n != 2 {
-		return -1
-	}
-	return total
 }
 
 // BenchmarkAttributeKnownClicks attributes deposits of clicks that have a
@@ -329,12 +313,7 @@ func BenchmarkAttributeKnownClicks(b *testing.B) {
 	for _, mode := range []string{"payload", "on-request"} {
 		b.Run(mode, func(b *testing.B) {
 			s := benchStore(b)
-			for c := range 1000 {
-				click := "c" + strconv.Itoa(c)
-				if _, err := s.Attribute(ctx, Touch{ClickID: click, EventID: "reg-" + click, Network: "beta", Registers: true, At: t0}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			registerClicks(b, s, "beta", false)
 			ts := make([]Touch, size)
 			b.ReportAllocs()
 			b.ResetTimer()

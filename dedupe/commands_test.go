@@ -117,26 +117,22 @@ func TestDepositCommands(t *testing.T) {
 // commands (INFO, CONFIG).
 func commandStats(t *testing.T, c *redis.Client) map[string]int {
 	t.Helper()
-	info, err := c.Info(context.Background(), "commandstats").Result()
+	info, err := c.InfoMap(context.Background(), "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]int{}
-	for line := range strings.SplitSeq(info, "\n") {
-		// cmdstat_get:calls=3,usec=4,usec_per_call=1.33,...
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		name, isCmd := strings.CutPrefix(name, "cmdstat_")
-		if !ok || !isCmd {
-			continue
-		}
+	for key, stats := range info["Commandstats"] {
+		// cmdstat_get: calls=3,usec=4,usec_per_call=1.33,...
+		name := strings.TrimPrefix(key, "cmdstat_")
 		switch name {
 		case "evalsha", "eval", "script|load", "script", "info", "config|resetstat", "config", "hello", "client|setinfo", "ping":
 			continue
 		}
-		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		calls, _, _ := strings.Cut(strings.TrimPrefix(stats, "calls="), ",")
 		n, err := strconv.Atoi(calls)
 		if err != nil {
-			t.Fatalf("commandstats line %q: %v", line, err)
+			t.Fatalf("commandstats %s: %q: %v", key, stats, err)
 		}
 		out[name] = n
 	}

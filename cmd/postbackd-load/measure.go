@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postbackd/postbackd/config"
+	"github.com/postbackd/postbackd/internal/redisinfo"
 	"github.com/postbackd/postbackd/internal/rediskeys"
 	"github.com/postbackd/postbackd/internal/service"
 	"github.com/postbackd/postbackd/internal/tracker"
@@ -188,7 +189,7 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	h.tr = tracker.New(tracker.Options{CountOnly: true, OnRequest: h.probes.observe})
 	rc := redis.NewClient(&redis.Options{Addr: o.redisAddr})
 	defer rc.Close()
-	h.redisCPU = func() (float64, bool) { return redisServerCPU(ctx, rc) }
+	h.redisCPU = func() (float64, bool) { return redisinfo.ServerCPU(ctx, rc) }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -980,28 +981,4 @@ func writeAllocsSince(path string, base *profile.Profile) error {
 		return err
 	}
 	return f.Close()
-}
-
-// redisServerCPU is the Redis server's CPU seconds since it started
-// (INFO cpu, as go-redis's InfoMap parses it), false if it cannot be read.
-func redisServerCPU(ctx context.Context, rc *redis.Client) (float64, bool) {
-	info, err := rc.InfoMap(ctx, "cpu").Result()
-	if err != nil {
-		return 0, false
-	}
-	return redisCPUSeconds(info["CPU"])
-}
-
-// redisCPUSeconds is used_cpu_user + used_cpu_sys of an INFO cpu section,
-// false when either is missing or not a number.
-func redisCPUSeconds(cpu map[string]string) (float64, bool) {
-	var sum float64
-	for _, k := range []string{"used_cpu_user", "used_cpu_sys"} {
-		v, err := strconv.ParseFloat(cpu[k], 64)
-		if err != nil {
-			return 0, false
-		}
-		sum += v
-	}
-	return sum, true
 }
