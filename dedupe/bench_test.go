@@ -89,7 +89,7 @@ func BenchmarkClaimMark(b *testing.B) {
 		if err != nil || r.State != ClaimAcquired {
 			b.Fatalf("claim: %+v, %v", r, err)
 		}
-		if _, err := s.MarkDelivered(ctx, click, pb, r.Token, d, nil); err != nil {
+		if _, err := s.MarkDelivered(ctx, click, pb, d, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -139,8 +139,8 @@ func BenchmarkClaimMarkBatch(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for j, r := range rs {
-			marks[j] = MarkRequest{ClickID: reqs[j].ClickID, PostbackID: reqs[j].PostbackID, Token: r.Token, Delivery: d}
+		for j := range rs {
+			marks[j] = MarkRequest{ClickID: reqs[j].ClickID, PostbackID: reqs[j].PostbackID, Delivery: d}
 		}
 		if _, err := s.MarkDeliveredBatch(ctx, marks); err != nil {
 			b.Fatal(err)
@@ -275,7 +275,7 @@ func BenchmarkDepositPath(b *testing.B) {
 							b.Fatalf("%+v: not a repeat deposit claimed", c)
 						}
 						r := reqs[j]
-						marks[j] = MarkRequest{ClickID: r.Deposit.ClickID, PostbackID: r.RDPostbackID, Token: r.Token, Delivery: delivery}
+						marks[j] = MarkRequest{ClickID: r.Deposit.ClickID, PostbackID: r.RDPostbackID, Delivery: delivery}
 					}
 					if _, err := s.MarkDeliveredBatch(ctx, marks); err != nil {
 						b.Fatal(err)

@@ -163,7 +163,7 @@ func testEmptyIDs(t *testing.T, h *harness) {
 		"LoadClick":      func() error { _, _, err := s.LoadClick(ctx, ""); return err },
 		"Classify":       func() error { _, err := s.Classify(ctx, Deposit{ClickID: "c"}); return err },
 		"Claim":          func() error { _, err := s.Claim(ctx, "c", "", time.Second); return err },
-		"MarkDelivered":  func() error { _, err := s.MarkDelivered(ctx, "", "p", "t", Delivery{}, nil); return err },
+		"MarkDelivered":  func() error { _, err := s.MarkDelivered(ctx, "", "p", Delivery{}, nil); return err },
 		"Release":        func() error { return s.Release(ctx, "c", "", "t") },
 		"Qualify":        func() error { _, err := s.Qualify(ctx, Qualification{ClickID: "c", EventID: "e"}); return err },
 		"TakeOrphan":     func() error { _, _, err := s.TakeOrphan(ctx, "c", ""); return err },
@@ -384,11 +384,11 @@ func testClaim(t *testing.T, h *harness) {
 		t.Fatalf("claim pb2: %+v, %v", r, err)
 	}
 	d := Delivery{HTTPStatus: 200, Attempts: 3, DeliveredAt: t0, URL: "https://t.example/conv?click_id=clk&token=REDACTED"}
-	if p, err := s.MarkDelivered(ctx, "clk", "pb1", b.Token, d, nil); err != nil || p != nil {
+	if p, err := s.MarkDelivered(ctx, "clk", "pb1", d, nil); err != nil || p != nil {
 		t.Fatalf("MarkDelivered = %v, %v", p, err)
 	}
 	// A second mark (say by a holder whose lease had expired) keeps the first record.
-	if _, err := s.MarkDelivered(ctx, "clk", "pb1", "other", Delivery{HTTPStatus: 204, Attempts: 1}, nil); err != nil {
+	if _, err := s.MarkDelivered(ctx, "clk", "pb1", Delivery{HTTPStatus: 204, Attempts: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := claim(ClaimDelivered)
@@ -405,7 +405,7 @@ func testClaim(t *testing.T, h *harness) {
 	// lost, say) leaves the FTD record alone but records the delivery: the
 	// partner accepted it, and a claim must never let it be sent again.
 	ftdBefore := h.client.HGetAll(ctx, s.clickKey("clk", "ftd")).Val()
-	if _, err := s.MarkDelivered(ctx, "clk", "pb3", "tok", d, &FTDDelivered{EventID: "nope"}); !errors.Is(err, ErrNotFTD) {
+	if _, err := s.MarkDelivered(ctx, "clk", "pb3", d, &FTDDelivered{EventID: "nope"}); !errors.Is(err, ErrNotFTD) {
 		t.Fatalf("MarkDelivered(wrong FTD) err %v, want ErrNotFTD", err)
 	}
 	if r, err := s.Claim(ctx, "clk", "pb3", lease); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 200 {
@@ -419,36 +419,51 @@ func testClaim(t *testing.T, h *harness) {
 func testClaimLeaseExpiry(t *testing.T, h *harness) {
 	ctx := context.Background()
 	s := h.store(Options{})
-	lease := 200 * time.Millisecond
-	a, err := s.Claim(ctx, "clk", "pb", lease)
-	if err != nil || a.State != ClaimAcquired {
-		t.Fatalf("claim: %+v, %v", a, err)
+	// The same for a postback that is not the FTD (marked by plain
+	// commands) and for the click's FTD (marked by a script).
+	if _, err := s.Classify(ctx, Deposit{ClickID: "clk", EventID: "d1", Amount: "1", Currency: "EUR", OccurredAt: t0}); err != nil {
+		t.Fatal(err)
 	}
-	var b ClaimResult
-	h.afterExpiry(t, lease, "claim acquirable after the lease", func() bool {
-		b, err = s.Claim(ctx, "clk", "pb", time.Minute)
-		if err != nil {
+	for _, tc := range []struct {
+		pb  string
+		ftd *FTDDelivered
+	}{{"pb", nil}, {"pb-ftd", &FTDDelivered{EventID: "d1"}}} {
+		lease := 200 * time.Millisecond
+		a, err := s.Claim(ctx, "clk", tc.pb, lease)
+		if err != nil || a.State != ClaimAcquired {
+			t.Fatalf("%s: claim: %+v, %v", tc.pb, a, err)
+		}
+		var b ClaimResult
+		h.afterExpiry(t, lease, "claim acquirable after the lease", func() bool {
+			b, err = s.Claim(ctx, "clk", tc.pb, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b.State == ClaimAcquired
+		})
+		// The first holder's late success is still recorded (a delivery is
+		// a fact) and ends the new holder's lease: from now on every claim
+		// finds the delivery, so the lease guards nothing.
+		if _, err := s.MarkDelivered(ctx, "clk", tc.pb, Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, tc.ftd); err != nil {
+			t.Fatalf("%s: %v", tc.pb, err)
+		}
+		if n := h.client.Exists(ctx, s.clickKey("clk", "lease", tc.pb)).Val(); n != 0 {
+			t.Fatalf("%s: lease kept after a late holder's mark", tc.pb)
+		}
+		if r, err := s.Claim(ctx, "clk", tc.pb, time.Minute); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 200 {
+			t.Fatalf("%s: claim after late mark: %+v, %v; want delivered", tc.pb, r, err)
+		}
+		// The second holder's send ends in a mark that keeps the first
+		// answer, or a release that finds nothing to release.
+		if _, err := s.MarkDelivered(ctx, "clk", tc.pb, Delivery{HTTPStatus: 204, Attempts: 2}, tc.ftd); err != nil {
+			t.Fatalf("%s: %v", tc.pb, err)
+		}
+		if err := s.Release(ctx, "clk", tc.pb, b.Token); err != nil {
 			t.Fatal(err)
 		}
-		return b.State == ClaimAcquired
-	})
-	// The first holder's late success is still recorded (a delivery is a
-	// fact) and does not drop the new holder's lease.
-	if _, err := s.MarkDelivered(ctx, "clk", "pb", a.Token, Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if tok := h.client.Get(ctx, s.clickKey("clk", "lease", "pb")).Val(); tok != b.Token {
-		t.Fatalf("lease token %q after a stale mark, want the new holder's", tok)
-	}
-	if r, err := s.Claim(ctx, "clk", "pb", time.Minute); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 200 {
-		t.Fatalf("claim after late mark: %+v, %v; want delivered", r, err)
-	}
-	// The second holder's release is harmless.
-	if err := s.Release(ctx, "clk", "pb", b.Token); err != nil {
-		t.Fatal(err)
-	}
-	if r, err := s.Claim(ctx, "clk", "pb", time.Minute); err != nil || r.State != ClaimDelivered {
-		t.Fatalf("claim after release: %+v, %v; want delivered", r, err)
+		if r, err := s.Claim(ctx, "clk", tc.pb, time.Minute); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 200 || r.Delivery.Attempts != 1 {
+			t.Fatalf("%s: claim after the second holder: %+v, %v; want the first delivery", tc.pb, r, err)
+		}
 	}
 }
 
@@ -466,7 +481,7 @@ func deliverFTD(t *testing.T, s *Store, click, event string) *Parked {
 	if err != nil || r.State != ClaimAcquired {
 		t.Fatalf("claim FTD postback: %+v, %v", r, err)
 	}
-	p, err := s.MarkDelivered(ctx, click, pb, r.Token, Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, &FTDDelivered{EventID: event})
+	p, err := s.MarkDelivered(ctx, click, pb, Delivery{HTTPStatus: 200, Attempts: 1, DeliveredAt: t0}, &FTDDelivered{EventID: event})
 	if err != nil {
 		t.Fatalf("mark FTD delivered: %v", err)
 	}
@@ -510,7 +525,7 @@ func testQualify(t *testing.T, h *harness) {
 	if err != nil || cl.State != ClaimAcquired {
 		t.Fatalf("claim: %+v, %v", cl, err)
 	}
-	p, err := s.MarkDelivered(ctx, "early", pb, cl.Token, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"})
+	p, err := s.MarkDelivered(ctx, "early", pb, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +534,7 @@ func testQualify(t *testing.T, h *harness) {
 	}
 	// A repeat (lost reply, crash before the status change went out) gets
 	// the same qualification again; the status change's claim dedupes.
-	if p, err := s.MarkDelivered(ctx, "early", pb, cl.Token, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil || p == nil || p.EventID != "q1" {
+	if p, err := s.MarkDelivered(ctx, "early", pb, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil || p == nil || p.EventID != "q1" {
 		t.Fatalf("second MarkDelivered(ftd) = %+v, %v; want q1 again", p, err)
 	}
 	// A delivered FTD is not failed, and a released qualification is not
@@ -997,7 +1012,7 @@ func testBatches(t *testing.T, h *harness) {
 		if c.State != ClaimAcquired || c.Token == "" {
 			t.Fatalf("claim %d: %+v, want acquired", i, c)
 		}
-		marks = append(marks, MarkRequest{ClickID: reqs[i].ClickID, PostbackID: reqs[i].PostbackID, Token: c.Token, Delivery: Delivery{HTTPStatus: 200 + i}})
+		marks = append(marks, MarkRequest{ClickID: reqs[i].ClickID, PostbackID: reqs[i].PostbackID, Delivery: Delivery{HTTPStatus: 200 + i}})
 	}
 	if again, err := s.ClaimBatch(ctx, reqs); err != nil || again[3].State != ClaimHeld {
 		t.Fatalf("claim batch again: %+v, %v; want held", again, err)
@@ -1019,6 +1034,7 @@ func testBatches(t *testing.T, h *harness) {
 		t.Fatalf("claim with another token: %+v, %v; want held", got, err)
 	}
 	marks[0].FTD = &FTDDelivered{EventID: "e0"}
+	marks[2].FTD = &FTDDelivered{EventID: "e2"} // FTDs among plain marks: script replies in their places
 	parked, err := s.MarkDeliveredBatch(ctx, marks)
 	if err != nil {
 		t.Fatal(err)
@@ -1183,7 +1199,7 @@ func testClassifyClaim(t *testing.T, h *harness) {
 	held := run("repeat with another token", req("cc", "d1", "net", tok()))
 	check("FTD again, other token", held[0], postback.GoalFTD, true, ClaimHeld)
 
-	if _, err := s.MarkDelivered(ctx, "cc", "ftd-net-d1", t1, Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil {
+	if _, err := s.MarkDelivered(ctx, "cc", "ftd-net-d1", Delivery{HTTPStatus: 200}, &FTDDelivered{EventID: "d1"}); err != nil {
 		t.Fatal(err)
 	}
 	done := run("after the delivery", req("cc", "d1", "net", tok()))
@@ -1244,5 +1260,24 @@ func testScriptFlush(t *testing.T, h *harness) {
 	flush()
 	if jobs, err := s.TakeDue(ctx, t0, time.Minute, 100); err != nil || len(jobs) != 1 {
 		t.Fatalf("take due after flush: %v, %v", jobs, err)
+	}
+	// A batch of marks, plain commands and the FTD's script together: only
+	// the script is run again, and each answer stays in its place.
+	flush()
+	marks := []MarkRequest{
+		{ClickID: "f", PostbackID: "rd-e1", Delivery: Delivery{HTTPStatus: 201}},
+		{ClickID: "g", PostbackID: "ftd-e2", Delivery: Delivery{HTTPStatus: 202}, FTD: &FTDDelivered{EventID: "e2"}},
+		{ClickID: "f", PostbackID: "ftd-e9", Delivery: Delivery{HTTPStatus: 203}, FTD: &FTDDelivered{EventID: "e9"}},
+	}
+	if _, err := s.MarkDeliveredBatch(ctx, marks); !errors.Is(err, ErrNotFTD) || !strings.Contains(err.Error(), "mark 2 (postback ftd-e9)") {
+		t.Fatalf("mark batch after flush: %v; want ErrNotFTD naming mark 2", err)
+	}
+	if _, err := s.MarkDeliveredBatch(ctx, marks[:2]); err != nil {
+		t.Fatalf("mark batch after flush: %v", err)
+	}
+	for i, m := range marks {
+		if r, err := s.Claim(ctx, m.ClickID, m.PostbackID, time.Minute); err != nil || r.State != ClaimDelivered || r.Delivery.HTTPStatus != 201+i {
+			t.Fatalf("claim of %s after the marks: %+v, %v; want delivered %d", m.PostbackID, r, err, 201+i)
+		}
 	}
 }

@@ -160,7 +160,7 @@ func TestKeySlots(t *testing.T) {
 			func() error { _, err := s.Claim(ctx, click, pb, time.Minute); return err },
 			func() error { return s.Release(ctx, click, pb, "x") },
 			func() error {
-				_, err := s.MarkDelivered(ctx, click, pb, "x", Delivery{}, &FTDDelivered{EventID: ev})
+				_, err := s.MarkDelivered(ctx, click, pb, Delivery{}, &FTDDelivered{EventID: ev})
 				return err
 			},
 			func() error { _, _, err := s.TakeOrphan(ctx, click, "q"); return err },

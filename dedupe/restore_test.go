@@ -237,8 +237,10 @@ func testPrepareReplay(t *testing.T, h *harness) {
 	if _, err := s.Classify(ctx, Deposit{ClickID: "f", EventID: "d1", Amount: "1", Currency: "EUR", OccurredAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := s.Claim(ctx, "f", "pb-f", time.Minute)
-	if _, err := s.MarkDelivered(ctx, "f", "pb-f", c.Token, Delivery{HTTPStatus: 400, Refused: "HTTP 400"}, nil); err != nil {
+	if _, err := s.Claim(ctx, "f", "pb-f", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MarkDelivered(ctx, "f", "pb-f", Delivery{HTTPStatus: 400, Refused: "HTTP 400"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.FailFTD(ctx, "f", "d1", "ftd_dead_lettered"); err != nil {

@@ -228,11 +228,22 @@ type scriptCall struct {
 // in a Cluster, per node) ran nothing and is run again with EVAL, which
 // also loads the script; calls that answered keep their result.
 func (s *Store) runPipelined(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	return s.runPipelinedWith(ctx, script, calls, nil)
+}
+
+// runPipelinedWith is runPipelined with plain commands as well: plain, when
+// set, queues them on the same pipeline before the script calls, so that
+// both go in the one round trip. Their replies are in the commands plain
+// kept; a NOSCRIPT retry runs only the script calls again.
+func (s *Store) runPipelinedWith(ctx context.Context, script *redis.Script, calls []scriptCall, plain func(redis.Pipeliner)) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(calls))
-	if len(calls) == 0 {
+	if len(calls) == 0 && plain == nil {
 		return cmds
 	}
 	pipe := s.rdb.Pipeline()
+	if plain != nil {
+		plain(pipe)
+	}
 	for i, c := range calls {
 		cmds[i] = script.EvalSha(ctx, pipe, c.keys, c.args...)
 	}

@@ -111,7 +111,7 @@ func (p *Pipeline) deliverClaimed(ctx context.Context, pb postback.Postback, job
 			// A crash may have come between the FTD's MarkDelivered and the
 			// status change it released. MarkDelivered is safe to repeat: it
 			// writes nothing new and hands the released qualification back.
-			parked, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, "", claim.Delivery, &dedupe.FTDDelivered{EventID: pb.EventID})
+			parked, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, claim.Delivery, &dedupe.FTDDelivered{EventID: pb.EventID})
 			if errors.Is(err, dedupe.ErrNotFTD) {
 				// Its FTD record was lost after the delivery: dead-lettered
 				// when it was sent; again here, in case that never got out.
@@ -145,7 +145,7 @@ func (p *Pipeline) deliverClaimed(ctx context.Context, pb postback.Postback, job
 			ftd = &dedupe.FTDDelivered{EventID: pb.EventID}
 		}
 		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL}
-		parked, err := p.markDelivered(ctx, pb, claim.Token, d, ftd)
+		parked, err := p.markDelivered(ctx, pb, d, ftd)
 		if errors.Is(err, dedupe.ErrNotFTD) {
 			// Redis recorded the delivery (it is never sent again) but refused
 			// to mark the FTD record, which no longer names this deposit:
@@ -188,7 +188,7 @@ func (p *Pipeline) deliverClaimed(ctx context.Context, pb postback.Postback, job
 			refusal = res.Err.Error()
 		}
 		d := dedupe.Delivery{HTTPStatus: res.HTTPStatus, Attempts: pb.Attempts, DeliveredAt: res.LastAttempt, URL: res.URL, Refused: refusal}
-		if _, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, claim.Token, d, nil); err != nil {
+		if _, err := p.store.MarkDelivered(ctx, pb.ClickID, pb.ID, d, nil); err != nil {
 			return 0, err
 		}
 		return resultDeadLettered, p.giveUp(ctx, pb, "postback_refused", res, out)
@@ -268,7 +268,7 @@ func (p *Pipeline) claimLease(partner string) time.Duration {
 // remembers the acceptance (acceptedSet), so that a redelivery of the event
 // waits for the mark instead of taking a lapsed claim and sending again.
 // Only a refusal (ErrNotFTD) ends it early.
-func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
+func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
 	marked := p.accepted.add(pb.ID)
 	defer marked()
 	mctx := context.WithoutCancel(ctx)
@@ -277,7 +277,7 @@ func (p *Pipeline) markDelivered(ctx context.Context, pb postback.Postback, toke
 	var parked *dedupe.Parked
 	for attempt := 1; ; attempt++ {
 		var err error
-		parked, err = p.store.MarkDelivered(mctx, pb.ClickID, pb.ID, token, d, ftd)
+		parked, err = p.store.MarkDelivered(mctx, pb.ClickID, pb.ID, d, ftd)
 		if err == nil || errors.Is(err, dedupe.ErrNotFTD) || errors.Is(err, batch.ErrClosed) {
 			// Closed: the pipeline is gone (Close names what was left).
 			return parked, err

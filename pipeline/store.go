@@ -21,7 +21,7 @@ type Store interface {
 	ClassifyBatch(ctx context.Context, ds []dedupe.Deposit) ([]dedupe.Classification, error)
 	ClassifyClaimBatch(ctx context.Context, reqs []dedupe.ClassifyClaim) ([]dedupe.ClassifiedClaim, error)
 	ClaimBatch(ctx context.Context, reqs []dedupe.ClaimRequest) ([]dedupe.ClaimResult, error)
-	MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error)
+	MarkDelivered(ctx context.Context, clickID, postbackID string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error)
 	MarkDeliveredBatch(ctx context.Context, reqs []dedupe.MarkRequest) ([]*dedupe.Parked, error)
 	Release(ctx context.Context, clickID, postbackID, token string) error
 
@@ -111,8 +111,8 @@ func (b *batchedStore) Claim(ctx context.Context, clickID, postbackID, token str
 	return b.claim.Do(ctx, dedupe.ClaimRequest{ClickID: clickID, PostbackID: postbackID, Lease: lease, Token: token})
 }
 
-func (b *batchedStore) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
-	return b.mark.Do(ctx, dedupe.MarkRequest{ClickID: clickID, PostbackID: postbackID, Token: token, Delivery: d, FTD: ftd})
+func (b *batchedStore) MarkDelivered(ctx context.Context, clickID, postbackID string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
+	return b.mark.Do(ctx, dedupe.MarkRequest{ClickID: clickID, PostbackID: postbackID, Delivery: d, FTD: ftd})
 }
 
 func (b *batchedStore) Qualify(ctx context.Context, q dedupe.Qualification) (dedupe.QualifyResult, error) {

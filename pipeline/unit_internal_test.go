@@ -303,12 +303,12 @@ type downMarks struct {
 
 var errRedisDown = fmt.Errorf("redis: connection refused (injected)")
 
-func (s downMarks) MarkDelivered(ctx context.Context, clickID, postbackID, token string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
+func (s downMarks) MarkDelivered(ctx context.Context, clickID, postbackID string, d dedupe.Delivery, ftd *dedupe.FTDDelivered) (*dedupe.Parked, error) {
 	if s.down.Load() {
 		s.failures.Add(1)
 		return nil, errRedisDown
 	}
-	return s.Store.MarkDelivered(ctx, clickID, postbackID, token, d, ftd)
+	return s.Store.MarkDelivered(ctx, clickID, postbackID, d, ftd)
 }
 
 func (s downMarks) MarkDeliveredBatch(ctx context.Context, reqs []dedupe.MarkRequest) ([]*dedupe.Parked, error) {

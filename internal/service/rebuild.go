@@ -368,9 +368,16 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 	if dryRun || len(commit) == 0 {
 		return out, uncommitted, nil
 	}
-	// An empty group takes commits outside any generation (-1).
-	err = retryKafka(ctx, func() error {
-		res, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: commit})
+	return out, uncommitted, commitOffsets(ctx, client, group, commit)
+}
+
+// commitOffsets commits offsets for group, which must be empty (no member:
+// the commit is outside any generation), retrying while the broker's
+// answer is retriable; a partition's own error fails it, as the request's
+// does.
+func commitOffsets(ctx context.Context, client *kafka.Client, group string, offsets map[string][]kafka.OffsetCommit) error {
+	return retryKafka(ctx, func() error {
+		res, err := client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: offsets})
 		if err != nil {
 			return err
 		}
@@ -383,7 +390,6 @@ func rewindGroup(ctx context.Context, client *kafka.Client, group string, topics
 		}
 		return nil
 	})
-	return out, uncommitted, err
 }
 
 func sortRewinds(rs []PartitionRewind) {
