@@ -87,12 +87,15 @@
 //     deposits of one click yield exactly one FTD. Safe to call twice.
 //   - Claim / MarkDelivered / Release: at most one unexpired lease per
 //     postback, each with a random token. MarkDelivered records the delivery
-//     even after the lease expired, keeps the first record, drops the lease
-//     only if the token still holds it. With ftd set it marks the FTD record
-//     delivered and releases the waiting qualification (marks it released
-//     and returns it, again on every repeat; never a dead-lettered one),
-//     recording its status on the FTD record, in the same script. Release with a stale token is a no-op. All
-//     safe to call twice.
+//     even after the lease expired, keeps the first record, and drops the
+//     lease whoever holds it (every claim reads the delivery first, so the
+//     lease guards nothing once it is recorded); it needs no token, and
+//     without ftd it is two plain commands, not a script. With ftd set it
+//     marks the FTD record delivered and releases the waiting qualification
+//     (marks it released and returns it, again on every repeat; never a
+//     dead-lettered one), recording its status on the FTD record, in the
+//     same script. Release with a stale token is a no-op. All safe to call
+//     twice.
 //   - Qualify: Send when the delivered FTD has no status yet (it is recorded)
 //     or the same status (Repeated); Conflict when the FTD or a waiting
 //     qualification has another status; FTDFailed (nothing parked) when the
