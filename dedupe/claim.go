@@ -287,15 +287,12 @@ func (s *Store) MarkDeliveredBatch(ctx context.Context, reqs []MarkRequest) ([]*
 	defer s.observe("mark_delivered_batch", time.Now())
 	p, err := s.mark(ctx, reqs)
 	if err != nil {
-		if err.i < 0 {
-			return nil, fmt.Errorf("dedupe: mark delivered batch: %w", err.err)
-		}
 		return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d (postback %s): %w", err.i, reqs[err.i].PostbackID, err.err)
 	}
 	return p, nil
 }
 
-// markError is mark's failure: err of request i (-1: of none in particular).
+// markError is mark's failure: err, of request i.
 type markError struct {
 	i   int
 	err error
@@ -313,8 +310,7 @@ type markPlain struct {
 // request whose mark failed.
 func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markError) {
 	values := make([][]byte, len(reqs))
-	var ftds []int // the requests marked by markScript, in the order of calls
-	var calls []scriptCall
+	var calls []scriptCall // the FTDs' marks, in the order of reqs
 	for i, r := range reqs {
 		b, err := marshalDelivery(r.Delivery)
 		if err != nil {
@@ -324,7 +320,6 @@ func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markE
 		if r.FTD != nil {
 			k := s.keysOf(r.ClickID)
 			lease, done := k.claimKeys(r.PostbackID)
-			ftds = append(ftds, i)
 			calls = append(calls, scriptCall{[]string{lease, done, k.key("ftd"), k.key("parked")},
 				[]any{b, s.ttlMS, r.FTD.EventID}})
 		}
@@ -341,7 +336,7 @@ func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markE
 	}
 	cmds := s.runPipelinedWith(ctx, markScript, calls, queuePlain)
 	out := make([]*Parked, len(reqs))
-	next := 0 // the next of ftds
+	next := 0 // the next of cmds: the FTDs' replies, in the order of reqs
 	for i := range reqs {
 		var err error
 		if p := plain[i]; p.set != nil {
