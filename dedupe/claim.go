@@ -234,8 +234,10 @@ return {'taken', p}
 // was taken by another marks the delivery all the same, and the other's
 // send, already under way, ends in a mark that keeps the first answer or a
 // Release that finds nothing. That makes the mark of a postback that is not
-// the FTD two plain commands, SET NX and DEL, with no script: a third less
-// of Redis's CPU for the send guard (BenchmarkDepositPath).
+// the FTD two plain commands, SET NX of the answer and, once Redis has
+// recorded it, DEL of the lease (a round trip later: see mark), with no
+// script: a third less of Redis's CPU for the send guard
+// (BenchmarkDepositPath).
 //
 // When ftd is non-nil the postback was the click's FTD: the FTD record is
 // marked delivered and a parked qualification, if any, is released and
@@ -298,48 +300,57 @@ type markError struct {
 	err error
 }
 
-// markPlain is the mark of a postback that is not the FTD, queued as plain
-// commands; set's and del's replies are read after the round trip.
+// markPlain is the mark of a postback that is not the FTD, as plain
+// commands: set records the answer; del, queued only once set has
+// succeeded, drops the lease.
 type markPlain struct {
-	set *redis.BoolCmd
-	del *redis.IntCmd
+	lease string
+	set   *redis.BoolCmd
+	del   *redis.IntCmd
 }
 
-// mark runs reqs' marks in one pipelined round trip: the FTDs' by
-// markScript, the others' by markPlain's two commands. It stops at the first
+// mark runs reqs' marks: the FTDs' by markScript, the others' by plain
+// commands, SET NX of the answer in the same round trip as the scripts and,
+// in a second one, DEL of the lease of each answer recorded. The order is
+// the point: Redis may refuse the SET and take the DEL (at maxmemory with
+// noeviction it refuses commands that may grow memory and runs DEL), and a
+// lease dropped without its answer recorded would let a claim send again.
+// A lease whose DEL is lost expires on its own. It stops at the first
 // request whose mark failed.
 func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markError) {
 	values := make([][]byte, len(reqs))
 	var calls []scriptCall // the FTDs' marks, in the order of reqs
+	plain := make([]*markPlain, len(reqs))
 	for i, r := range reqs {
 		b, err := marshalDelivery(r.Delivery)
 		if err != nil {
 			return nil, &markError{i, err}
 		}
 		values[i] = b
+		k := s.keysOf(r.ClickID)
+		lease, done := k.claimKeys(r.PostbackID)
 		if r.FTD != nil {
-			k := s.keysOf(r.ClickID)
-			lease, done := k.claimKeys(r.PostbackID)
 			calls = append(calls, scriptCall{[]string{lease, done, k.key("ftd"), k.key("parked")},
 				[]any{b, s.ttlMS, r.FTD.EventID}})
+		} else {
+			plain[i] = &markPlain{lease: lease}
 		}
 	}
-	plain := make([]markPlain, len(reqs))
-	queuePlain := func(pipe redis.Pipeliner) {
-		for i, r := range reqs {
-			if r.FTD == nil {
-				lease, done := s.keysOf(r.ClickID).claimKeys(r.PostbackID)
-				plain[i].set = pipe.SetNX(ctx, done, values[i], s.opts.RecordTTL)
-				plain[i].del = pipe.Del(ctx, lease)
+	queueSets := func(pipe redis.Pipeliner) {
+		for i, p := range plain {
+			if p != nil {
+				done := s.keysOf(reqs[i].ClickID).key("done", reqs[i].PostbackID)
+				p.set = pipe.SetNX(ctx, done, values[i], s.opts.RecordTTL)
 			}
 		}
 	}
-	cmds := s.runPipelinedWith(ctx, markScript, calls, queuePlain)
+	cmds := s.runPipelinedWith(ctx, markScript, calls, queueSets)
+	s.dropLeases(ctx, plain)
 	out := make([]*Parked, len(reqs))
 	next := 0 // the next of cmds: the FTDs' replies, in the order of reqs
-	for i := range reqs {
+	for i, p := range plain {
 		var err error
-		if p := plain[i]; p.set != nil {
+		if p != nil {
 			// A mark whose DEL failed is recorded all the same (its lease
 			// then expires on its own); the error tells the caller to mark
 			// again, which is safe.
@@ -358,6 +369,23 @@ func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markE
 		}
 	}
 	return out, nil
+}
+
+// dropLeases deletes, in one round trip, the lease of each plain mark whose
+// answer Redis recorded (or had recorded before: SET NX answered either
+// way), setting its del.
+func (s *Store) dropLeases(ctx context.Context, plain []*markPlain) {
+	pipe := s.rdb.Pipeline()
+	for _, p := range plain {
+		if p != nil && p.set.Err() == nil {
+			p.del = pipe.Del(ctx, p.lease)
+		}
+	}
+	if pipe.Len() == 0 {
+		return
+	}
+	defer s.observe("drop_leases", time.Now())
+	_, _ = pipe.Exec(ctx) // errors are per command
 }
 
 // parseMark reads the reply of markScript and failFTDScript: {'ok'},

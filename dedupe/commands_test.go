@@ -93,7 +93,7 @@ func TestDepositCommands(t *testing.T) {
 			"evalsha": 3, "getex": 1, "set": 4, "get": 2, "hmget": 2, "hset": 2, "del": 1, "hget": 1}},
 		// A repeat deposit naming the click's network: the context's TTL is
 		// refreshed by the read itself and no route memo is read; the mark
-		// is two plain commands (SET NX, DEL), no script.
+		// is two plain commands (SET NX, then DEL), no script.
 		{"rdep", "c2", "d2", "beta", withFTD, "rdep", map[string]int{
 			"evalsha": 2, "getex": 1, "set": 3, "get": 2, "hmget": 1, "del": 1}},
 		// A repeat deposit without a network is routed by the click, and its

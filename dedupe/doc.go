@@ -2,8 +2,12 @@
 // classification (FTD or rdep), postback claims (the send guard), the FTD
 // qualification state, and the delayed-retry schedule.
 //
-// Every operation is one round trip and atomic: a Lua script (go-redis
-// Script: EVALSHA, EVAL when the server lacks it) or a single command. The
+// Every operation is one round trip and atomic, a Lua script (go-redis
+// Script: EVALSHA, EVAL when the server lacks it) or a single command, but
+// one: the delivered mark of a postback that is not an FTD records the
+// answer (SET NX) and, in a second round trip once it is recorded, drops
+// the lease (DEL); the lease guards nothing after the answer, and is never
+// dropped before it. The
 // hot path has batch forms (AttributeBatch, ClassifyBatch, ClaimBatch,
 // ClassifyClaimBatch, MarkDeliveredBatch, QualifyBatch, ScheduleBatch,
 // FinishWaitingBatch) that pipeline many scripts in one round trip; each
@@ -90,7 +94,8 @@
 //     even after the lease expired, keeps the first record, and drops the
 //     lease whoever holds it (every claim reads the delivery first, so the
 //     lease guards nothing once it is recorded); it needs no token, and
-//     without ftd it is two plain commands, not a script. With ftd set it
+//     without ftd it is two plain commands, not a script, the DEL sent only
+//     once the SET is answered. With ftd set it
 //     marks the FTD record delivered and releases the waiting qualification
 //     (marks it released and returns it, again on every repeat; never a
 //     dead-lettered one), recording its status on the FTD record, in the

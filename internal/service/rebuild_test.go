@@ -67,7 +67,8 @@ func TestRebuildState(t *testing.T) {
 		return (&kafka.Hash{}).Balance(m, ps...)
 	})
 	produce(t, w, msgs...)
-	// The group has consumed all ten of partition 0 and two of partition 1.
+	// The group has consumed all ten of partition 0 and none of partition 1
+	// (committed at 0).
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
 	// Each partition's commit checked: under load the coordinator may answer
 	// a partition with a retriable error, which the request's error misses.
