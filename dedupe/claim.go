@@ -260,9 +260,9 @@ func (s *Store) MarkDelivered(ctx context.Context, clickID, postbackID string, d
 		return nil, fmt.Errorf("dedupe: mark delivered: %w", ErrEmptyID)
 	}
 	defer s.observe("mark_delivered", time.Now())
-	p, err := s.mark(ctx, []MarkRequest{{clickID, postbackID, d, ftd}})
-	if err != nil {
-		return nil, fmt.Errorf("dedupe: mark delivered: %w", err.err)
+	p, failed := s.mark(ctx, []MarkRequest{{clickID, postbackID, d, ftd}})
+	if failed != nil {
+		return nil, fmt.Errorf("dedupe: mark delivered: %w", failed.err)
 	}
 	return p[0], nil
 }
@@ -287,9 +287,9 @@ func (s *Store) MarkDeliveredBatch(ctx context.Context, reqs []MarkRequest) ([]*
 		}
 	}
 	defer s.observe("mark_delivered_batch", time.Now())
-	p, err := s.mark(ctx, reqs)
-	if err != nil {
-		return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d (postback %s): %w", err.i, reqs[err.i].PostbackID, err.err)
+	p, failed := s.mark(ctx, reqs)
+	if failed != nil {
+		return nil, fmt.Errorf("dedupe: mark delivered batch: mark %d (postback %s): %w", failed.i, reqs[failed.i].PostbackID, failed.err)
 	}
 	return p, nil
 }
@@ -301,12 +301,13 @@ type markError struct {
 }
 
 // markPlain is the mark of a postback that is not the FTD, as plain
-// commands: set records the answer; del, queued only once set has
+// commands: set records value under done; del, queued only once set has
 // succeeded, drops the lease.
 type markPlain struct {
-	lease string
-	set   *redis.BoolCmd
-	del   *redis.IntCmd
+	done, lease string
+	value       []byte
+	set         *redis.BoolCmd
+	del         *redis.IntCmd
 }
 
 // mark runs reqs' marks: the FTDs' by markScript, the others' by plain
@@ -318,7 +319,6 @@ type markPlain struct {
 // A lease whose DEL is lost expires on its own. It stops at the first
 // request whose mark failed.
 func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markError) {
-	values := make([][]byte, len(reqs))
 	var calls []scriptCall // the FTDs' marks, in the order of reqs
 	plain := make([]*markPlain, len(reqs))
 	for i, r := range reqs {
@@ -326,21 +326,19 @@ func (s *Store) mark(ctx context.Context, reqs []MarkRequest) ([]*Parked, *markE
 		if err != nil {
 			return nil, &markError{i, err}
 		}
-		values[i] = b
 		k := s.keysOf(r.ClickID)
 		lease, done := k.claimKeys(r.PostbackID)
 		if r.FTD != nil {
 			calls = append(calls, scriptCall{[]string{lease, done, k.key("ftd"), k.key("parked")},
 				[]any{b, s.ttlMS, r.FTD.EventID}})
 		} else {
-			plain[i] = &markPlain{lease: lease}
+			plain[i] = &markPlain{done: done, lease: lease, value: b}
 		}
 	}
 	queueSets := func(pipe redis.Pipeliner) {
-		for i, p := range plain {
+		for _, p := range plain {
 			if p != nil {
-				done := s.keysOf(reqs[i].ClickID).key("done", reqs[i].PostbackID)
-				p.set = pipe.SetNX(ctx, done, values[i], s.opts.RecordTTL)
+				p.set = pipe.SetNX(ctx, p.done, p.value, s.opts.RecordTTL)
 			}
 		}
 	}

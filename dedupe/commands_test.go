@@ -75,9 +75,7 @@ func TestDepositCommands(t *testing.T) {
 
 	// The scripts are loaded before the counted cases, so that none of them
 	// counts a NOSCRIPT answer and the EVAL that loads the script.
-	if goal, _ := deposit(t, "c0", "d0", "beta"); goal != "ftd" {
-		t.Fatalf("first deposit of c0 classified %s", goal)
-	}
+	withFTD(t, "c0")
 
 	for _, tc := range []struct {
 		name, click, event, network string

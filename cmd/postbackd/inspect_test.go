@@ -34,8 +34,7 @@ func TestInspect(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err := store.Claim(ctx, "c-7", "pb-ftd", time.Minute)
-	if err != nil {
+	if _, err := store.Claim(ctx, "c-7", "pb-ftd", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.MarkDelivered(ctx, "c-7", "pb-ftd", dedupe.Delivery{HTTPStatus: 200, Attempts: 2, DeliveredAt: at, URL: "http://t/pb?token=[REDACTED]"},

@@ -44,8 +44,7 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	for click, d := range map[string]dedupe.Delivery{"c2": {HTTPStatus: 400, Refused: "HTTP 400"}, "c3": {HTTPStatus: 200}} {
-		_, err := store.Claim(ctx, click, "pb-"+click, time.Minute)
-		if err != nil {
+		if _, err := store.Claim(ctx, click, "pb-"+click, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := store.MarkDelivered(ctx, click, "pb-"+click, d, nil); err != nil {
