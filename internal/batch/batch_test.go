@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -136,6 +137,58 @@ func TestCoalescerClosed(t *testing.T) {
 	}
 }
 
+// TestCoalescerCloseAnswersEveryCall holds Close to its contract while
+// calls are in every state: one in a batch that is executing, some queued,
+// some waiting for room in a full queue, some arriving during Close. Each
+// caller gets its result or ErrClosed; none is left waiting.
+func TestCoalescerCloseAnswersEveryCall(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	c := New(func(_ context.Context, r []int) ([]int, error) {
+		once.Do(func() { close(started); <-release })
+		return r, nil
+	}, Options{Max: 2, Concurrency: 1}) // room for 2 queued calls
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	call := func(i int) {
+		defer wg.Done()
+		var got int
+		got, errs[i] = c.Do(context.Background(), i)
+		if errs[i] == nil && got != i {
+			errs[i] = fmt.Errorf("result %d, want %d", got, i)
+		}
+	}
+	wg.Add(1)
+	go call(0)
+	<-started
+	for i := 1; i < 6; i++ { // two queued, three waiting for room
+		wg.Add(1)
+		go call(i)
+	}
+	testinfra.WaitUntil(t, 5*time.Second, "the queue full", func() bool { return len(c.queue) == cap(c.queue) })
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	for i := 6; i < 8; i++ { // during Close
+		wg.Add(1)
+		go call(i)
+	}
+	close(release)
+	<-closed
+	wg.Wait()
+	if errs[0] != nil {
+		t.Errorf("the executing call: %v, want its result", errs[0])
+	}
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("call %d: %v, want its result or ErrClosed", i, err)
+		}
+	}
+	if _, err := c.Do(context.Background(), 9); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v, want ErrClosed", err)
+	}
+}
+
 func TestCoalescerCallerContext(t *testing.T) {
 	block := make(chan struct{})
 	c := New(func(_ context.Context, r []int) ([]int, error) { <-block; return r, nil }, Options{Concurrency: 1})
@@ -154,6 +207,23 @@ func BenchmarkCoalescer(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			_, _ = c.Do(context.Background(), 1)
+		}
+	})
+}
+
+// BenchmarkCoalescerInFlight is the coalescer as postbackd uses it: one
+// batch at a time, hundreds of callers in flight sharing one cancellable
+// context (a consumer session's), so every waiter also waits on the same
+// Done channel.
+func BenchmarkCoalescerInFlight(b *testing.B) {
+	c := New(func(_ context.Context, r []int) ([]int, error) { return r, nil }, Options{Max: 256, Concurrency: 1})
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.SetParallelism(256)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = c.Do(ctx, 1)
 		}
 	})
 }
