@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,6 +188,63 @@ func TestCoalescerCloseAnswersEveryCall(t *testing.T) {
 	if _, err := c.Do(context.Background(), 9); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v, want ErrClosed", err)
 	}
+}
+
+// TestCoalescerRecyclesOnlyAnsweredCalls runs many callers, some giving
+// up before their answer, against batches that take a while: a call is
+// reused only once its caller took the answer, so every answer that
+// arrives is the caller's own, and answering an abandoned call never holds
+// up the loop.
+func TestCoalescerRecyclesOnlyAnsweredCalls(t *testing.T) {
+	c := New(func(_ context.Context, r []int) ([]int, error) {
+		time.Sleep(50 * time.Microsecond) // a batch's round trip, so that callers give up in every state
+		out := make([]int, len(r))
+		for i, v := range r {
+			out[i] = -v
+		}
+		return out, nil
+	}, Options{Max: 16, Concurrency: 1})
+	// Closed at the end only: Close waits for a loop that may be stuck.
+	var wg sync.WaitGroup
+	var wrong, answered atomic.Int64
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 200 {
+				req := g*1000 + i
+				ctx, cancel := context.WithCancel(context.Background())
+				switch i % 3 {
+				case 0: // gives up before the call is queued
+					cancel()
+				case 1: // gives up while queued or in a batch, or not at all
+					time.AfterFunc(time.Duration(i%7)*20*time.Microsecond, cancel)
+				}
+				got, err := c.Do(ctx, req)
+				cancel()
+				if err == nil {
+					answered.Add(1)
+					if got != -req {
+						wrong.Add(1)
+					}
+				} else if !errors.Is(err, context.Canceled) {
+					t.Errorf("request %d: %v", req, err)
+				}
+			}
+		})
+	}
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("callers still waiting after 30 s: a loop blocked answering a call, or a call went unanswered")
+	}
+	if wrong.Load() != 0 {
+		t.Fatalf("%d of %d answers were another call's", wrong.Load(), answered.Load())
+	}
+	if never := int64(64 * 66); answered.Load() < never { // i%3 == 2
+		t.Fatalf("only %d calls answered, want at least the %d never cancelled", answered.Load(), never)
+	}
+	c.Close()
 }
 
 func TestCoalescerCallerContext(t *testing.T) {
