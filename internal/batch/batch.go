@@ -33,10 +33,11 @@ type Coalescer[Req, Res any] struct {
 	once    sync.Once
 
 	// closing guards the queue against a call queued after Close drained
-	// it: Do queues under the read lock, Close sets closed under the write
-	// lock before it stops the loops. So every queued call is answered —
-	// by a loop, or by Close's drain — and a waiting caller needs no
-	// select on done, only on its own call and its context.
+	// it: Do queues under the read lock, and Close, once it has closed
+	// done (which ends every wait for room in the queue), sets closed
+	// under the write lock before it drains the queue. So every queued
+	// call is answered — by a loop, or by Close's drain — and a waiting
+	// caller needs no select on done, only on its own call and its context.
 	closing sync.RWMutex
 	closed  bool
 
@@ -102,10 +103,10 @@ func New[Req, Res any](exec Exec[Req, Res], o Options) *Coalescer[Req, Res] {
 // returns ctx.Err(), but the request may still be executed: operations
 // batched here must be safe to repeat.
 //
-// The common case costs one non-blocking send and one wait on two
-// channels: with hundreds of calls in flight on a shared context, every
-// further case of a select is one more channel each waiter locks and
-// queues on (BenchmarkCoalescerInFlight).
+// The common case costs a look at ctx, one non-blocking send and one wait
+// on two channels: with hundreds of calls in flight on a shared context,
+// every further case of a select is one more channel each waiter locks
+// and queues on (BenchmarkCoalescerInFlight).
 func (c *Coalescer[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	var zero Res
 	cl, _ := c.calls.Get().(*call[Req, Res])
@@ -137,8 +138,14 @@ func (c *Coalescer[Req, Res]) recycle(cl *call[Req, Res]) {
 	c.calls.Put(cl)
 }
 
-// enqueue queues cl unless the coalescer is closed or ctx ends first.
+// enqueue queues cl unless the coalescer is closed or ctx has ended (a
+// caller that is gone sends nothing to the backend).
 func (c *Coalescer[Req, Res]) enqueue(ctx context.Context, cl *call[Req, Res]) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
+	}
 	c.closing.RLock()
 	defer c.closing.RUnlock()
 	if c.closed {
@@ -149,24 +156,30 @@ func (c *Coalescer[Req, Res]) enqueue(ctx context.Context, cl *call[Req, Res]) e
 		return nil
 	default:
 	}
-	// The queue is full: wait for room. The loops keep taking calls while
-	// Close waits for this read lock, so the wait ends.
+	// The queue is full: wait for room, for ctx, or for Close, which closes
+	// done before it takes the write lock, so that this read lock never
+	// holds it up.
 	select {
 	case c.queue <- cl:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
 	}
 }
 
-// Close stops the coalescer after the batches in progress; queued calls
-// that were not taken fail with ErrClosed. Safe to call twice.
+// Close stops the coalescer after the batches in progress (no batch
+// starts, and no call of a failed batch is run again, once Close has
+// begun); queued calls that were not taken fail with ErrClosed. So it
+// returns within about one Timeout however the backend behaves. Safe to
+// call twice.
 func (c *Coalescer[Req, Res]) Close() {
 	c.once.Do(func() {
+		close(c.done)
 		c.closing.Lock()
 		c.closed = true
 		c.closing.Unlock()
-		close(c.done)
 		c.wg.Wait()
 		for {
 			select {
@@ -190,6 +203,16 @@ func (c *Coalescer[Req, Res]) loop() {
 			return
 		case first := <-c.queue:
 			calls = append(calls[:0], first)
+		}
+		// done and a queued call may have been ready together, and select
+		// picks at random: a call taken once Close has begun is answered
+		// as a queued one, not run.
+		select {
+		case <-c.done:
+			var zero Res
+			calls[0].answer(zero, ErrClosed)
+			return
+		default:
 		}
 	fill:
 		for len(calls) < c.max {

@@ -231,13 +231,7 @@ func TestCoalescerRecyclesOnlyAnsweredCalls(t *testing.T) {
 			}
 		})
 	}
-	waited := make(chan struct{})
-	go func() { wg.Wait(); close(waited) }()
-	select {
-	case <-waited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("callers still waiting after 30 s: a loop blocked answering a call, or a call went unanswered")
-	}
+	waitCallers(t, &wg, "a loop blocked answering a call, or a call went unanswered")
 	if wrong.Load() != 0 {
 		t.Fatalf("%d of %d answers were another call's", wrong.Load(), answered.Load())
 	}
@@ -245,6 +239,157 @@ func TestCoalescerRecyclesOnlyAnsweredCalls(t *testing.T) {
 		t.Fatalf("only %d calls answered, want at least the %d never cancelled", answered.Load(), never)
 	}
 	c.Close()
+}
+
+// TestCoalescerCloseRunsNothingNew closes the coalescer while a batch of
+// four hangs in the backend, four more calls are queued and a ninth waits
+// for room: the batch in progress ends at its Timeout, and nothing runs
+// after Close has begun — not the failed batch's calls one by one, not the
+// queued ones — so Close returns within about one Timeout and every caller
+// gets ErrClosed.
+func TestCoalescerCloseRunsNothingNew(t *testing.T) {
+	var closing atomic.Bool
+	var runs, late atomic.Int64
+	c := New(func(ctx context.Context, r []int) ([]int, error) {
+		runs.Add(1)
+		if closing.Load() {
+			late.Add(1)
+		}
+		<-ctx.Done() // a backend that never answers: each run ends at Timeout
+		return nil, ctx.Err()
+	}, Options{Max: 4, Concurrency: 1, Timeout: 50 * time.Millisecond})
+	var wg sync.WaitGroup
+	errs := make([]error, 10)
+	do := func(i int) {
+		wg.Go(func() { _, errs[i] = c.Do(context.Background(), i) })
+	}
+	do(0)
+	testinfra.WaitUntil(t, 5*time.Second, "call 0 running", func() bool { return runs.Load() == 1 })
+	for i := 1; i <= 4; i++ {
+		do(i)
+	}
+	testinfra.WaitUntil(t, 5*time.Second, "calls 1-4 running as one batch", func() bool { return runs.Load() == 2 })
+	for i := 5; i <= 9; i++ { // four queued, the ninth waiting for room
+		do(i)
+	}
+	testinfra.WaitUntil(t, 5*time.Second, "the queue full", func() bool { return len(c.queue) == cap(c.queue) })
+	closing.Store(true)
+	c.Close()
+	waitCallers(t, &wg, "Close returned before answering them")
+	if n := late.Load(); n != 0 {
+		t.Errorf("%d backend runs began after Close, want none", n)
+	}
+	if !errors.Is(errs[0], context.DeadlineExceeded) {
+		t.Errorf("call 0: %v, want its batch's timeout", errs[0])
+	}
+	for i := 1; i <= 9; i++ {
+		if !errors.Is(errs[i], ErrClosed) {
+			t.Errorf("call %d: %v, want ErrClosed", i, errs[i])
+		}
+	}
+}
+
+// TestCoalescerDoDuringClose calls Do while Close waits for a batch that
+// does not end (its backend ignores its context) and a caller waits for
+// room: the new call returns ErrClosed, or its own context's error, at
+// once, not when the batch ends.
+func TestCoalescerDoDuringClose(t *testing.T) {
+	release := make(chan struct{})
+	var runs atomic.Int64
+	c := New(func(_ context.Context, r []int) ([]int, error) {
+		runs.Add(1)
+		<-release
+		return r, nil
+	}, Options{Max: 1, Concurrency: 1})
+	var wg sync.WaitGroup
+	for i := range 3 { // one running, one queued, one waiting for room
+		wg.Go(func() { _, _ = c.Do(context.Background(), i) })
+		if i == 0 {
+			testinfra.WaitUntil(t, 5*time.Second, "call 0 running", func() bool { return runs.Load() == 1 })
+		}
+	}
+	testinfra.WaitUntil(t, 5*time.Second, "the queue full", func() bool { return len(c.queue) == cap(c.queue) })
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-c.done: // Close has begun
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close has not begun after 10 s: it waits for the caller waiting for room")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { _, err := c.Do(ctx, 9); res <- err }()
+	select {
+	case err := <-res:
+		if !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
+			t.Errorf("Do during Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Error("Do during Close still waiting after 10 s, while the batch in progress has not ended")
+	}
+	close(release)
+	<-closed
+	wg.Wait()
+}
+
+// TestCoalescerCloseDuringFallback closes the coalescer while a batch of
+// two is failing and two calls are queued: the failed batch's calls are
+// not run again one by one (Close has begun), the queued ones are not run
+// at all, and each of the four gets ErrClosed, once.
+func TestCoalescerCloseDuringFallback(t *testing.T) {
+	const blocker = -1 // runs alone first, so that calls 0 and 1 queue together
+	unblock, fail := make(chan struct{}), make(chan struct{})
+	var runs, late atomic.Int64
+	var c *Coalescer[int, int]
+	c = New(func(_ context.Context, r []int) ([]int, error) {
+		runs.Add(1)
+		select {
+		case <-c.done:
+			late.Add(1)
+		default:
+		}
+		switch {
+		case r[0] == blocker:
+			<-unblock
+		case len(r) > 1:
+			<-fail
+			return nil, errors.New("the batch fails")
+		}
+		return r, nil
+	}, Options{Max: 2, Concurrency: 1})
+	var wg sync.WaitGroup
+	var blockerErr error
+	wg.Go(func() { _, blockerErr = c.Do(context.Background(), blocker) })
+	testinfra.WaitUntil(t, 5*time.Second, "the blocker running", func() bool { return runs.Load() == 1 })
+	errs := make([]error, 4)
+	do := func(i int) { wg.Go(func() { _, errs[i] = c.Do(context.Background(), i) }) }
+	do(0)
+	do(1)
+	testinfra.WaitUntil(t, 5*time.Second, "calls 0 and 1 queued", func() bool { return len(c.queue) == 2 })
+	close(unblock)
+	testinfra.WaitUntil(t, 5*time.Second, "calls 0 and 1 running as one batch", func() bool { return runs.Load() == 2 })
+	do(2)
+	do(3)
+	testinfra.WaitUntil(t, 5*time.Second, "calls 2 and 3 queued", func() bool { return len(c.queue) == 2 })
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	<-c.done // Close has begun
+	close(fail)
+	<-closed
+	wg.Wait()
+	if blockerErr != nil {
+		t.Errorf("the blocker: %v", blockerErr)
+	}
+	if n := late.Load(); n != 0 {
+		t.Errorf("%d backend runs began after Close, want none", n)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("call %d: %v, want ErrClosed", i, err)
+		}
+	}
 }
 
 func TestCoalescerCallerContext(t *testing.T) {
@@ -284,4 +429,17 @@ func BenchmarkCoalescerInFlight(b *testing.B) {
 			_, _ = c.Do(ctx, 1)
 		}
 	})
+}
+
+// waitCallers waits for the callers of wg, failing the test if they are
+// still waiting after 10 s (why names the bug that would keep them).
+func waitCallers(t *testing.T, wg *sync.WaitGroup, why string) {
+	t.Helper()
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("callers still waiting after 10 s: %s", why)
+	}
 }
