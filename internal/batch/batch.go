@@ -64,6 +64,12 @@ func (cl *call[Req, Res]) answer(res Res, err error) {
 	cl.done <- struct{}{}
 }
 
+// fail answers cl with err and no result.
+func (cl *call[Req, Res]) fail(err error) {
+	var zero Res
+	cl.answer(zero, err)
+}
+
 // Options tune a Coalescer.
 type Options struct {
 	// Max is the largest batch (default 128).
@@ -132,10 +138,18 @@ func (c *Coalescer[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 // recycle returns a call no one else holds to the pool, dropping what it
 // refers to.
 func (c *Coalescer[Req, Res]) recycle(cl *call[Req, Res]) {
-	var zero call[Req, Res]
-	zero.done = cl.done
-	*cl = zero
+	*cl = call[Req, Res]{done: cl.done}
 	c.calls.Put(cl)
+}
+
+// closeBegun reports whether Close has begun.
+func (c *Coalescer[Req, Res]) closeBegun() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // enqueue queues cl unless the coalescer is closed or ctx has ended (a
@@ -184,8 +198,7 @@ func (c *Coalescer[Req, Res]) Close() {
 		for {
 			select {
 			case cl := <-c.queue:
-				var zero Res
-				cl.answer(zero, ErrClosed)
+				cl.fail(ErrClosed)
 			default:
 				return
 			}
@@ -207,12 +220,9 @@ func (c *Coalescer[Req, Res]) loop() {
 		// done and a queued call may have been ready together, and select
 		// picks at random: a call taken once Close has begun is answered
 		// as a queued one, not run.
-		select {
-		case <-c.done:
-			var zero Res
-			calls[0].answer(zero, ErrClosed)
+		if c.closeBegun() {
+			calls[0].fail(ErrClosed)
 			return
-		default:
 		}
 	fill:
 		for len(calls) < c.max {
@@ -233,30 +243,26 @@ func (c *Coalescer[Req, Res]) loop() {
 			// unless the coalescer is closing (a stop must stay bounded even
 			// while the backend hangs).
 			for _, cl := range calls {
-				select {
-				case <-c.done:
-					var zero Res
-					cl.answer(zero, ErrClosed)
+				if c.closeBegun() {
+					cl.fail(ErrClosed)
 					continue
-				default:
 				}
-				var res Res
-				r, err := c.run([]Req{cl.req})
-				if err == nil {
-					res = r[0]
+				if r, err := c.run([]Req{cl.req}); err != nil {
+					cl.fail(err)
+				} else {
+					cl.answer(r[0], nil)
 				}
-				cl.answer(res, err)
 			}
 			continue
 		}
 		// Once answered, a call may be reused by its caller's next Do: the
 		// loop must not touch it again.
 		for i, cl := range calls {
-			var r Res
-			if err == nil {
-				r = res[i]
+			if err != nil {
+				cl.fail(err)
+			} else {
+				cl.answer(res[i], nil)
 			}
-			cl.answer(r, err)
 		}
 	}
 }
